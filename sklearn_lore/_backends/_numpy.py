@@ -1,0 +1,86 @@
+"""numpy/scipy backend: the solver's operations on the CPU in float64."""
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import expit, log_softmax
+
+
+class NumpyBackend:
+    """Operations on numpy arrays; segment sums through a sparse indicator matrix."""
+
+    name = "numpy"
+    device = "cpu"
+
+    def asarray(self, a):
+        return np.ascontiguousarray(a, dtype=np.float64)
+
+    def as_data(self, Z):
+        """The rows matrix used by the passes over the data."""
+        return np.ascontiguousarray(Z, dtype=np.float64)
+
+    def as_index(self, a):
+        return np.asarray(a, dtype=np.intp)
+
+    def to_numpy(self, a):
+        return np.asarray(a, dtype=np.float64)
+
+    def scalar(self, a):
+        return float(a)
+
+    def zeros(self, shape):
+        return np.zeros(shape)
+
+    def eye(self, n):
+        return np.eye(n)
+
+    def sum(self, a, axis=None):
+        return np.sum(a, axis=axis)
+
+    def abs_max(self, a):
+        return float(np.max(np.abs(a))) if a.size else 0.0
+
+    def vdot(self, a, b):
+        return float(np.vdot(a, b))
+
+    def softplus(self, t):
+        return np.logaddexp(0.0, t)
+
+    def sigmoid(self, t):
+        return expit(t)
+
+    def softmax(self, theta):
+        return np.exp(log_softmax(theta, axis=1))
+
+    def where(self, cond, a, b):
+        return np.where(cond, a, b)
+
+    def concat_rows(self, a, b):
+        return np.vstack([a, b[None, :]])
+
+    def einsum(self, spec, *ops):
+        return np.einsum(spec, *ops, optimize=True)
+
+    def solve(self, H, g):
+        """Batched solve of (G, B, B) systems with (G, B) right-hand sides."""
+        return np.linalg.solve(H, g[..., None])[..., 0]
+
+    def segments(self, groups, n_groups):
+        """Indicator matrix (n_groups, N) for segment sums over rows."""
+        n = groups.shape[0]
+        return sp.csr_matrix(
+            (np.ones(n), (groups, np.arange(n))), shape=(n_groups, n)
+        )
+
+    def segment_sum(self, seg, values):
+        """Sum rows of ``values`` (N, ...) per group -> (n_groups, ...)."""
+        shape = values.shape
+        out = seg @ values.reshape(shape[0], -1)
+        return np.asarray(out).reshape((seg.shape[0],) + shape[1:])
+
+    def matmul_ZV(self, Z, V):
+        """First pass over the data: Z @ V, (N, B)."""
+        return Z @ V
+
+    def matmul_ZtR(self, Z, R):
+        """Second pass over the data: Z^T @ R, (d, B)."""
+        return Z.T @ R

@@ -1,0 +1,154 @@
+"""torch backend: the solver's operations on a torch device (CPU or CUDA).
+
+The data matrix Z is kept in float32 on CUDA (the two passes over it are the
+whole cost) and float64 on the CPU; everything else, accumulations and the small
+B x B solves included, is float64. When Z does not fit in GPU memory it stays in
+(pinned) host memory and the passes stream it through the GPU in row chunks.
+"""
+
+import numpy as np
+import torch
+
+
+def _resolve_device(device):
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but torch sees no CUDA GPU. "
+            "Use device='cpu' (or None to pick automatically)."
+        )
+    return dev
+
+
+class TorchBackend:
+    """Operations on torch tensors; segment sums with ``index_add_``."""
+
+    name = "torch"
+
+    def __init__(self, device=None, data_dtype=None, max_data_bytes=None):
+        self.device_ = _resolve_device(device)
+        self.device = str(self.device_)
+        on_gpu = self.device_.type == "cuda"
+        self.data_dtype = data_dtype or (torch.float32 if on_gpu else torch.float64)
+        self.max_data_bytes = max_data_bytes
+
+    # conversion -----------------------------------------------------------
+    def asarray(self, a):
+        return torch.as_tensor(np.asarray(a, dtype=np.float64), device=self.device_)
+
+    def _data_budget(self):
+        if self.max_data_bytes is not None:
+            return self.max_data_bytes
+        if self.device_.type != "cuda":
+            return float("inf")
+        free, _ = torch.cuda.mem_get_info(self.device_)
+        return 0.5 * free
+
+    def as_data(self, Z):
+        """Z on the device when it fits the memory budget, else chunked from host."""
+        Zt = torch.as_tensor(np.asarray(Z), dtype=self.data_dtype)
+        nbytes = Zt.element_size() * Zt.numel()
+        if nbytes <= self._data_budget():
+            return Zt.to(self.device_)
+        return _HostChunks(Zt, self)
+
+    def as_index(self, a):
+        return torch.as_tensor(np.asarray(a, dtype=np.int64), device=self.device_)
+
+    def to_numpy(self, a):
+        return a.detach().to("cpu", torch.float64).numpy()
+
+    def scalar(self, a):
+        return float(a)
+
+    # elementwise and reductions -----------------------------------------
+    def zeros(self, shape):
+        return torch.zeros(shape, dtype=torch.float64, device=self.device_)
+
+    def eye(self, n):
+        return torch.eye(n, dtype=torch.float64, device=self.device_)
+
+    def sum(self, a, axis=None):
+        return a.sum() if axis is None else a.sum(dim=axis)
+
+    def abs_max(self, a):
+        return float(a.abs().max()) if a.numel() else 0.0
+
+    def vdot(self, a, b):
+        return float((a * b).sum())
+
+    def softplus(self, t):
+        return torch.logaddexp(torch.zeros((), dtype=t.dtype, device=t.device), t)
+
+    def sigmoid(self, t):
+        return torch.sigmoid(t)
+
+    def softmax(self, theta):
+        return torch.softmax(theta, dim=1)
+
+    def where(self, cond, a, b):
+        return torch.where(cond, a, b)
+
+    def concat_rows(self, a, b):
+        return torch.cat([a, b.unsqueeze(0)], dim=0)
+
+    def einsum(self, spec, *ops):
+        return torch.einsum(spec, *ops)
+
+    def solve(self, H, g):
+        return torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
+
+    # segment sums ----------------------------------------------------------
+    def segments(self, groups, n_groups):
+        return (groups, n_groups)
+
+    def segment_sum(self, seg, values):
+        groups, n_groups = seg
+        out = torch.zeros((n_groups,) + tuple(values.shape[1:]), dtype=values.dtype,
+                          device=values.device)
+        return out.index_add_(0, groups, values)
+
+    # the two passes over the data -------------------------------------------
+    def matmul_ZV(self, Z, V):
+        if isinstance(Z, _HostChunks):
+            return Z.matmul_ZV(V)
+        return (Z @ V.to(Z.dtype)).to(torch.float64)
+
+    def matmul_ZtR(self, Z, R):
+        if isinstance(Z, _HostChunks):
+            return Z.matmul_ZtR(R)
+        return (Z.T @ R.to(Z.dtype)).to(torch.float64)
+
+
+class _HostChunks:
+    """A data matrix kept in host memory and streamed to the device in row chunks."""
+
+    def __init__(self, Z, backend, chunk_bytes=None):
+        self.Z = Z.pin_memory() if backend.device_.type == "cuda" else Z
+        self.device = backend.device_
+        budget = chunk_bytes or max(backend._data_budget() / 4, 1 << 20)
+        row_bytes = Z.element_size() * max(Z.shape[1], 1)
+        self.chunk = max(int(budget // row_bytes), 1)
+        self.shape = Z.shape
+        self.dtype = Z.dtype
+
+    def _chunks(self):
+        for start in range(0, self.shape[0], self.chunk):
+            stop = min(start + self.chunk, self.shape[0])
+            yield start, stop, self.Z[start:stop].to(self.device, non_blocking=True)
+
+    def matmul_ZV(self, V):
+        Vd = V.to(self.dtype)
+        parts = [(Zc @ Vd).to(torch.float64) for _, _, Zc in self._chunks()]
+        return torch.cat(parts, dim=0)
+
+    def matmul_ZtR(self, R):
+        out = torch.zeros((self.shape[1], R.shape[1]), dtype=torch.float64, device=self.device)
+        for start, stop, Zc in self._chunks():
+            out += (Zc.T @ R[start:stop].to(self.dtype)).to(torch.float64)
+        return out
+
+    def __getitem__(self, idx):
+        return self.Z[idx].to(self.device)

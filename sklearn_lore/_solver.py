@@ -1,0 +1,352 @@
+"""Alternating minimization of the low-rank Bradley-Terry objective.
+
+The objective and its derivatives are stated in :mod:`sklearn_lore._objective`.
+Every function here takes a backend ``be`` (:mod:`sklearn_lore._backends`) and
+clean arrays of that backend: validation happened at the estimator's boundary.
+
+* :func:`user_step`: all users' weights at once, V fixed; batched damped Newton
+  (exact Newton for free weights, Gauss-Newton through the softmax for simplex
+  weights) with a per-user backtracking line search. Few-shot fold-in is exactly
+  this step for new users.
+* :func:`fit_alternating`: from a spectral initialization, rounds of an exact user
+  step and an L-BFGS basis step (one pass ``Z V`` and one pass ``Z^T R`` over the
+  data each) until the relative objective change falls below ``tol``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.utils.extmath import randomized_svd
+
+from . import _objective as obj
+
+
+@dataclass
+class Rows:
+    """The comparisons in backend arrays: data Z, labels y in {0, 1}, weights s."""
+
+    Z: object
+    y: object
+    s: object
+    groups: object
+    n_groups: int
+    seg: object
+    s_total: float
+
+
+def make_rows(be, Z, y, s, groups, n_groups):
+    """Move numpy inputs to the backend once per fit."""
+    groups_be = be.as_index(groups)
+    return Rows(
+        Z=be.as_data(Z),
+        y=be.asarray(y),
+        s=be.asarray(s),
+        groups=groups_be,
+        n_groups=int(n_groups),
+        seg=be.segments(groups_be, int(n_groups)),
+        s_total=float(np.sum(s)),
+    )
+
+
+# ---------------------------------------------------------------------------
+# initialization
+
+
+def spectral_init(Z, y, s, groups, n_groups, n_components, random_state):
+    """Top singular directions of the users' aggregated preference signals.
+
+    Each user contributes ``sum_i s_i (2 y_i - 1) z_i``, the direction its
+    comparisons point to; the top right singular vectors of that (G, d) matrix
+    give distinct, deterministic basis columns (signs fixed by ``svd_flip``).
+    Columns beyond the matrix rank are filled from ``random_state``.
+    """
+    import scipy.sparse as sp
+
+    n, d = Z.shape
+    coef = s * (2.0 * y - 1.0)
+    agg = sp.csr_matrix((coef, (groups, np.arange(n))), shape=(n_groups, n)) @ Z
+    agg = np.asarray(agg)
+    rank = min(n_components, *agg.shape)
+    rng = np.random.RandomState(random_state)
+    if rank > 0 and np.any(agg):
+        _, sv, vt = randomized_svd(agg, rank, n_iter=6, random_state=rng)
+        basis = vt[sv > sv[0] * 1e-10].T
+    else:
+        basis = np.zeros((d, 0))
+    missing = n_components - basis.shape[1]
+    if missing > 0:
+        extra = rng.standard_normal((d, missing))
+        if basis.shape[1]:
+            extra -= basis @ (basis.T @ extra)
+        extra /= np.maximum(np.linalg.norm(extra, axis=0), 1e-12)
+        basis = np.hstack([basis, extra])
+    return basis
+
+
+# ---------------------------------------------------------------------------
+# user step
+
+
+def _group_objective(be, rows, F, theta, mu, precision, kind):
+    W = obj.user_weights_from_params(be, theta, kind)
+    t = obj.row_logits(be, F, W[rows.groups])
+    data = be.segment_sum(rows.seg, obj.row_losses(be, t, rows.y, rows.s))
+    return data + obj.prior_penalty(be, theta, mu, precision), W, t
+
+
+def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10):
+    """Minimize every user's objective over its parameters with V fixed.
+
+    Parameters
+    ----------
+    F : (N, B) backend array, ``Z @ V``.
+    theta : (G, B) starting parameters. mu : (B,) prior centre.
+    precision : (B, B) or (G, B, B) prior precision.
+
+    Returns
+    -------
+    theta : (G, B) backend array, the minimizer.
+    hessian : (G, B, B) backend array, each user's data Hessian in parameter space
+        (without the prior), used as that user's curvature for later updates.
+    """
+    B = theta.shape[1]
+    eye = be.eye(B)
+    for _ in range(max_iter):
+        f_g, W, t = _group_objective(be, rows, F, theta, mu, precision, kind)
+        p = be.sigmoid(t)
+        grad_w = be.segment_sum(rows.seg, (rows.s * (p - rows.y))[:, None] * F)
+        curv = rows.s * p * (1.0 - p)
+        H_w = be.segment_sum(rows.seg, (curv[:, None] * F)[:, :, None] * F[:, None, :])
+        prior_grad = obj.prior_gradient(be, theta - mu, precision)
+        if kind == "simplex":
+            grad, H = _simplex_newton_system(be, W, grad_w, H_w, precision, eye)
+            grad = grad + prior_grad
+            step = be.solve(H + 1e-10 * eye, grad)
+            decrement = be.sum(grad * step, axis=1)
+            if not bool((decrement > 0).all()):
+                J = _softmax_jacobian(be, W, eye)
+                gn_step = be.solve(J @ H_w @ J + precision + 1e-10 * eye, grad)
+                step = be.where((decrement > 0)[:, None], step, gn_step)
+        else:
+            grad = grad_w + prior_grad
+            step = be.solve(H_w + precision, grad)
+        decrement = be.sum(grad * step, axis=1)
+        if be.abs_max(decrement) <= tol:
+            break
+        theta = _line_search_users(
+            be, rows, F, theta, mu, precision, kind, f_g, step, decrement, tol
+        )
+    return theta, _user_hessian(be, rows, F, theta, kind)
+
+
+def _softmax_jacobian(be, W, eye):
+    return be.einsum("gi,ij->gij", W, eye) - be.einsum("gi,gj->gij", W, W)
+
+
+def _simplex_newton_system(be, W, grad_w, H_w, precision, eye):
+    """Gradient and exact Hessian in theta of the data term for w = softmax(theta).
+
+    With J = diag(w) - w w^T the gradient is J g; the Hessian is J H_w J plus the
+    curvature of the softmax itself, diag(a) - a w^T - w a^T with a = w * (g - w.g).
+    """
+    J = _softmax_jacobian(be, W, eye)
+    grad = be.einsum("gij,gj->gi", J, grad_w)
+    a = W * (grad_w - be.sum(W * grad_w, axis=1)[:, None])
+    H = J @ H_w @ J + be.einsum("gi,ij->gij", a, eye)
+    H = H - be.einsum("gi,gj->gij", a, W) - be.einsum("gi,gj->gij", W, a)
+    return grad, H + precision
+
+
+def _line_search_users(be, rows, F, theta, mu, precision, kind, f_g, step, decrement, tol):
+    """Per-user backtracking (Armijo) along the Newton directions, all users at once.
+
+    Users whose Newton decrement is already below ``tol`` do not move; a small
+    slack absorbs rounding in the per-user objective.
+    """
+    alpha = decrement * 0.0 + 1.0
+    accepted = decrement <= tol
+    slack = 1e-12 * (be.abs_max(f_g) + 1.0)
+    for _ in range(40):
+        trial = theta - alpha[:, None] * step
+        f_new, _, _ = _group_objective(be, rows, F, trial, mu, precision, kind)
+        accepted = accepted | (f_new <= f_g - 1e-4 * alpha * decrement + slack)
+        if bool(accepted.all()):
+            break
+        alpha = be.where(accepted, alpha, 0.5 * alpha)
+    alpha = be.where(accepted & (decrement > tol), alpha, 0.0 * alpha)
+    return theta - alpha[:, None] * step
+
+
+def _user_hessian(be, rows, F, theta, kind):
+    W = obj.user_weights_from_params(be, theta, kind)
+    t = obj.row_logits(be, F, W[rows.groups])
+    p = be.sigmoid(t)
+    H = be.segment_sum(rows.seg, ((rows.s * p * (1.0 - p))[:, None] * F)[:, :, None] * F[:, None, :])
+    if kind == "simplex":
+        J = _softmax_jacobian(be, W, be.eye(W.shape[1]))
+        H = J @ H @ J
+    return H
+
+
+# ---------------------------------------------------------------------------
+# basis step
+
+
+def lbfgs(be, fg, x, max_iter=100, gtol=1e-7, ftol=1e-12, memory=10, callback=None):
+    """Limited-memory BFGS with Armijo backtracking, on backend arrays.
+
+    ``fg(x)`` returns ``(f, grad, aux)``; returns the final ``(x, f, aux, n_iter)``.
+    ``callback(k, f)`` is called after each iteration and stops it by returning True.
+    Written against the backend so numpy and torch follow the same iterates.
+    """
+    f, g, aux = fg(x)
+    pairs = []
+    k = 0
+    for k in range(1, max_iter + 1):
+        if be.abs_max(g) <= gtol:
+            break
+        d = -_two_loop(be, g, pairs)
+        gd = be.vdot(g, d)
+        if gd >= 0:
+            pairs = []
+            d, gd = -g, -be.vdot(g, g)
+        step = 1.0 if pairs else min(1.0, 1.0 / max(be.abs_max(g), 1e-12))
+        for _ in range(40):
+            x_new = x + step * d
+            f_new, g_new, aux_new = fg(x_new)
+            if f_new <= f + 1e-4 * step * gd:
+                break
+            step *= 0.5
+        else:
+            break
+        s_vec, y_vec = x_new - x, g_new - g
+        sy = be.vdot(s_vec, y_vec)
+        if sy > 1e-12 * be.vdot(y_vec, y_vec):
+            pairs = (pairs + [(s_vec, y_vec, 1.0 / sy)])[-memory:]
+        converged = (f - f_new) <= ftol * max(abs(f), abs(f_new), 1.0)
+        x, f, g, aux = x_new, f_new, g_new, aux_new
+        if converged or (callback is not None and callback(k, f)):
+            break
+    return x, f, aux, k
+
+
+def _two_loop(be, g, pairs):
+    q = g
+    coeffs = []
+    for s_vec, y_vec, rho in reversed(pairs):
+        a = rho * be.vdot(s_vec, q)
+        coeffs.append(a)
+        q = q - a * y_vec
+    if pairs:
+        s_vec, y_vec, _ = pairs[-1]
+        q = q * (be.vdot(s_vec, y_vec) / be.vdot(y_vec, y_vec))
+    for (s_vec, y_vec, rho), a in zip(pairs, reversed(coeffs)):
+        b = rho * be.vdot(y_vec, q)
+        q = q + (a - b) * s_vec
+    return q
+
+
+# ---------------------------------------------------------------------------
+# alternating minimization
+
+
+@dataclass
+class FitResult:
+    V: np.ndarray
+    theta: np.ndarray
+    mu: np.ndarray
+    user_hessian: np.ndarray
+    n_iter: int
+    objective: float
+
+
+def prior_centre(be, theta, kind, lam):
+    """The prior centre mu given the users' parameters (block minimizer for free weights)."""
+    G = theta.shape[0]
+    if kind == "simplex":
+        w_pop = be.sum(be.softmax(theta), axis=0) / G
+        log_w = be.to_numpy(w_pop)
+        log_w = np.log(np.maximum(log_w, 1e-300))
+        return be.asarray(log_w - log_w.mean())
+    return be.sum(theta, axis=0) / (G + 1)
+
+
+def fit_alternating(be, rows, V0, theta0, kind, alpha, lam, max_iter, tol, *, prior=None,
+                    anchor=None, log=None):
+    """Alternating minimization of J from ``V0``; returns a :class:`FitResult` (numpy).
+
+    Every outer round solves the user block exactly (batched Newton; it needs only
+    ``F = Z V``, no pass over the data) and then takes one L-BFGS step on the basis
+    block of the objective with the users minimized out, phi(V) = min_Theta J.
+    At the exact user optimum the gradient of phi is the plain basis-block gradient
+    (envelope theorem), so a round costs one pass ``Z V`` and one pass ``Z^T R``,
+    while L-BFGS gathers the curvature that plain block descent ignores along the
+    directions that couple the two blocks. For free weights the prior centre mu
+    joins V in the L-BFGS vector. Stops when the relative objective change over a
+    round stays below ``tol`` for three rounds, or after ``max_iter`` rounds.
+
+    ``prior``, when given, is ``(centres (G, B), precisions (G, B, B))`` fixed per
+    user (streaming and fold-in); mu is then not optimized. ``anchor`` is the
+    streaming basis prior ``(V_prev, A, S, a0)``: 1/2 <D, A D S> + a0/2 ||D||^2
+    with D = V - V_prev (a Kronecker-factored curvature of earlier batches).
+    """
+    B, d = V0.shape[1], V0.shape[0]
+    optimize_mu = kind == "free" and prior is None
+    if prior is None:
+        centres, precision = None, lam * be.eye(B)
+    else:
+        centres, precision = prior
+    theta = centres if theta0 is None and centres is not None else theta0
+    state = {"theta": be.zeros((rows.n_groups, B)) if theta is None else theta}
+
+    def unpack(x):
+        if optimize_mu:
+            return x[:d], x[d]
+        return x, (be.zeros(B) if centres is None else centres)
+
+    def fg(x):
+        V, mu = unpack(x)
+        F = be.matmul_ZV(rows.Z, V)
+        theta, hess = user_step(be, rows, F, state["theta"], mu, precision, kind)
+        state.update(theta=theta, hess=hess)
+        W_rows = obj.user_weights_from_params(be, theta, kind)[rows.groups]
+        t = obj.row_logits(be, F, W_rows)
+        value = obj.pair_loss(be, t, rows.y, rows.s) + 0.5 * alpha * be.sum(V * V)
+        value = value + be.sum(obj.prior_penalty(be, theta, mu, precision))
+        R = (rows.s * (be.sigmoid(t) - rows.y))[:, None] * W_rows
+        g = be.matmul_ZtR(rows.Z, R) + alpha * V
+        if anchor is not None:
+            diff = V - anchor[0]
+            Cd = anchor[1] @ diff @ anchor[2] + anchor[3] * diff
+            value = value + 0.5 * be.sum(diff * Cd)
+            g = g + Cd
+        if optimize_mu:
+            value = value + 0.5 * lam * be.sum(mu * mu)
+            gmu = lam * (rows.n_groups * mu - be.sum(theta, axis=0)) + lam * mu
+            g = be.concat_rows(g, gmu)
+        return be.scalar(value) / rows.s_total, g / rows.s_total, None
+
+    x0 = be.asarray(V0)
+    if optimize_mu:
+        x0 = be.concat_rows(x0, be.zeros(B))
+    trace = [np.inf]
+
+    def callback(k, f):
+        # three calm rounds in a row: one short L-BFGS step is not convergence
+        trace.append(f)
+        if log is not None:
+            log(k, f)
+        recent = np.abs(np.diff(trace[-4:]))
+        return len(recent) == 3 and bool(np.all(recent <= tol * max(abs(f), 1e-12)))
+
+    x, f, _, n_iter = lbfgs(be, fg, x0, max_iter=max_iter, gtol=1e-9, callback=callback)
+    fg(x)
+    V, mu = unpack(x)
+    return FitResult(
+        V=be.to_numpy(V),
+        theta=be.to_numpy(state["theta"]),
+        mu=be.to_numpy(mu) if optimize_mu else None,
+        user_hessian=be.to_numpy(state["hess"]),
+        n_iter=n_iter,
+        objective=f,
+    )

@@ -1,0 +1,1111 @@
+"""Preference data sets: synthetic generators, pair builders and loaders.
+
+Three kinds of helpers live here.
+
+- Generators with a planted low-rank, multi-user reward: :func:`make_preference_data`
+  (numeric features, like :func:`sklearn.datasets.make_classification`) and
+  :func:`make_text_preference_world` (readable prompts and responses whose attributes
+  different simulated users value differently).
+- Pair builders that turn other data into the ``user_id, prompt, response_a,
+  response_b`` layout: :func:`pairs_from_ratings` (within-user pairs from ratings; the
+  Jester benchmark recipe), :func:`pairs_from_chosen_rejected` and
+  :func:`split_hh_transcript` (chosen/rejected chat data), and
+  :func:`simulate_users_on_pairs` with :func:`response_attributes` (simulated users
+  with differing tastes on real pairs that carry no annotator ids).
+- Loaders that read the shared data files from a directory given by the caller
+  (:func:`load_jester`, :func:`load_hh_rlhf`); no data ship with the package.
+
+Every pairwise label follows the package convention: ``1`` means ``a`` is preferred,
+and the Bradley-Terry logit of a pair is ``r_u(a) - r_u(b)``.
+"""
+
+import gzip
+import json
+import re
+from numbers import Integral, Real
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+from sklearn.utils import Bunch, check_random_state
+
+__all__ = [
+    "make_preference_data",
+    "make_text_preference_world",
+    "candidate_responses",
+    "pairs_from_ratings",
+    "pairs_from_chosen_rejected",
+    "split_hh_transcript",
+    "response_attributes",
+    "simulate_users_on_pairs",
+    "load_jester",
+    "load_hh_rlhf",
+]
+
+JESTER_PROMPT = "Tell me a joke."
+_HH_ASSISTANT = "\n\nAssistant:"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_int(name, value, minimum):
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _check_real(name, value, minimum, *, strict=False):
+    ok = isinstance(value, Real) and not isinstance(value, bool) and np.isfinite(value)
+    if not ok or value < minimum or (strict and value == minimum):
+        relation = ">" if strict else ">="
+        raise ValueError(f"{name} must be a finite number {relation} {minimum}, got {value!r}.")
+    return float(value)
+
+
+def _check_columns(df, columns, argument="the data frame"):
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{argument} must be a pandas DataFrame, got {type(df).__name__}.")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{argument} lacks the column(s) {missing}; it has {list(df.columns)}.")
+
+
+def _user_names(n_users):
+    return np.array([f"u{i}" for i in range(n_users)], dtype=object)
+
+
+def _bernoulli_labels(logits, noise, rng):
+    """Labels and their probabilities under Bradley-Terry with temperature ``noise``."""
+    if noise == 0:
+        proba = (np.sign(logits) + 1.0) / 2.0
+        return (logits > 0).astype(np.int64), proba
+    proba = expit(logits / noise)
+    return (rng.uniform(size=logits.shape[0]) < proba).astype(np.int64), proba
+
+
+def _draw_simplex_weights(n_users, n_components, concentration, rng):
+    return rng.dirichlet(np.full(n_components, concentration), size=n_users)
+
+
+# --------------------------------------------------------------------------- numeric generator
+
+
+def _draw_user_weights(n_users, n_components, weights, concentration, rng):
+    if weights == "simplex":
+        return _draw_simplex_weights(n_users, n_components, concentration, rng)
+    # Same mean and per-coordinate variance as the symmetric Dirichlet, without the
+    # constraint: ``concentration`` controls the spread of users in both modes.
+    k = n_components
+    spread = np.sqrt((k - 1) / (k**2 * (k * concentration + 1))) if k > 1 else 0.5
+    return 1.0 / k + spread * rng.standard_normal((n_users, k))
+
+
+def make_preference_data(
+    n_users=100,
+    n_pairs_per_user=50,
+    n_features=32,
+    n_components=3,
+    *,
+    weights="simplex",
+    concentration=0.5,
+    noise=1.0,
+    scale=3.0,
+    return_frame=False,
+    random_state=None,
+):
+    """Generate pairwise preferences of many users with a planted low-rank reward.
+
+    The generative model is the one :class:`~sklearn_lore.LowRankRewardEstimator` fits.
+    A basis ``V`` (``n_features x n_components``) has Gaussian entries, each column
+    rescaled so that its reward difference ``z . V[:, b]`` has standard deviation
+    ``scale`` over random pairs. Each user ``u`` mixes the columns with weights ``w_u``.
+    A pair has item features ``phi_a, phi_b ~ N(0, I / n_features)`` and row
+    ``z = phi_a - phi_b``; its noiseless logit is ``z . V w_u`` and its label is
+    ``y ~ Bernoulli(sigmoid(logit / noise))`` (``noise=0``: ``y = [logit > 0]``).
+
+    Parameters
+    ----------
+    n_users : int, default=100
+        Number of users.
+    n_pairs_per_user : int, default=50
+        Number of pairs (rows) per user.
+    n_features : int, default=32
+        Dimension of the item features.
+    n_components : int, default=3
+        Rank of the planted reward (number of basis rewards).
+    weights : {"simplex", "free"}, default="simplex"
+        ``"simplex"``: ``w_u ~ Dirichlet(concentration)``, a convex mix of the basis
+        rewards. ``"free"``: ``w_u ~ N(1 / n_components, s^2 I)`` with ``s^2`` the
+        marginal variance of that Dirichlet, so weights can be negative.
+    concentration : float, default=0.5
+        Dirichlet concentration. Small values give extreme users who follow mostly one
+        basis reward (strong disagreement); large values give users near the average.
+    noise : float, default=1.0
+        Bradley-Terry temperature; ``0`` makes labels the deterministic sign of the logit.
+    scale : float, default=3.0
+        Standard deviation of each basis reward difference over random pairs.
+    return_frame : bool, default=False
+        If True, ``X`` is a DataFrame with a ``user_id`` column first and feature
+        columns ``x0 .. x{n_features - 1}`` (the input layout the estimator accepts).
+    random_state : int, RandomState instance or None, default=None
+        Seed for reproducible output.
+
+    Returns
+    -------
+    X : ndarray of shape (n_users * n_pairs_per_user, n_features) or DataFrame
+        Feature differences ``z`` (float64), rows ordered by user, then pair.
+    y : ndarray of shape (n_samples,)
+        Labels in ``{0, 1}`` (int64); ``1`` means item ``a`` is preferred.
+    user_ids : ndarray of shape (n_samples,)
+        User id of each row, ``"u0" .. "u{n_users - 1}"`` (object array of str).
+    truth : :class:`~sklearn.utils.Bunch`
+        ``components`` (n_components, n_features) basis in scikit-learn layout;
+        ``user_weights`` (n_users, n_components); ``users`` (n_users,) ids in the row
+        order of ``user_weights``; ``population_weights`` (n_components,) mean of the
+        weight distribution; ``logits`` (n_samples,) noiseless logits;
+        ``oracle_proba`` (n_samples,) true probability that ``y = 1``.
+
+    Examples
+    --------
+    >>> from sklearn_lore.datasets import make_preference_data
+    >>> X, y, user_ids, truth = make_preference_data(n_users=5, n_pairs_per_user=4,
+    ...                                              n_features=8, random_state=0)
+    >>> X.shape, y.shape, user_ids[:5].tolist()
+    ((20, 8), (20,), ['u0', 'u0', 'u0', 'u0', 'u1'])
+    >>> truth.components.shape, truth.user_weights.shape
+    ((3, 8), (5, 3))
+    """
+    n_users = _check_int("n_users", n_users, 1)
+    n_pairs = _check_int("n_pairs_per_user", n_pairs_per_user, 1)
+    n_features = _check_int("n_features", n_features, 1)
+    n_components = _check_int("n_components", n_components, 1)
+    if weights not in ("simplex", "free"):
+        raise ValueError(f"weights must be 'simplex' or 'free', got {weights!r}.")
+    concentration = _check_real("concentration", concentration, 0.0, strict=True)
+    noise = _check_real("noise", noise, 0.0)
+    scale = _check_real("scale", scale, 0.0)
+    rng = check_random_state(random_state)
+
+    basis = rng.standard_normal((n_features, n_components))
+    # Var(z . v) = 2 |v|^2 / n_features for z = phi_a - phi_b.
+    basis *= scale / (np.linalg.norm(basis, axis=0) * np.sqrt(2.0 / n_features))
+    user_weights = _draw_user_weights(n_users, n_components, weights, concentration, rng)
+
+    n_samples = n_users * n_pairs
+    item_std = 1.0 / np.sqrt(n_features)
+    phi_a = rng.normal(0.0, item_std, (n_samples, n_features))
+    phi_b = rng.normal(0.0, item_std, (n_samples, n_features))
+    X = phi_a - phi_b
+    user_index = np.repeat(np.arange(n_users), n_pairs)
+    logits = np.einsum("nd,nd->n", X, (basis @ user_weights.T).T[user_index])
+    y, proba = _bernoulli_labels(logits, noise, rng)
+
+    users = _user_names(n_users)
+    user_ids = users[user_index]
+    truth = Bunch(
+        components=basis.T.copy(),
+        user_weights=user_weights,
+        users=users,
+        population_weights=np.full(n_components, 1.0 / n_components),
+        logits=logits,
+        oracle_proba=proba,
+    )
+    if return_frame:
+        X = pd.DataFrame(X, columns=[f"x{j}" for j in range(n_features)])
+        X.insert(0, "user_id", user_ids)
+    return X, y, user_ids, truth
+
+
+# --------------------------------------------------------------------------- text world
+
+# Each topic: a prompt, a one-sentence answer, three steps (shown as a bullet list),
+# one extra sentence of detail, one sentence of jargon and one light joke. A response
+# is assembled from these pieces according to five binary attributes.
+_TOPICS = (
+    {
+        "prompt": "How do I make pancakes?",
+        "core": "Whisk flour, milk, an egg and some sugar, then cook small rounds in a hot pan.",
+        "steps": ("Whisk the batter", "Heat a buttered pan", "Flip when bubbles form"),
+        "detail": "Rest the batter for five minutes so they turn out fluffy.",
+        "jargon": "Baking powder releases CO2 and Maillard browning forms the crust.",
+        "joke": "The first pancake is always a sacrifice to the pan.",
+    },
+    {
+        "prompt": "Explain photosynthesis.",
+        "core": "Plants use sunlight to turn water and carbon dioxide into sugar and oxygen.",
+        "steps": ("Leaves catch sunlight", "Water and CO2 combine", "Sugar is made, O2 released"),
+        "detail": "It happens in leaves and feeds nearly every food chain.",
+        "jargon": "Chlorophyll drives light reactions; the Calvin cycle fixes carbon.",
+        "joke": "Plants are basically solar-powered snack factories.",
+    },
+    {
+        "prompt": "How can I sleep better?",
+        "core": "Keep a regular bedtime, avoid screens late and keep your room cool and dark.",
+        "steps": ("Fixed bedtime", "No screens after 10 pm", "Cool, dark bedroom"),
+        "detail": "Skip caffeine after lunch and get daylight in the morning.",
+        "jargon": "Blue light suppresses melatonin and delays your circadian rhythm.",
+        "joke": "Counting sheep is optional, but the sheep enjoy it.",
+    },
+    {
+        "prompt": "What is a black hole?",
+        "core": "It is a region where gravity is so strong that not even light can escape.",
+        "steps": ("A huge star burns out", "Its core collapses", "Not even light escapes"),
+        "detail": "Some weigh as much as billions of suns.",
+        "jargon": "Past the event horizon, escape velocity exceeds light speed.",
+        "joke": "The ultimate vacuum cleaner: it never needs emptying.",
+    },
+    {
+        "prompt": "How do I start running?",
+        "core": "Begin with short, easy runs mixed with walking, three times a week.",
+        "steps": ("Alternate running and walking", "Go three times a week", "Add a few minutes weekly"),
+        "detail": "Good shoes help, and a slow build-up prevents most injuries.",
+        "jargon": "Keep most runs in zone 2 to build your aerobic base.",
+        "joke": "Your couch will miss you, but it will cope.",
+    },
+    {
+        "prompt": "How do I save money each month?",
+        "core": "Set a budget, move a fixed sum to savings on payday and cut what you don't value.",
+        "steps": ("Track spending for a month", "Automate a payday transfer", "Cancel unused subscriptions"),
+        "detail": "Even ten percent adds up, and a rainy-day fund avoids debt.",
+        "jargon": "Try the 50/30/20 rule and a high-yield savings account.",
+        "joke": "Your wallet will finally stop filing complaints.",
+    },
+    {
+        "prompt": "Why is the sky blue?",
+        "core": "Air scatters blue sunlight more than red light, so blue reaches us from all over.",
+        "steps": ("Sunlight holds all colours", "Air scatters blue most", "Blue fills the sky"),
+        "detail": "At sunset light crosses more air, so reds and oranges remain.",
+        "jargon": "Rayleigh scattering goes as the inverse fourth power of wavelength.",
+        "joke": "The sky simply has excellent taste in colour.",
+    },
+    {
+        "prompt": "How do I learn a new language?",
+        "core": "Practise a little every day, learn common words first and speak with people early.",
+        "steps": ("Learn the top 500 words", "Practise 15 minutes daily", "Talk with a native weekly"),
+        "detail": "Shows with subtitles and a small notebook both help a lot.",
+        "jargon": "Spaced repetition and comprehensible input drive vocabulary retention.",
+        "joke": "Mistakes are free, so make plenty of them.",
+    },
+    {
+        "prompt": "How should I water houseplants?",
+        "core": "Water when the top inch of soil feels dry and make sure the pot can drain.",
+        "steps": ("Test the soil with a finger", "Water until it drains", "Empty the saucer"),
+        "detail": "Most plants need less in winter; too much water kills more.",
+        "jargon": "Waterlogged soil starves roots of oxygen and invites root rot.",
+        "joke": "Sadly, your fern will not text you when thirsty.",
+    },
+    {
+        "prompt": "What causes inflation?",
+        "core": "Prices rise when demand outpaces supply or money grows faster than output.",
+        "steps": ("Demand outruns supply", "Costs like energy rise", "Prices climb everywhere"),
+        "detail": "Central banks usually respond by raising interest rates.",
+        "jargon": "Demand-pull and cost-push shocks interact with monetary expansion.",
+        "joke": "It is why your coffee costs more every time you blink.",
+    },
+    {
+        "prompt": "How do I write a good resume?",
+        "core": "Keep it to one page, lead with results and tailor it to each job.",
+        "steps": ("Put top results first", "Match words from the job ad", "Keep one clean page"),
+        "detail": "Use numbers where you can, such as sales grown or hours saved.",
+        "jargon": "Use standard headings so applicant tracking systems parse it.",
+        "joke": "Sadly, professional napper is not a recognised skill.",
+    },
+    {
+        "prompt": "How do vaccines work?",
+        "core": "They train your immune system to recognise a germ without making you sick.",
+        "steps": ("You see a harmless germ piece", "Your body makes antibodies", "Memory cells stay ready"),
+        "detail": "If the real germ shows up later, your body fights it off fast.",
+        "jargon": "Antigen exposure primes B and T cells and builds immune memory.",
+        "joke": "Think of it as a wanted poster for germs.",
+    },
+)
+
+TEXT_ATTRIBUTES = ("detail", "technical", "bullets", "humor", "polite")
+
+# Named tastes over TEXT_ATTRIBUTES (reward per attribute switched on).
+_NAMED_TASTES = (
+    ("concise", (-1.5, -0.5, 1.5, -0.5, -1.0)),
+    ("expert", (1.0, 2.0, 0.0, -1.5, 0.0)),
+    ("friendly", (0.0, -1.5, -0.5, 2.0, 1.0)),
+    ("courteous", (0.5, 0.0, -1.0, -1.0, 2.0)),
+)
+
+
+def _compose_response(topic, flags):
+    detail, technical, bullets, humor, polite = flags
+    parts = ["Happy to help!"] if polite else []
+    parts.append("In short:\n- " + "\n- ".join(topic["steps"]) if bullets else topic["core"])
+    if detail:
+        parts.append(topic["detail"])
+    if technical:
+        parts.append(topic["jargon"])
+    if humor:
+        parts.append(topic["joke"] + " \U0001f604")
+    if polite:
+        parts.append("Good luck!")
+    return ("\n" if bullets else " ").join(parts)
+
+
+def _candidate_flags(topic_index, n_candidates):
+    """A fixed set of attribute combinations per topic, independent of any seed.
+
+    The pool is the same for every ``random_state``, so embeddings of the texts can be
+    cached once and reused across simulated worlds.
+    """
+    combos = np.array([[(c >> k) & 1 for k in range(len(TEXT_ATTRIBUTES))] for c in range(32)])
+    chosen = np.random.RandomState(7919 + topic_index).permutation(len(combos))[:n_candidates]
+    return combos[np.sort(chosen)]
+
+
+def _text_pool(n_prompts, n_candidates):
+    rows = []
+    for t, topic in enumerate(_TOPICS[:n_prompts]):
+        for flags in _candidate_flags(t, n_candidates):
+            response = _compose_response(topic, flags)
+            rows.append({"prompt": topic["prompt"], "response": response,
+                         **dict(zip(TEXT_ATTRIBUTES, flags.tolist())), "n_chars": len(response)})
+    return pd.DataFrame(rows)
+
+
+def _taste_matrix(named, n_tastes, rng):
+    """The first ``n_tastes`` named tastes, then random directions of the same mean norm."""
+    names = [name for name, _ in named[:n_tastes]]
+    tastes = [np.array(values, dtype=float) for _, values in named[:n_tastes]]
+    norm = np.mean([np.linalg.norm(values) for _, values in named])
+    for k in range(len(tastes), n_tastes):
+        direction = rng.standard_normal(len(named[0][1]))
+        tastes.append(norm * direction / np.linalg.norm(direction))
+        names.append(f"taste{k}")
+    return np.vstack(tastes), names
+
+
+def make_text_preference_world(
+    n_users=60,
+    n_pairs_per_user=30,
+    *,
+    n_prompts=12,
+    n_tastes=3,
+    n_candidates=10,
+    concentration=0.5,
+    scale=2.0,
+    noise=1.0,
+    random_state=None,
+):
+    """Generate a small world of readable prompts, responses and users with tastes.
+
+    Each of ``n_prompts`` everyday prompts ("How do I make pancakes?", "Why is the sky
+    blue?", ...) has a fixed pool of ``n_candidates`` English responses assembled from
+    templates. A response switches five binary attributes on or off: ``detail`` (an
+    extra explanatory sentence), ``technical`` (a jargon sentence), ``bullets`` (steps
+    as a bullet list instead of one sentence), ``humor`` (a joke and an emoji) and
+    ``polite`` ("Happy to help!" ... "Good luck!"). The pool does not depend on
+    ``random_state`` (120 distinct texts with the defaults, all under 300
+    characters), so embeddings can be cached.
+
+    There are ``n_tastes`` taste directions on the attribute vector; the first four
+    are named (``concise``, ``expert``, ``friendly``, ``courteous``), further ones are
+    random. User ``u`` has simplex weights ``w_u ~ Dirichlet(concentration)`` over the
+    tastes and reward ``r_u(response) = scale * w_u . T a(response)``. Each pair picks a prompt
+    and two distinct candidates uniformly; ``y ~ Bernoulli(sigmoid((r_u(a) - r_u(b)) /
+    noise))``.
+
+    Parameters
+    ----------
+    n_users : int, default=60
+        Number of users.
+    n_pairs_per_user : int, default=30
+        Number of pairs per user.
+    n_prompts : int, default=12
+        Number of prompts, at most 12.
+    n_tastes : int, default=3
+        Number of taste directions users mix.
+    n_candidates : int, default=10
+        Candidate responses per prompt, between 2 and 32.
+    concentration : float, default=0.5
+        Dirichlet concentration of the user weights (small: users follow one taste).
+    scale : float, default=2.0
+        Multiplies every reward (the named tastes have norm about 2.5).
+    noise : float, default=1.0
+        Bradley-Terry temperature; ``0`` gives deterministic labels.
+    random_state : int, RandomState instance or None, default=None
+        Seed for tastes beyond the named four, users and pairs.
+
+    Returns
+    -------
+    df : DataFrame of shape (n_users * n_pairs_per_user, 4)
+        Columns ``user_id, prompt, response_a, response_b``; rows ordered by user.
+    y : ndarray of shape (n_samples,)
+        Labels in ``{0, 1}`` (int64); ``1`` means ``response_a`` is preferred.
+    truth : :class:`~sklearn.utils.Bunch`
+        ``attributes`` DataFrame, one row per candidate (``prompt, response``, the five
+        attribute flags, ``n_chars``); ``attribute_names``; ``tastes`` (n_tastes,
+        n_attributes) and ``taste_names``; ``user_weights`` (n_users, n_tastes) and
+        ``users``; ``rewards`` (n_users, n_responses) true reward of every user for
+        every row of ``attributes``; ``candidates`` dict prompt -> list of responses;
+        ``logits`` and ``oracle_proba`` per pair.
+
+    See Also
+    --------
+    candidate_responses : The candidate pool of one prompt, for best-of-N demos.
+
+    Examples
+    --------
+    >>> from sklearn_lore.datasets import make_text_preference_world
+    >>> df, y, truth = make_text_preference_world(n_users=4, n_pairs_per_user=5,
+    ...                                           random_state=0)
+    >>> df.columns.tolist()
+    ['user_id', 'prompt', 'response_a', 'response_b']
+    >>> df.shape, truth.tastes.shape, truth.taste_names
+    ((20, 4), (3, 5), ['concise', 'expert', 'friendly'])
+    """
+    n_users = _check_int("n_users", n_users, 1)
+    n_pairs = _check_int("n_pairs_per_user", n_pairs_per_user, 1)
+    n_prompts = _check_int("n_prompts", n_prompts, 1)
+    if n_prompts > len(_TOPICS):
+        raise ValueError(f"n_prompts must be at most {len(_TOPICS)}, got {n_prompts}.")
+    n_tastes = _check_int("n_tastes", n_tastes, 1)
+    n_candidates = _check_int("n_candidates", n_candidates, 2)
+    if n_candidates > 32:
+        raise ValueError(f"n_candidates must be at most 32, got {n_candidates}.")
+    concentration = _check_real("concentration", concentration, 0.0, strict=True)
+    scale = _check_real("scale", scale, 0.0)
+    noise = _check_real("noise", noise, 0.0)
+    rng = check_random_state(random_state)
+
+    pool = _text_pool(n_prompts, n_candidates)
+    tastes, taste_names = _taste_matrix(_NAMED_TASTES, n_tastes, rng)
+    user_weights = _draw_simplex_weights(n_users, n_tastes, concentration, rng)
+    rewards = scale * user_weights @ tastes @ pool[list(TEXT_ATTRIBUTES)].to_numpy(float).T
+
+    n_samples = n_users * n_pairs
+    user_index = np.repeat(np.arange(n_users), n_pairs)
+    prompt_index = rng.randint(n_prompts, size=n_samples)
+    first = rng.randint(n_candidates, size=n_samples)
+    # A second, distinct candidate: shift by 1 .. n_candidates - 1 (uniform, ordered).
+    second = (first + 1 + rng.randint(n_candidates - 1, size=n_samples)) % n_candidates
+    rows_a = prompt_index * n_candidates + first
+    rows_b = prompt_index * n_candidates + second
+    logits = rewards[user_index, rows_a] - rewards[user_index, rows_b]
+    y, proba = _bernoulli_labels(logits, noise, rng)
+
+    users = _user_names(n_users)
+    responses = pool["response"].to_numpy(dtype=object)
+    df = pd.DataFrame({
+        "user_id": users[user_index],
+        "prompt": pool["prompt"].to_numpy(dtype=object)[rows_a],
+        "response_a": responses[rows_a],
+        "response_b": responses[rows_b],
+    })
+    candidates = {p: g["response"].tolist() for p, g in pool.groupby("prompt", sort=False)}
+    truth = Bunch(
+        attributes=pool,
+        attribute_names=list(TEXT_ATTRIBUTES),
+        tastes=tastes,
+        taste_names=taste_names,
+        user_weights=user_weights,
+        users=users,
+        rewards=rewards,
+        candidates=candidates,
+        logits=logits,
+        oracle_proba=proba,
+    )
+    return df, y, truth
+
+
+def candidate_responses(truth, prompt):
+    """Return the candidate responses of one prompt of a text preference world.
+
+    Parameters
+    ----------
+    truth : :class:`~sklearn.utils.Bunch`
+        The third value returned by :func:`make_text_preference_world`.
+    prompt : str
+        One of the world's prompts (the keys of ``truth.candidates``).
+
+    Returns
+    -------
+    responses : list of str
+        The prompt's candidate pool, in the row order of ``truth.attributes``.
+
+    Examples
+    --------
+    >>> from sklearn_lore.datasets import make_text_preference_world, candidate_responses
+    >>> _, _, truth = make_text_preference_world(n_users=2, random_state=0)
+    >>> len(candidate_responses(truth, "How do I make pancakes?"))
+    10
+    """
+    candidates = getattr(truth, "candidates", None)
+    if not isinstance(candidates, dict):
+        raise ValueError("truth must be the Bunch returned by make_text_preference_world.")
+    if prompt not in candidates:
+        raise ValueError(f"Unknown prompt {prompt!r}; known prompts: {list(candidates)}.")
+    return list(candidates[prompt])
+
+
+# --------------------------------------------------------------------------- pairs from ratings
+
+
+def _enumerate_pairs(counts):
+    """All within-user row pairs ``(i, j)``, ``i < j``, for rows grouped by user.
+
+    ``counts[u]`` rows belong to user ``u`` (rows contiguous, users in order). Pairs
+    come out in the order (user, i, j), built with one vectorized step per distinct
+    group size instead of a loop over users.
+    """
+    row_start = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    n_pairs = counts * (counts - 1) // 2
+    pair_start = np.concatenate(([0], np.cumsum(n_pairs)[:-1]))
+    first = np.empty(int(n_pairs.sum()), dtype=np.int64)
+    second = np.empty_like(first)
+    for m in np.unique(counts[counts >= 2]):
+        group = np.flatnonzero(counts == m)
+        ti, tj = np.triu_indices(m, 1)
+        dest = pair_start[group][:, None] + np.arange(ti.size)
+        first[dest] = row_start[group][:, None] + ti
+        second[dest] = row_start[group][:, None] + tj
+    return first, second
+
+
+def _first_k_per_group(groups, k):
+    """Boolean mask of the first ``k`` entries of each run of equal sorted ``groups``."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    lengths = np.diff(np.r_[starts, groups.size])
+    rank = np.arange(groups.size) - np.repeat(starts, lengths)
+    return rank < k
+
+
+def _item_texts(text, items):
+    if text is None:
+        return np.asarray(items, dtype=object)
+    mapping = pd.Series(text) if isinstance(text, dict) else text
+    if not isinstance(mapping, pd.Series):
+        raise ValueError(f"text must be a dict, a pandas Series or None, got {type(text).__name__}.")
+    missing = pd.Index(items).difference(mapping.index)
+    if len(missing):
+        raise ValueError(f"text has no entry for {len(missing)} item(s), e.g. {list(missing[:5])}.")
+    return mapping.loc[list(items)].to_numpy(dtype=object)
+
+
+def pairs_from_ratings(
+    ratings,
+    *,
+    user_col="user_id",
+    item_col="item",
+    rating_col="rating",
+    text=None,
+    n_pairs_per_user=40,
+    margin=2.0,
+    prompt="",
+    random_state=0,
+):
+    """Build within-user preference pairs from explicit ratings.
+
+    Two items rated by the same user form a pair when their ratings differ by at least
+    ``margin``; the better-rated item is the preferred one. Exact ties never form a
+    pair. The recipe (it defines the Jester benchmark: 40 pairs per user, margin 2,
+    seed 0) is, with ``rng = check_random_state(random_state)``:
+
+    1. Sort the rows by (user, item), users and items in sorted order of their ids.
+    2. Enumerate each user's unordered pairs ``(i, j)``, ``i < j`` in that order, users
+       one after the other, and keep those with ``|rating_i - rating_j| >= margin``.
+    3. Draw one key ``rng.randint(2**40, dtype=np.int64)`` per kept pair, in
+       enumeration order, and keep each user's ``n_pairs_per_user`` pairs with the
+       smallest keys (stable sort: a random subset without replacement). Users with
+       fewer eligible pairs keep all of theirs; users with none contribute no row.
+    4. Draw one ``rng.uniform()`` per kept pair (in the order of the output rows);
+       below 0.5 the pair is written as ``(j, i)`` instead of ``(i, j)``.
+
+    Output rows are grouped by user (sorted ids) in increasing key order.
+
+    Parameters
+    ----------
+    ratings : DataFrame
+        One row per (user, item) with a numeric rating; a (user, item) combination
+        may appear only once.
+    user_col, item_col, rating_col : str, default="user_id", "item", "rating"
+        Column names in ``ratings``.
+    text : dict, Series or None, default=None
+        Maps item id to the text shown as a response. If None, the response columns
+        hold the item ids.
+    n_pairs_per_user : int, default=40
+        Maximum number of pairs per user.
+    margin : float, default=2.0
+        Minimum absolute rating difference of a pair.
+    prompt : str, default=""
+        Constant prompt written to the ``prompt`` column (e.g. "Tell me a joke.").
+    random_state : int, RandomState instance or None, default=0
+        Seed of the sampling above.
+
+    Returns
+    -------
+    pairs : DataFrame
+        Columns ``user_id, prompt, item_a, item_b, response_a, response_b, label``;
+        ``label`` is 1 (int64) when ``item_a`` is rated higher.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sklearn_lore.datasets import pairs_from_ratings
+    >>> ratings = pd.DataFrame({"user_id": ["a", "a", "a", "b", "b"],
+    ...                         "item": ["x", "y", "z", "x", "y"],
+    ...                         "rating": [5.0, 1.0, 4.0, 2.0, 2.5]})
+    >>> pairs = pairs_from_ratings(ratings, margin=2.0)
+    >>> len(pairs), pairs["user_id"].tolist()
+    (2, ['a', 'a'])
+    >>> bool(((pairs["item_a"] == "x") == (pairs["label"] == 1)).all())
+    True
+    """
+    _check_columns(ratings, [user_col, item_col, rating_col], "ratings")
+    n_pairs_per_user = _check_int("n_pairs_per_user", n_pairs_per_user, 1)
+    margin = _check_real("margin", margin, 0.0)
+    rng = check_random_state(random_state)
+    values = pd.to_numeric(ratings[rating_col], errors="coerce").to_numpy(dtype=float)
+    if np.isnan(values).any():
+        raise ValueError(f"Column {rating_col!r} must hold numbers without missing values.")
+    if ratings.duplicated([user_col, item_col]).any():
+        raise ValueError(f"Each ({user_col}, {item_col}) combination may appear only once.")
+
+    user_codes, users = pd.factorize(ratings[user_col], sort=True)
+    item_codes, items = pd.factorize(ratings[item_col], sort=True)
+    order = np.lexsort((item_codes, user_codes))
+    user_codes, item_codes, values = user_codes[order], item_codes[order], values[order]
+
+    first, second = _enumerate_pairs(np.bincount(user_codes, minlength=len(users)))
+    diff = np.abs(values[first] - values[second])
+    eligible = (diff >= margin) & (diff > 0)
+    first, second = first[eligible], second[eligible]
+
+    keys = rng.randint(2**40, size=first.size, dtype=np.int64)
+    pair_users = user_codes[first].astype(np.int64)
+    by_key = np.argsort((pair_users << 40) | keys, kind="stable")
+    by_key = by_key[_first_k_per_group(pair_users[by_key], n_pairs_per_user)]
+    first, second = first[by_key], second[by_key]
+
+    swap = rng.uniform(size=first.size) < 0.5
+    row_a = np.where(swap, second, first)
+    row_b = np.where(swap, first, second)
+    texts = _item_texts(text, items)
+    item_values = np.asarray(items, dtype=object)
+    return pd.DataFrame({
+        "user_id": np.asarray(users, dtype=object)[user_codes[row_a]],
+        "prompt": np.full(row_a.size, prompt, dtype=object),
+        "item_a": item_values[item_codes[row_a]],
+        "item_b": item_values[item_codes[row_b]],
+        "response_a": texts[item_codes[row_a]],
+        "response_b": texts[item_codes[row_b]],
+        "label": (values[row_a] > values[row_b]).astype(np.int64),
+    })
+
+
+# --------------------------------------------------------------------------- chosen / rejected
+
+
+def pairs_from_chosen_rejected(
+    df,
+    *,
+    prompt_col="prompt",
+    chosen_col="chosen",
+    rejected_col="rejected",
+    user_col=None,
+    random_state=0,
+):
+    """Turn chosen/rejected rows into randomized a/b pairs with balanced labels.
+
+    A random half of the rows (``floor(n / 2)`` or ``ceil(n / 2)``, chosen by a
+    permutation drawn from ``random_state``) puts the chosen response in position a
+    (label 1), the others put it in position b (label 0), so a model cannot learn the
+    position instead of the content.
+
+    Parameters
+    ----------
+    df : DataFrame
+        One row per comparison.
+    prompt_col, chosen_col, rejected_col : str, default="prompt", "chosen", "rejected"
+        Column names in ``df``.
+    user_col : str or None, default=None
+        If given, this column is carried over as ``user_id`` (first column).
+    random_state : int, RandomState instance or None, default=0
+        Seed of the a/b assignment.
+
+    Returns
+    -------
+    pairs : DataFrame
+        Columns ``prompt, response_a, response_b`` (``user_id`` first if
+        ``user_col``), index reset.
+    y : ndarray of shape (n_rows,)
+        Labels (int64); 1 when ``response_a`` is the chosen response.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sklearn_lore.datasets import pairs_from_chosen_rejected
+    >>> df = pd.DataFrame({"prompt": ["p1", "p2"], "chosen": ["good1", "good2"],
+    ...                    "rejected": ["bad1", "bad2"]})
+    >>> pairs, y = pairs_from_chosen_rejected(df, random_state=0)
+    >>> pairs.columns.tolist(), int(y.sum())
+    (['prompt', 'response_a', 'response_b'], 1)
+    """
+    columns = [prompt_col, chosen_col, rejected_col] + ([user_col] if user_col is not None else [])
+    _check_columns(df, columns, "df")
+    rng = check_random_state(random_state)
+    n = len(df)
+    y = rng.permutation(np.arange(n, dtype=np.int64) % 2)
+    chosen = df[chosen_col].to_numpy(dtype=object)
+    rejected = df[rejected_col].to_numpy(dtype=object)
+    pairs = pd.DataFrame({
+        "prompt": df[prompt_col].to_numpy(dtype=object),
+        "response_a": np.where(y == 1, chosen, rejected),
+        "response_b": np.where(y == 1, rejected, chosen),
+    })
+    if user_col is not None:
+        pairs.insert(0, "user_id", df[user_col].to_numpy(dtype=object))
+    return pairs, y
+
+
+def split_hh_transcript(chosen, rejected):
+    """Split two HH-RLHF transcripts into a shared prompt and two final replies.
+
+    Transcripts look like ``"\\n\\nHuman: ...\\n\\nAssistant: ...\\n\\nHuman: ..."``. The
+    prompt is everything before the last ``"\\n\\nAssistant:"``, which must be
+    identical in both transcripts; the responses are what follows it.
+
+    Parameters
+    ----------
+    chosen, rejected : str
+        The two transcripts.
+
+    Returns
+    -------
+    split : tuple of (str, str, str) or None
+        ``(prompt, chosen_response, rejected_response)``, each stripped of surrounding
+        whitespace, or None when either lacks an assistant turn or the conversations
+        differ before their last assistant turn.
+
+    Examples
+    --------
+    >>> from sklearn_lore.datasets import split_hh_transcript
+    >>> split_hh_transcript("\\n\\nHuman: Hi\\n\\nAssistant: Hello!",
+    ...                     "\\n\\nHuman: Hi\\n\\nAssistant: Go away.")
+    ('Human: Hi', 'Hello!', 'Go away.')
+    >>> split_hh_transcript("\\n\\nHuman: Hi\\n\\nAssistant: A",
+    ...                     "\\n\\nHuman: Yo\\n\\nAssistant: B") is None
+    True
+    """
+    if not isinstance(chosen, str) or not isinstance(rejected, str):
+        raise ValueError("chosen and rejected must both be strings.")
+    cut_c, cut_r = chosen.rfind(_HH_ASSISTANT), rejected.rfind(_HH_ASSISTANT)
+    if cut_c < 0 or cut_r < 0 or chosen[:cut_c] != rejected[:cut_r]:
+        return None
+    start = len(_HH_ASSISTANT)
+    return chosen[:cut_c].strip(), chosen[cut_c + start:].strip(), rejected[cut_r + start:].strip()
+
+
+# --------------------------------------------------------------------------- simulated users
+
+_APOS = "['\u2019]"
+_POLITE = re.compile(r"\b(?:please|thanks?|thank you|sorry|glad|happy to|appreciate|welcome)\b", re.I)
+_REFUSAL = re.compile(
+    rf"\b(?:i can(?:no|{_APOS})t|i won{_APOS}?t|i{_APOS}?m not (?:able|comfortable|going)"
+    rf"|i am not (?:able|comfortable)|i don{_APOS}?t (?:think i should|feel comfortable|want to help)"
+    rf"|not (?:appropriate|okay|ok|legal)|i{_APOS}?d rather not|illegal|against the law)\b",
+    re.I,
+)
+_LIST_LINE = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+", re.M)
+_YOU = re.compile(r"\byou(?:r|rs|rself)?\b", re.I)
+
+RESPONSE_ATTRIBUTES = ("log_words", "questions", "politeness", "refusal", "listing", "second_person")
+
+# Named tastes over RESPONSE_ATTRIBUTES; "brief" and "thorough" oppose each other on
+# length, the attribute with the most spread, so the population average is weak.
+_NAMED_RESPONSE_TASTES = (
+    ("brief", (-1.0, -0.3, 0.0, 0.0, -0.3, 0.0)),
+    ("thorough", (1.0, 0.0, 0.0, -0.3, 0.5, 0.0)),
+    ("cautious", (0.0, 0.0, 0.5, 1.0, 0.0, -0.3)),
+    ("engaging", (0.0, 1.0, 0.3, -0.5, 0.0, 0.5)),
+)
+
+
+def response_attributes(texts):
+    """Measure simple, interpretable attributes of response texts.
+
+    Parameters
+    ----------
+    texts : iterable of str
+        Responses.
+
+    Returns
+    -------
+    attributes : DataFrame of shape (n_texts, 6)
+        Float columns: ``log_words`` (log(1 + number of words)), ``questions`` (number
+        of "?"), ``politeness`` (count of words such as please, thanks, sorry, glad),
+        ``refusal`` (1 if the text declines or warns: "I can't", "not appropriate",
+        "illegal", ...), ``listing`` (number of bullet or numbered lines) and
+        ``second_person`` (share of words that are "you", "your", ...).
+
+    Examples
+    --------
+    >>> from sklearn_lore.datasets import response_attributes
+    >>> att = response_attributes(["Sorry, I can't help with that.", "Sure! Do you need more?"])
+    >>> att["refusal"].tolist(), att["questions"].tolist()
+    ([1.0, 0.0], [0.0, 1.0])
+    """
+    texts = pd.Series(list(texts), dtype=object)
+    if not texts.map(lambda t: isinstance(t, str)).all():
+        raise ValueError("texts must all be strings.")
+    n_words = texts.str.split().str.len().to_numpy(dtype=float)
+    return pd.DataFrame({
+        "log_words": np.log1p(n_words),
+        "questions": texts.str.count(r"\?").to_numpy(dtype=float),
+        "politeness": texts.str.count(_POLITE).to_numpy(dtype=float),
+        "refusal": texts.str.contains(_REFUSAL).to_numpy(dtype=float),
+        "listing": texts.str.count(_LIST_LINE).to_numpy(dtype=float),
+        "second_person": texts.str.count(_YOU).to_numpy(dtype=float) / np.maximum(n_words, 1.0),
+    })
+
+
+def simulate_users_on_pairs(
+    pairs,
+    *,
+    n_users=50,
+    n_tastes=3,
+    concentration=0.3,
+    scale=3.0,
+    noise=1.0,
+    human_labels=None,
+    human_weight=0.0,
+    response_a_col="response_a",
+    response_b_col="response_b",
+    random_state=0,
+):
+    """Simulate users with differing tastes who label real response pairs.
+
+    Real chat preference data such as HH-RLHF have no annotator ids. This function
+    makes a personalization benchmark out of them:
+
+    1. ``A = response_attributes(texts)`` for both responses of every pair, each column
+       standardized by its mean and standard deviation over all responses.
+    2. ``n_tastes`` taste directions ``T`` (n_tastes, n_attributes) of unit norm. The
+       first four are named: ``brief`` (short, few questions or lists), ``thorough``
+       (long, lists), ``cautious`` (refusals, politeness) and ``engaging`` (questions,
+       addressing the reader); further ones are random. Brief and thorough users
+       disagree outright, so a single global reward fits them poorly.
+    3. Users ``u0 ..`` get weights ``w_u ~ Dirichlet(concentration)`` over the tastes;
+       pairs are dealt to users in equal shares by a random permutation.
+    4. The logit of a pair is ``scale * (A_a - A_b) . T^T w_u`` and
+       ``P(y = 1) = human_weight * human_label + (1 - human_weight) *
+       sigmoid(logit / noise)``: with ``human_weight > 0`` a share of labels is the
+       original human judgement.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        Pairs with response columns, e.g. from :func:`pairs_from_chosen_rejected`.
+    n_users : int, default=50
+        Number of simulated users.
+    n_tastes : int, default=3
+        Number of taste directions.
+    concentration : float, default=0.3
+        Dirichlet concentration of user weights (small: users follow one taste).
+    scale : float, default=3.0
+        Logit scale: the standard deviation of a single taste's logit is about
+        ``scale * sqrt(2)`` over pairs of unrelated responses.
+    noise : float, default=1.0
+        Bradley-Terry temperature; ``0`` gives deterministic labels.
+    human_labels : array-like of shape (n_pairs,) or None, default=None
+        Original labels (1 when ``response_a`` was chosen); needed if
+        ``human_weight > 0``.
+    human_weight : float in [0, 1], default=0.0
+        Probability that a label is the original human label.
+    response_a_col, response_b_col : str, default="response_a", "response_b"
+        Column names of the two responses.
+    random_state : int, RandomState instance or None, default=0
+        Seed for tastes, users, the assignment and the labels.
+
+    Returns
+    -------
+    df : DataFrame
+        ``pairs`` with a ``user_id`` column inserted first (replacing any existing
+        one), index reset.
+    y : ndarray of shape (n_pairs,)
+        Simulated labels (int64); 1 means ``response_a`` is preferred.
+    truth : :class:`~sklearn.utils.Bunch`
+        ``tastes`` (n_tastes, n_attributes), ``taste_names``, ``attribute_names``,
+        ``user_weights``
+        (n_users, n_tastes), ``users``, ``attributes_a`` and ``attributes_b``
+        (standardized, DataFrames), ``logits`` and ``oracle_proba`` per pair.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sklearn_lore.datasets import simulate_users_on_pairs
+    >>> pairs = pd.DataFrame({"prompt": ["Help me?"] * 4,
+    ...                       "response_a": ["Sure, here you go.", "No.", "Why?", "Yes!"],
+    ...                       "response_b": ["I can't do that.", "Please ask again?",
+    ...                                      "Thanks, glad to help.", "1. a\\n2. b"]})
+    >>> df, y, truth = simulate_users_on_pairs(pairs, n_users=2, random_state=0)
+    >>> df.columns.tolist(), sorted(set(df["user_id"]))
+    (['user_id', 'prompt', 'response_a', 'response_b'], ['u0', 'u1'])
+    """
+    _check_columns(pairs, [response_a_col, response_b_col], "pairs")
+    n_users = _check_int("n_users", n_users, 1)
+    n_tastes = _check_int("n_tastes", n_tastes, 1)
+    concentration = _check_real("concentration", concentration, 0.0, strict=True)
+    scale = _check_real("scale", scale, 0.0)
+    noise = _check_real("noise", noise, 0.0)
+    human_weight = _check_real("human_weight", human_weight, 0.0)
+    if human_weight > 1:
+        raise ValueError(f"human_weight must be in [0, 1], got {human_weight}.")
+    n = len(pairs)
+    if human_weight > 0:
+        if human_labels is None:
+            raise ValueError("human_labels are required when human_weight > 0.")
+        human_labels = np.asarray(human_labels)
+        if human_labels.shape != (n,) or not np.isin(human_labels, (0, 1)).all():
+            raise ValueError(f"human_labels must be {n} values in {{0, 1}}.")
+    rng = check_random_state(random_state)
+
+    raw_a = response_attributes(pairs[response_a_col])
+    raw_b = response_attributes(pairs[response_b_col])
+    both = pd.concat([raw_a, raw_b], ignore_index=True)
+    center, spread = both.mean(), both.std(ddof=0).replace(0.0, 1.0)
+    att_a, att_b = (raw_a - center) / spread, (raw_b - center) / spread
+
+    tastes, taste_names = _taste_matrix(_NAMED_RESPONSE_TASTES, n_tastes, rng)
+    tastes /= np.linalg.norm(tastes, axis=1, keepdims=True)
+    user_weights = _draw_simplex_weights(n_users, n_tastes, concentration, rng)
+    user_index = rng.permutation(np.arange(n) % n_users)
+    directions = user_weights @ tastes
+    logits = scale * np.einsum("nd,nd->n", (att_a - att_b).to_numpy(), directions[user_index])
+    y, proba = _bernoulli_labels(logits, noise, rng)
+    if human_weight > 0:
+        keep_human = rng.uniform(size=n) < human_weight
+        y = np.where(keep_human, human_labels, y).astype(np.int64)
+        proba = human_weight * human_labels + (1 - human_weight) * proba
+
+    users = _user_names(n_users)
+    df = pairs.drop(columns=["user_id"], errors="ignore").reset_index(drop=True)
+    df.insert(0, "user_id", users[user_index])
+    truth = Bunch(
+        tastes=tastes,
+        taste_names=taste_names,
+        attribute_names=list(both.columns),
+        user_weights=user_weights,
+        users=users,
+        attributes_a=att_a,
+        attributes_b=att_b,
+        logits=logits,
+        oracle_proba=proba,
+    )
+    return df, y, truth
+
+
+# --------------------------------------------------------------------------- loaders
+
+_JESTER_FILES = ("jester5k_ratings.csv", "jester5k_jokes.csv", "jester5k_jokes_minilm_l6_v2.npz")
+_HH_FILE = "harmless-base_test.jsonl.gz"
+
+
+def _locate(data_dir, subdir, files):
+    """The folder holding ``files``: ``data_dir`` itself or ``data_dir / subdir``."""
+    root = Path(data_dir)
+    for folder in (root, root / subdir):
+        if all((folder / f).is_file() for f in files):
+            return folder
+    raise FileNotFoundError(
+        f"Expected the files {list(files)} in {root} or in {root / subdir}. "
+        "The data are not bundled with the package; pass the folder that holds them."
+    )
+
+
+def load_jester(data_dir):
+    """Load the Jester5k joke ratings, joke texts and their MiniLM embeddings.
+
+    Parameters
+    ----------
+    data_dir : str or path-like
+        Folder holding ``jester5k_ratings.csv``, ``jester5k_jokes.csv`` and
+        ``jester5k_jokes_minilm_l6_v2.npz``, or its parent (with a ``jester5k``
+        subfolder).
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        ``ratings`` DataFrame ``user_id, joke_id, rating`` (ratings in [-10, 10]);
+        ``jokes`` DataFrame ``joke_id, text``; ``embeddings`` DataFrame indexed by
+        ``joke_id`` with 384 float32 columns ``e0 .. e383`` (L2-normalised
+        all-MiniLM-L6-v2 embeddings; ``embeddings.loc[ids].to_numpy()`` gives a
+        matrix); ``prompt``: the constant prompt "Tell me a joke.".
+
+    Raises
+    ------
+    FileNotFoundError
+        If the files are not there.
+
+    See Also
+    --------
+    pairs_from_ratings : Builds the benchmark pairs (40 per user, margin 2, seed 0).
+
+    Examples
+    --------
+    >>> from sklearn_lore.datasets import load_jester, pairs_from_ratings
+    >>> jester = load_jester("../shared/data")  # doctest: +SKIP
+    >>> pairs = pairs_from_ratings(jester.ratings, item_col="joke_id",
+    ...                            text=jester.jokes.set_index("joke_id")["text"],
+    ...                            prompt=jester.prompt)  # doctest: +SKIP
+    """
+    folder = _locate(data_dir, "jester5k", _JESTER_FILES)
+    ratings = pd.read_csv(folder / _JESTER_FILES[0], dtype={"user_id": object, "joke_id": object,
+                                                            "rating": np.float64})
+    jokes = pd.read_csv(folder / _JESTER_FILES[1], dtype={"joke_id": object, "text": object})
+    with np.load(folder / _JESTER_FILES[2], allow_pickle=False) as npz:
+        ids, emb = npz["ids"].astype(object), npz["emb"]
+    embeddings = pd.DataFrame(emb, index=pd.Index(ids, name="joke_id"),
+                              columns=[f"e{j}" for j in range(emb.shape[1])])
+    return Bunch(ratings=ratings, jokes=jokes, embeddings=embeddings, prompt=JESTER_PROMPT)
+
+
+def load_hh_rlhf(data_dir):
+    """Load the HH-RLHF harmless-base test split as prompt, chosen and rejected replies.
+
+    Each transcript pair is split with :func:`split_hh_transcript`; the 5 of 2,312 pairs
+    whose conversations differ before the last assistant turn are dropped, leaving
+    2,307 rows. The texts contain offensive content by design.
+
+    Parameters
+    ----------
+    data_dir : str or path-like
+        Folder holding ``harmless-base_test.jsonl.gz``, or its parent (with a
+        ``hh_rlhf_harmless_test`` subfolder).
+
+    Returns
+    -------
+    df : DataFrame
+        Columns ``prompt, chosen, rejected`` (the final assistant replies), in file order.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file is not there.
+
+    See Also
+    --------
+    pairs_from_chosen_rejected, simulate_users_on_pairs
+
+    Examples
+    --------
+    >>> from sklearn_lore.datasets import load_hh_rlhf, pairs_from_chosen_rejected
+    >>> hh = load_hh_rlhf("../shared/data")  # doctest: +SKIP
+    >>> pairs, y = pairs_from_chosen_rejected(hh)  # doctest: +SKIP
+    """
+    folder = _locate(data_dir, "hh_rlhf_harmless_test", (_HH_FILE,))
+    rows = []
+    with gzip.open(folder / _HH_FILE, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                record = json.loads(line)
+                split = split_hh_transcript(record["chosen"], record["rejected"])
+                if split is not None:
+                    rows.append(split)
+    return pd.DataFrame(rows, columns=["prompt", "chosen", "rejected"], dtype=object)

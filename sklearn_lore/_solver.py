@@ -350,3 +350,34 @@ def fit_alternating(be, rows, V0, theta0, kind, alpha, lam, max_iter, tol, *, pr
         n_iter=n_iter,
         objective=f,
     )
+
+
+# ---------------------------------------------------------------------------
+# streaming curvature
+
+
+def kron_curvature(Z, y, s, V, W_rows):
+    """Kronecker factors (A, S) of the basis-block Hessian of one batch (numpy).
+
+    The exact Hessian is sum_i c_i (z_i z_i^T) (x) (w_i w_i^T) with
+    c_i = s_i p_i (1 - p_i); it is approximated by A (x) S with
+    A = sum_i c_i z_i z_i^T and S = sum_i c_i w_i w_i^T / sum_i c_i, so applying it
+    to a (d, B) matrix D costs A D S. Returned with the batch's total curvature
+    (the weight used when factors of several batches are merged).
+    """
+    t = np.einsum("nb,nb->n", Z @ V, W_rows)
+    p = 1.0 / (1.0 + np.exp(-np.clip(t, -500, 500)))
+    c = s * p * (1.0 - p)
+    total = float(c.sum())
+    A = Z.T @ (c[:, None] * Z)
+    S = (W_rows.T @ (c[:, None] * W_rows)) / max(total, 1e-300)
+    return A, S, total
+
+
+def add_kron_curvature(old, new):
+    """Merge two batches' factors: A adds up, S is the curvature-weighted mean."""
+    A0, S0, c0 = old
+    A1, S1, c1 = new
+    total = c0 + c1
+    S = (c0 * S0 + c1 * S1) / max(total, 1e-300)
+    return A0 + A1, S, total

@@ -362,7 +362,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.max_iter, self.tol, log=self._log,
         )
         self._store_fit(res, users)
+        self._stream_curvature = _solver.kron_curvature(
+            Z, y01, sw, res.V, self._row_params_weights(res.theta, groups)
+        )
         return self
+
+    def _row_params_weights(self, theta, groups):
+        return self._weights_from_params(theta)[groups]
 
     def _store_fit(self, res, users):
         B = self.n_components
@@ -440,6 +446,111 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------
     # streaming and fold-in
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None, *, user_ids=None):
+        """Update the model with one mini-batch of comparisons (streaming).
+
+        The first call initializes the basis from the batch (``classes`` is then
+        required). Every later call refits the batch's users and the basis on the
+        batch only, with priors that carry what earlier batches taught: each known
+        user starts from its weights and precision (``user_precision_``), the basis
+        from its current value with a Kronecker-factored curvature of all earlier
+        batches (a Laplace approximation). Users absent from the batch keep their
+        weights. Memory does not grow with the number of rows seen.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or DataFrame
+        y : array-like of shape (n_samples,)
+        classes : array-like of shape (2,), default=None
+            Both labels; required on the first call, checked on later ones.
+        sample_weight : array-like of shape (n_samples,), default=None
+        user_ids : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : LowRankRewardEstimator
+        """
+        first = not hasattr(self, "components_")
+        if first:
+            self._validate_params()
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+        Z, ids = self._validate_X(X, user_ids, reset=first)
+        y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
+        if classes is not None:
+            classes = self._set_classes(np.asarray(classes))
+            if not first and not np.array_equal(classes, self.classes_):
+                raise ValueError(
+                    f"classes={classes.tolist()} differs from the classes of earlier "
+                    f"calls {self.classes_.tolist()}."
+                )
+            self.classes_ = classes
+        y01 = self._binary_labels(y)
+        if first:
+            return self._first_partial_fit(Z, y01, sw, ids)
+        if (ids is None) != (len(self.users_) == 0):
+            raise ValueError(
+                "Give user ids in every partial_fit call or in none: this model was "
+                + ("trained with" if len(self.users_) else "trained without")
+                + " user ids."
+            )
+        self._stream_update(Z, y01, sw, ids)
+        return self
+
+    def _first_partial_fit(self, Z, y01, sw, ids):
+        groups, users = (
+            (np.zeros(Z.shape[0], dtype=np.intp), np.asarray([], dtype=object))
+            if ids is None
+            else self._factorize(ids)
+        )
+        n_groups = max(len(users), 1)
+        be = resolve_backend(self.backend, self.device)
+        V0 = _solver.spectral_init(Z, y01, sw, groups, n_groups, self.n_components,
+                                   self.random_state)
+        rows = _solver.make_rows(be, Z, y01, sw, groups, n_groups)
+        res = _solver.fit_alternating(
+            be, rows, V0, None, self._kind, self.alpha, self.prior_strength,
+            self.max_iter, self.tol, log=self._log,
+        )
+        self._store_fit(res, users)
+        self._stream_curvature = _solver.kron_curvature(
+            Z, y01, sw, res.V, self._row_params_weights(res.theta, groups)
+        )
+        return self
+
+    def _stream_update(self, Z, y01, sw, ids):
+        if ids is None:
+            groups = np.zeros(Z.shape[0], dtype=np.intp)
+            centres, precisions = self.prior_mean_[None, :], self.prior_precision_[None]
+            batch_users, index = None, None
+        else:
+            groups, batch_users = self._factorize(ids)
+            centres, precisions, index = self._batch_priors(batch_users)
+        be = resolve_backend(self.backend, self.device)
+        rows = _solver.make_rows(be, Z, y01, sw, groups, centres.shape[0])
+        V_prev = self.components_.T
+        A, S, _ = self._stream_curvature
+        anchor = (be.asarray(V_prev), be.asarray(A), be.asarray(S), self.alpha)
+        res = _solver.fit_alternating(
+            be, rows, V_prev, None, self._kind, 0.0, self.prior_strength,
+            self.max_iter, self.tol, prior=(be.asarray(centres), be.asarray(precisions)),
+            anchor=anchor, log=self._log,
+        )
+        self.components_ = res.V.T.copy()
+        self.n_iter_ = res.n_iter
+        self.objective_ = res.objective
+        batch_curv = _solver.kron_curvature(
+            Z, y01, sw, res.V, self._row_params_weights(res.theta, groups)
+        )
+        self._stream_curvature = _solver.add_kron_curvature(self._stream_curvature, batch_curv)
+        if batch_users is None:
+            self.prior_mean_ = res.theta[0]
+            self.prior_precision_ = precisions[0] + res.user_hessian[0]
+            self.population_weights_ = self._weights_from_params(res.theta)[0]
+            return
+        self._update_users(batch_users, index, res.theta, precisions + res.user_hessian)
+        self._set_population()
 
     def partial_fit_users(self, X, y, sample_weight=None, *, user_ids=None):
         """Adapt users from a few comparisons with the basis frozen (fold-in).

@@ -98,7 +98,7 @@ def _draw_user_weights(n_users, n_components, weights, concentration, rng):
     # Same mean and per-coordinate variance as the symmetric Dirichlet, without the
     # constraint: ``concentration`` controls the spread of users in both modes.
     k = n_components
-    spread = np.sqrt((k - 1) / (k**2 * (k * concentration + 1))) if k > 1 else 0.5
+    spread = np.sqrt((k - 1) / (k**2 * (k * concentration + 1)))
     return 1.0 / k + spread * rng.standard_normal((n_users, k))
 
 
@@ -259,7 +259,7 @@ _TOPICS = (
     {
         "prompt": "How do I start running?",
         "core": "Begin with short, easy runs mixed with walking, three times a week.",
-        "steps": ("Alternate running and walking", "Go three times a week", "Add a few minutes weekly"),
+        "steps": ("Mix running and walking", "Go three times a week", "Add a few minutes weekly"),
         "detail": "Good shoes help, and a slow build-up prevents most injuries.",
         "jargon": "Keep most runs in zone 2 to build your aerobic base.",
         "joke": "Your couch will miss you, but it will cope.",
@@ -267,7 +267,7 @@ _TOPICS = (
     {
         "prompt": "How do I save money each month?",
         "core": "Set a budget, move a fixed sum to savings on payday and cut what you don't value.",
-        "steps": ("Track spending for a month", "Automate a payday transfer", "Cancel unused subscriptions"),
+        "steps": ("Track spending a month", "Automate a payday transfer", "Cancel unused plans"),
         "detail": "Even ten percent adds up, and a rainy-day fund avoids debt.",
         "jargon": "Try the 50/30/20 rule and a high-yield savings account.",
         "joke": "Your wallet will finally stop filing complaints.",
@@ -282,8 +282,8 @@ _TOPICS = (
     },
     {
         "prompt": "How do I learn a new language?",
-        "core": "Practise a little every day, learn common words first and speak with people early.",
-        "steps": ("Learn the top 500 words", "Practise 15 minutes daily", "Talk with a native weekly"),
+        "core": "Practise a little daily, learn common words first and speak with people early.",
+        "steps": ("Learn the top 500 words", "Practise 15 minutes a day", "Talk with natives"),
         "detail": "Shows with subtitles and a small notebook both help a lot.",
         "jargon": "Spaced repetition and comprehensible input drive vocabulary retention.",
         "joke": "Mistakes are free, so make plenty of them.",
@@ -315,7 +315,7 @@ _TOPICS = (
     {
         "prompt": "How do vaccines work?",
         "core": "They train your immune system to recognise a germ without making you sick.",
-        "steps": ("You see a harmless germ piece", "Your body makes antibodies", "Memory cells stay ready"),
+        "steps": ("You meet a harmless germ part", "You make antibodies", "Memory cells wait"),
         "detail": "If the real germ shows up later, your body fights it off fast.",
         "jargon": "Antigen exposure primes B and T cells and builds immune memory.",
         "joke": "Think of it as a wanted poster for germs.",
@@ -581,7 +581,8 @@ def _item_texts(text, items):
         return np.asarray(items, dtype=object)
     mapping = pd.Series(text) if isinstance(text, dict) else text
     if not isinstance(mapping, pd.Series):
-        raise ValueError(f"text must be a dict, a pandas Series or None, got {type(text).__name__}.")
+        kind = type(text).__name__
+        raise ValueError(f"text must be a dict, a pandas Series or None, got {kind}.")
     missing = pd.Index(items).difference(mapping.index)
     if len(missing):
         raise ValueError(f"text has no entry for {len(missing)} item(s), e.g. {list(missing[:5])}.")
@@ -805,25 +806,33 @@ def split_hh_transcript(chosen, rejected):
 # --------------------------------------------------------------------------- simulated users
 
 _APOS = "['\u2019]"
-_POLITE = re.compile(r"\b(?:please|thanks?|thank you|sorry|glad|happy to|appreciate|welcome)\b", re.I)
+_POLITE = re.compile(
+    r"\b(?:please|thanks?|thank you|sorry|glad|happy to|appreciate|welcome)\b", re.IGNORECASE
+)
 _REFUSAL = re.compile(
     rf"\b(?:i can(?:no|{_APOS})t|i won{_APOS}?t|i{_APOS}?m not (?:able|comfortable|going)"
-    rf"|i am not (?:able|comfortable)|i don{_APOS}?t (?:think i should|feel comfortable|want to help)"
+    rf"|i am not (?:able|comfortable)"
+    rf"|i don{_APOS}?t (?:think i should|feel comfortable|want to help)"
     rf"|not (?:appropriate|okay|ok|legal)|i{_APOS}?d rather not|illegal|against the law)\b",
-    re.I,
+    re.IGNORECASE,
 )
-_LIST_LINE = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+", re.M)
-_YOU = re.compile(r"\byou(?:r|rs|rself)?\b", re.I)
+_LIST_LINE = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+", re.MULTILINE)
+_YOU = re.compile(r"\byou(?:r|rs|rself)?\b", re.IGNORECASE)
 
-RESPONSE_ATTRIBUTES = ("log_words", "questions", "politeness", "refusal", "listing", "second_person")
+RESPONSE_ATTRIBUTES = (
+    "log_words", "questions", "politeness", "refusal", "listing", "second_person"
+)
 
-# Named tastes over RESPONSE_ATTRIBUTES; "brief" and "thorough" oppose each other on
-# length, the attribute with the most spread, so the population average is weak.
+# Named tastes over RESPONSE_ATTRIBUTES. "brief" and "thorough" oppose each other on
+# length, so the population average is weak. The weights favour the attributes that
+# MiniLM sentence embeddings of HH-RLHF replies encode best (cross-validated ridge R^2:
+# log_words 0.78, second_person 0.49, politeness 0.36, questions 0.19, refusal 0.12,
+# listing about 0), so that an embedding-based model can recover the tastes.
 _NAMED_RESPONSE_TASTES = (
-    ("brief", (-1.0, -0.3, 0.0, 0.0, -0.3, 0.0)),
-    ("thorough", (1.0, 0.0, 0.0, -0.3, 0.5, 0.0)),
-    ("cautious", (0.0, 0.0, 0.5, 1.0, 0.0, -0.3)),
-    ("engaging", (0.0, 1.0, 0.3, -0.5, 0.0, 0.5)),
+    ("brief", (-1.0, 0.0, 0.0, 0.0, 0.0, -0.3)),
+    ("thorough", (1.0, 0.0, 0.3, 0.0, 0.0, 0.0)),
+    ("cautious", (0.0, 0.0, 0.6, 0.4, 0.0, -0.7)),
+    ("engaging", (0.0, 0.5, 0.0, 0.0, 0.0, 1.0)),
 )
 
 
@@ -868,10 +877,10 @@ def response_attributes(texts):
 def simulate_users_on_pairs(
     pairs,
     *,
-    n_users=50,
+    n_users=20,
     n_tastes=3,
     concentration=0.3,
-    scale=3.0,
+    scale=4.0,
     noise=1.0,
     human_labels=None,
     human_weight=0.0,
@@ -887,8 +896,8 @@ def simulate_users_on_pairs(
     1. ``A = response_attributes(texts)`` for both responses of every pair, each column
        standardized by its mean and standard deviation over all responses.
     2. ``n_tastes`` taste directions ``T`` (n_tastes, n_attributes) of unit norm. The
-       first four are named: ``brief`` (short, few questions or lists), ``thorough``
-       (long, lists), ``cautious`` (refusals, politeness) and ``engaging`` (questions,
+       first four are named: ``brief`` (short), ``thorough`` (long, polite),
+       ``cautious`` (polite, refusing, impersonal) and ``engaging`` (questions,
        addressing the reader); further ones are random. Brief and thorough users
        disagree outright, so a single global reward fits them poorly.
     3. Users ``u0 ..`` get weights ``w_u ~ Dirichlet(concentration)`` over the tastes;
@@ -902,13 +911,14 @@ def simulate_users_on_pairs(
     ----------
     pairs : DataFrame
         Pairs with response columns, e.g. from :func:`pairs_from_chosen_rejected`.
-    n_users : int, default=50
-        Number of simulated users.
+    n_users : int, default=20
+        Number of simulated users. The default gives HH-RLHF's 2,307 pairs about 115
+        pairs per user, enough for a 384-dimensional embedding model to tell users apart.
     n_tastes : int, default=3
         Number of taste directions.
     concentration : float, default=0.3
         Dirichlet concentration of user weights (small: users follow one taste).
-    scale : float, default=3.0
+    scale : float, default=4.0
         Logit scale: the standard deviation of a single taste's logit is about
         ``scale * sqrt(2)`` over pairs of unrelated responses.
     noise : float, default=1.0

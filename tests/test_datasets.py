@@ -1,0 +1,447 @@
+"""Tests of sklearn_lore.datasets: generators, pair builders and loaders."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.linear_model import LogisticRegression
+
+from sklearn_lore.datasets import (
+    candidate_responses,
+    load_hh_rlhf,
+    load_jester,
+    make_preference_data,
+    make_text_preference_world,
+    pairs_from_chosen_rejected,
+    pairs_from_ratings,
+    response_attributes,
+    simulate_users_on_pairs,
+    split_hh_transcript,
+)
+
+DATA_DIR = Path(__file__).parents[1].parent / "shared" / "data"
+needs_jester = pytest.mark.skipif(
+    not (DATA_DIR / "jester5k").is_dir(), reason="Jester5k data absent"
+)
+needs_hh = pytest.mark.skipif(
+    not (DATA_DIR / "hh_rlhf_harmless_test").is_dir(), reason="HH-RLHF data absent"
+)
+
+
+def _held_out_gap(Z, y, logits):
+    """Oracle accuracy minus a global no-intercept logistic model's, on alternate rows."""
+    train = np.arange(len(y)) % 2 == 0
+    model = LogisticRegression(fit_intercept=False).fit(Z[train], y[train])
+    global_acc = np.mean(model.predict(Z[~train]) == y[~train])
+    oracle_acc = np.mean((logits[~train] > 0) == y[~train])
+    return oracle_acc - global_acc
+
+
+# --------------------------------------------------------------------------- make_preference_data
+
+
+def test_make_preference_data_shapes_and_types():
+    X, y, user_ids, truth = make_preference_data(
+        n_users=7, n_pairs_per_user=5, n_features=6, n_components=2, random_state=0
+    )
+    assert X.shape == (35, 6) and X.dtype == np.float64
+    assert y.shape == (35,) and y.dtype == np.int64 and set(np.unique(y)) <= {0, 1}
+    assert user_ids.tolist() == [f"u{i}" for i in range(7) for _ in range(5)]
+    assert truth.components.shape == (2, 6)
+    assert truth.user_weights.shape == (7, 2)
+    assert truth.users.tolist() == [f"u{i}" for i in range(7)]
+    assert truth.logits.shape == truth.oracle_proba.shape == (35,)
+    np.testing.assert_allclose(truth.user_weights.sum(axis=1), 1.0)
+    assert (truth.user_weights >= 0).all()
+
+
+def test_make_preference_data_logits_follow_the_planted_model():
+    X, _, user_ids, truth = make_preference_data(n_users=12, n_pairs_per_user=6, random_state=1)
+    index = pd.Index(truth.users).get_indexer(user_ids)
+    directions = truth.user_weights @ truth.components
+    np.testing.assert_allclose(truth.logits, np.sum(X * directions[index], axis=1))
+
+
+def test_make_preference_data_is_deterministic():
+    first = make_preference_data(n_users=5, random_state=3)
+    second = make_preference_data(n_users=5, random_state=3)
+    other = make_preference_data(n_users=5, random_state=4)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+    np.testing.assert_array_equal(first[3].user_weights, second[3].user_weights)
+    assert not np.array_equal(first[0], other[0])
+
+
+@pytest.mark.parametrize("weights", ["simplex", "free"])
+def test_make_preference_data_users_disagree(weights):
+    X, y, _, truth = make_preference_data(weights=weights, random_state=0)
+    assert 0.4 < y.mean() < 0.6
+    assert _held_out_gap(X, y, truth.logits) > 0.04
+
+
+def test_make_preference_data_scale_sets_the_spread():
+    _, _, _, truth = make_preference_data(
+        n_users=50, n_features=64, n_components=1, scale=2.0, random_state=0
+    )
+    assert truth.logits.std() == pytest.approx(2.0, rel=0.15)
+
+
+def test_make_preference_data_noise_zero_is_the_sign():
+    _, y, _, truth = make_preference_data(n_users=5, noise=0.0, random_state=0)
+    np.testing.assert_array_equal(y, (truth.logits > 0).astype(int))
+    assert set(np.unique(truth.oracle_proba)) <= {0.0, 0.5, 1.0}
+
+
+def test_make_preference_data_free_weights_leave_the_simplex():
+    _, _, _, truth = make_preference_data(weights="free", random_state=0)
+    assert (truth.user_weights < 0).any()
+    np.testing.assert_allclose(truth.user_weights.mean(axis=0), 1 / 3, atol=0.1)
+
+
+def test_make_preference_data_frame():
+    X, _, user_ids, _ = make_preference_data(
+        n_users=3, n_pairs_per_user=2, n_features=4, return_frame=True, random_state=0
+    )
+    assert isinstance(X, pd.DataFrame)
+    assert X.columns.tolist() == ["user_id", "x0", "x1", "x2", "x3"]
+    assert X["user_id"].tolist() == user_ids.tolist()
+    plain, *_ = make_preference_data(n_users=3, n_pairs_per_user=2, n_features=4, random_state=0)
+    np.testing.assert_array_equal(X.iloc[:, 1:].to_numpy(), plain)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_users": 0}, "n_users"),
+        ({"n_pairs_per_user": 1.5}, "n_pairs_per_user"),
+        ({"n_features": -1}, "n_features"),
+        ({"n_components": 0}, "n_components"),
+        ({"weights": "gaussian"}, "weights"),
+        ({"concentration": 0.0}, "concentration"),
+        ({"noise": -1.0}, "noise"),
+        ({"scale": float("nan")}, "scale"),
+    ],
+)
+def test_make_preference_data_validates(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_preference_data(**kwargs)
+
+
+# --------------------------------------------------------------------------- text world
+
+
+def test_text_world_layout():
+    df, y, truth = make_text_preference_world(n_users=6, n_pairs_per_user=7, random_state=0)
+    assert df.columns.tolist() == ["user_id", "prompt", "response_a", "response_b"]
+    assert len(df) == len(y) == 42 and y.dtype == np.int64
+    assert df["user_id"].tolist() == [f"u{i}" for i in range(6) for _ in range(7)]
+    assert (df["response_a"] != df["response_b"]).all()
+    pool = truth.attributes.set_index("response")["prompt"]
+    assert (pool.loc[df["response_a"]].to_numpy() == df["prompt"].to_numpy()).all()
+    assert (pool.loc[df["response_b"]].to_numpy() == df["prompt"].to_numpy()).all()
+    assert truth.tastes.shape == (3, 5) and truth.user_weights.shape == (6, 3)
+    assert truth.rewards.shape == (6, len(truth.attributes))
+
+
+def test_text_world_pool_is_small_readable_and_fixed():
+    _, _, truth = make_text_preference_world(random_state=0)
+    _, _, other = make_text_preference_world(random_state=1)
+    pool = truth.attributes
+    assert pool["response"].nunique() == len(pool) == 120
+    assert pool["prompt"].nunique() == 12
+    assert pool["n_chars"].max() < 300
+    assert pool["response"].str.contains(r"^[A-Z]").all()
+    pd.testing.assert_frame_equal(pool, other.attributes)
+    varies = pool.groupby("prompt")[truth.attribute_names].nunique()
+    assert (varies == 2).all().all()
+
+
+def test_text_world_all_combinations_stay_short():
+    _, _, truth = make_text_preference_world(n_users=1, n_candidates=32, random_state=0)
+    assert truth.attributes["n_chars"].max() < 300
+    assert truth.attributes["response"].nunique() == 12 * 32
+
+
+def test_text_world_users_disagree():
+    df, y, truth = make_text_preference_world(n_users=200, random_state=0)
+    assert 0.4 < y.mean() < 0.6
+    attributes = truth.attributes.set_index("response")[truth.attribute_names]
+    Z = attributes.loc[df["response_a"]].to_numpy() - attributes.loc[df["response_b"]].to_numpy()
+    assert _held_out_gap(Z.astype(float), y, truth.logits) > 0.1
+
+
+def test_text_world_is_deterministic_and_rewards_match_logits():
+    df, y, truth = make_text_preference_world(n_users=12, random_state=2)
+    df2, y2, _ = make_text_preference_world(n_users=12, random_state=2)
+    pd.testing.assert_frame_equal(df, df2)
+    np.testing.assert_array_equal(y, y2)
+    row = pd.Series(np.arange(len(truth.attributes)), index=truth.attributes["response"])
+    users = pd.Index(truth.users).get_indexer(df["user_id"])
+    expected = (truth.rewards[users, row.loc[df["response_a"]].to_numpy()]
+                - truth.rewards[users, row.loc[df["response_b"]].to_numpy()])
+    np.testing.assert_allclose(truth.logits, expected)
+
+
+def test_text_world_extra_tastes_and_candidates():
+    _, _, truth = make_text_preference_world(n_users=3, n_tastes=6, random_state=0)
+    assert truth.taste_names[:4] == ["concise", "expert", "friendly", "courteous"]
+    assert truth.taste_names[4:] == ["taste4", "taste5"]
+    responses = candidate_responses(truth, "Why is the sky blue?")
+    assert len(responses) == 10 and responses == truth.candidates["Why is the sky blue?"]
+    with pytest.raises(ValueError, match="Unknown prompt"):
+        candidate_responses(truth, "What is love?")
+    with pytest.raises(ValueError, match="make_text_preference_world"):
+        candidate_responses(object(), "Why is the sky blue?")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"n_prompts": 13}, "n_prompts"), ({"n_tastes": 0}, "n_tastes"),
+     ({"n_candidates": 1}, "n_candidates"), ({"n_candidates": 33}, "n_candidates"),
+     ({"noise": -0.1}, "noise")],
+)
+def test_text_world_validates(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_text_preference_world(**kwargs)
+
+
+# --------------------------------------------------------------------------- pairs_from_ratings
+
+
+def _random_ratings(seed, n_users=30, n_items=15):
+    rng = np.random.default_rng(seed)
+    rows = [(f"user{u}", f"item{i}", float(rng.integers(-10, 11)))
+            for u in range(n_users) for i in range(n_items) if rng.uniform() < 0.7]
+    return pd.DataFrame(rows, columns=["user_id", "item", "rating"])
+
+
+def _check_pairs(ratings, pairs, n_max, margin):
+    lookup = ratings.set_index(["user_id", "item"])["rating"]
+    rating_a = lookup.loc[list(zip(pairs["user_id"], pairs["item_a"]))].to_numpy()
+    rating_b = lookup.loc[list(zip(pairs["user_id"], pairs["item_b"]))].to_numpy()
+    assert (np.abs(rating_a - rating_b) >= margin).all() and (rating_a != rating_b).all()
+    np.testing.assert_array_equal(pairs["label"].to_numpy(), (rating_a > rating_b).astype(int))
+    assert pairs.groupby("user_id").size().max() <= n_max
+    unordered = pd.DataFrame(np.sort(pairs[["item_a", "item_b"]].to_numpy(), axis=1))
+    unordered["user_id"] = pairs["user_id"].to_numpy()
+    assert not unordered.duplicated().any()
+
+
+def _eligible_counts(ratings, margin):
+    merged = ratings.merge(ratings, on="user_id")
+    merged = merged[merged["item_x"] < merged["item_y"]]
+    diff = (merged["rating_x"] - merged["rating_y"]).abs()
+    return merged[(diff >= margin) & (diff > 0)].groupby("user_id").size()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n_max=st.integers(1, 30),
+    margin=st.sampled_from([0.0, 1.0, 3.0]),
+)
+def test_pairs_from_ratings_properties(seed, n_max, margin):
+    ratings = _random_ratings(seed)
+    pairs = pairs_from_ratings(ratings, n_pairs_per_user=n_max, margin=margin, random_state=seed)
+    _check_pairs(ratings, pairs, n_max, margin)
+    expected = _eligible_counts(ratings, margin).clip(upper=n_max)
+    counts = pairs.groupby("user_id").size()
+    pd.testing.assert_series_equal(counts.sort_index(), expected.sort_index(), check_names=False)
+
+
+def test_pairs_from_ratings_layout_text_and_determinism():
+    ratings = _random_ratings(0)
+    text = {f"item{i}": f"Text of item {i}." for i in range(15)}
+    pairs = pairs_from_ratings(ratings, text=text, prompt="Rate this.", random_state=5)
+    assert pairs.columns.tolist() == [
+        "user_id", "prompt", "item_a", "item_b", "response_a", "response_b", "label"]
+    assert (pairs["prompt"] == "Rate this.").all()
+    assert (pairs["response_a"] == pairs["item_a"].map(text)).all()
+    assert pairs["label"].dtype == np.int64
+    pd.testing.assert_frame_equal(pairs, pairs_from_ratings(ratings, text=pd.Series(text),
+                                                            prompt="Rate this.", random_state=5))
+    no_text = pairs_from_ratings(ratings, random_state=5)
+    assert (no_text["response_a"] == no_text["item_a"]).all()
+    assert not pairs.equals(pairs_from_ratings(ratings, text=text, prompt="Rate this.",
+                                               random_state=6))
+
+
+def test_pairs_from_ratings_randomizes_sides():
+    ratings = _random_ratings(1, n_users=100, n_items=20)
+    pairs = pairs_from_ratings(ratings, n_pairs_per_user=10, random_state=0)
+    assert 0.45 < pairs["label"].mean() < 0.55
+    first_sorted = (pairs["item_a"] < pairs["item_b"]).mean()
+    assert 0.45 < first_sorted < 0.55
+
+
+def test_pairs_from_ratings_validates():
+    ratings = _random_ratings(0)
+    with pytest.raises(ValueError, match="lacks the column"):
+        pairs_from_ratings(ratings, item_col="joke_id")
+    with pytest.raises(ValueError, match="margin"):
+        pairs_from_ratings(ratings, margin=-1)
+    with pytest.raises(ValueError, match="n_pairs_per_user"):
+        pairs_from_ratings(ratings, n_pairs_per_user=0)
+    with pytest.raises(ValueError, match="only once"):
+        pairs_from_ratings(pd.concat([ratings, ratings.iloc[:1]]))
+    with pytest.raises(ValueError, match="no entry"):
+        pairs_from_ratings(ratings, text={"item0": "only one"})
+    with pytest.raises(ValueError, match="numbers"):
+        pairs_from_ratings(ratings.assign(rating=np.nan))
+
+
+# --------------------------------------------------------------------------- chosen / rejected
+
+
+def test_pairs_from_chosen_rejected_balance_and_content():
+    df = pd.DataFrame({"prompt": [f"p{i}" for i in range(101)],
+                       "chosen": [f"good{i}" for i in range(101)],
+                       "rejected": [f"bad{i}" for i in range(101)],
+                       "who": ["x"] * 101})
+    pairs, y = pairs_from_chosen_rejected(df, random_state=0)
+    assert pairs.columns.tolist() == ["prompt", "response_a", "response_b"]
+    assert y.dtype == np.int64 and y.sum() == 50
+    chosen_is_a = pairs["response_a"].str.startswith("good").to_numpy()
+    np.testing.assert_array_equal(chosen_is_a, y == 1)
+    assert (pairs["prompt"] == df["prompt"]).all()
+    again, y_again = pairs_from_chosen_rejected(df, random_state=0)
+    pd.testing.assert_frame_equal(pairs, again)
+    np.testing.assert_array_equal(y, y_again)
+    with_user, _ = pairs_from_chosen_rejected(df, user_col="who")
+    assert with_user.columns[0] == "user_id"
+    with pytest.raises(ValueError, match="lacks the column"):
+        pairs_from_chosen_rejected(df, chosen_col="better")
+
+
+def test_split_hh_transcript():
+    shared = "\n\nHuman: Hi there\n\nAssistant: Hello.\n\nHuman: Tell me a secret."
+    split = split_hh_transcript(
+        shared + "\n\nAssistant: No.", shared + "\n\nAssistant:  Fine, here."
+    )
+    assert split == ("Human: Hi there\n\nAssistant: Hello.\n\nHuman: Tell me a secret.", "No.",
+                     "Fine, here.")
+    differ = ("\n\nHuman: A\n\nAssistant: x", "\n\nHuman: B\n\nAssistant: x")
+    assert split_hh_transcript(*differ) is None
+    assert split_hh_transcript("\n\nHuman: A", "\n\nHuman: A") is None
+    with pytest.raises(ValueError, match="strings"):
+        split_hh_transcript(None, "x")
+
+
+# --------------------------------------------------------------------------- simulated users
+
+
+def test_response_attributes():
+    texts = ["Sorry, I can\u2019t help with that.", "Sure! Do you want more? Or less?",
+             "Here:\n1. one\n2. two\n- three", ""]
+    att = response_attributes(texts)
+    assert att.shape == (4, 6) and (att.dtypes == np.float64).all()
+    assert att["refusal"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert att["questions"].tolist() == [0.0, 2.0, 0.0, 0.0]
+    assert att["listing"].tolist() == [0.0, 0.0, 3.0, 0.0]
+    assert att["politeness"].iloc[0] == 1.0 and att["log_words"].iloc[3] == 0.0
+    with pytest.raises(ValueError, match="strings"):
+        response_attributes(["ok", None])
+
+
+def _toy_pairs(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    pieces = ["Sure.", "I can't help with that, sorry.", "Do you mean the red one?",
+              "Here are the steps:\n1. Open it\n2. Close it",
+              "Thanks for asking! You could try a long walk and a warm bath before bed."]
+    a, b = rng.integers(len(pieces), size=(2, n))
+    return pd.DataFrame({"prompt": "Help?", "response_a": np.array(pieces)[a],
+                         "response_b": np.array(pieces)[b]})
+
+
+def test_simulate_users_on_pairs_layout():
+    pairs = _toy_pairs()
+    df, y, truth = simulate_users_on_pairs(pairs, n_users=8, random_state=0)
+    assert df.columns.tolist() == ["user_id", "prompt", "response_a", "response_b"]
+    assert len(df) == len(y) == 400 and y.dtype == np.int64
+    assert df["user_id"].value_counts().tolist() == [50] * 8
+    assert truth.tastes.shape == (3, 6) and truth.taste_names == ["brief", "thorough", "cautious"]
+    np.testing.assert_allclose(np.linalg.norm(truth.tastes, axis=1), 1.0)
+    index = pd.Index(truth.users).get_indexer(df["user_id"])
+    directions = 4.0 * truth.user_weights @ truth.tastes
+    diff = (truth.attributes_a - truth.attributes_b).to_numpy()
+    np.testing.assert_allclose(truth.logits, np.sum(diff * directions[index], axis=1))
+    again = simulate_users_on_pairs(pairs, n_users=8, random_state=0)
+    pd.testing.assert_frame_equal(df, again[0])
+    np.testing.assert_array_equal(y, again[1])
+
+
+def test_simulate_users_on_pairs_human_mix():
+    pairs = _toy_pairs()
+    human = np.arange(400) % 2
+    _, y, truth = simulate_users_on_pairs(pairs, human_labels=human, human_weight=1.0)
+    np.testing.assert_array_equal(y, human)
+    np.testing.assert_array_equal(truth.oracle_proba, human)
+    with pytest.raises(ValueError, match="human_labels are required"):
+        simulate_users_on_pairs(pairs, human_weight=0.5)
+    with pytest.raises(ValueError, match="human_weight"):
+        simulate_users_on_pairs(pairs, human_labels=human, human_weight=1.5)
+    with pytest.raises(ValueError, match="human_labels must be"):
+        simulate_users_on_pairs(pairs, human_labels=human[:10], human_weight=0.5)
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def test_loaders_name_the_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="jester5k_ratings.csv"):
+        load_jester(tmp_path)
+    with pytest.raises(FileNotFoundError, match="harmless-base_test.jsonl.gz"):
+        load_hh_rlhf(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def jester():
+    return load_jester(DATA_DIR)
+
+
+@needs_jester
+def test_load_jester_counts(jester):
+    ratings = jester.ratings
+    assert ratings.columns.tolist() == ["user_id", "joke_id", "rating"]
+    assert len(ratings) == 363_209
+    assert ratings["user_id"].nunique() == 5_000 and ratings["joke_id"].nunique() == 100
+    assert ratings["rating"].between(-10, 10).all()
+    assert jester.jokes.shape == (100, 2) and jester.embeddings.shape == (100, 384)
+    assert set(jester.embeddings.index) == set(jester.jokes["joke_id"])
+    np.testing.assert_allclose(np.linalg.norm(jester.embeddings.to_numpy(), axis=1), 1.0, atol=1e-4)
+    direct = load_jester(DATA_DIR / "jester5k")
+    assert len(direct.ratings) == len(ratings)
+
+
+@needs_jester
+def test_jester_benchmark_pairs(jester):
+    text = jester.jokes.set_index("joke_id")["text"]
+    pairs = pairs_from_ratings(jester.ratings, item_col="joke_id", text=text,
+                               prompt=jester.prompt, n_pairs_per_user=40, margin=2.0,
+                               random_state=0)
+    assert 198_000 < len(pairs) < 200_000
+    assert pairs["user_id"].nunique() > 4_900
+    assert pairs.groupby("user_id").size().max() == 40
+    assert 0.48 < pairs["label"].mean() < 0.52
+    assert (pairs["prompt"] == "Tell me a joke.").all()
+    sample = pairs.sample(2_000, random_state=0)
+    _check_pairs(jester.ratings.rename(columns={"joke_id": "item"}),
+                 sample.reset_index(drop=True), 40, 2.0)
+
+
+@needs_hh
+def test_load_hh_rlhf_and_simulated_users():
+    hh = load_hh_rlhf(DATA_DIR)
+    assert hh.columns.tolist() == ["prompt", "chosen", "rejected"]
+    assert len(hh) == 2_307
+    assert hh["prompt"].str.startswith("Human:").all()
+    assert not hh["chosen"].str.contains("\n\nAssistant:").any()
+    pairs, human = pairs_from_chosen_rejected(hh)
+    assert abs(human.mean() - 0.5) < 0.01
+    _, y, truth = simulate_users_on_pairs(pairs, human_labels=human, random_state=0)
+    assert 0.4 < y.mean() < 0.6
+    diff = (truth.attributes_a - truth.attributes_b).to_numpy()
+    assert _held_out_gap(diff, y, truth.logits) > 0.1

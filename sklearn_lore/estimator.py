@@ -260,18 +260,21 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _factorize(ids):
+        """Group index of each row and the sorted distinct ids (appearance order if unsortable).
+
+        Ids of one Python type come back as a typed numpy array (int or str);
+        mixed types stay an object array so that 1 and "1" remain different users.
+        """
+        series = pd.Series(ids, dtype=object)
         try:
-            codes, uniques = pd.factorize(pd.Series(ids, dtype=object), sort=True)
+            codes, uniques = pd.factorize(series, sort=True)
         except TypeError:
-            codes, uniques = pd.factorize(pd.Series(ids, dtype=object), sort=False)
-        users = np.asarray(uniques)
-        if users.dtype == object and len(users):
-            try:
-                users = np.asarray(users.tolist())
-                if users.dtype.kind not in "iuUfb":
-                    users = np.asarray(uniques, dtype=object)
-            except (ValueError, TypeError):
-                users = np.asarray(uniques, dtype=object)
+            codes, uniques = pd.factorize(series, sort=False)
+        values = list(uniques)
+        kinds = {type(v) for v in values}
+        users = np.asarray(values, dtype=object)
+        if len(kinds) == 1 and kinds <= {int, str, np.int64, np.int32, np.str_}:
+            users = np.asarray(values)
         return codes.astype(np.intp), users
 
     def _user_index(self, ids):

@@ -1,0 +1,281 @@
+"""LowRankRewardEstimator: scikit-learn contract, solver behaviour, backends."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sklearn_lore import LowRankRewardEstimator
+from sklearn_lore._backends import cuda_available, torch_available
+from sklearn_lore.datasets import make_preference_data
+
+
+@parametrize_with_checks(
+    [
+        LowRankRewardEstimator(),
+        LowRankRewardEstimator(2, user_weights="simplex", alpha=0.5, prior_strength=2.0),
+    ]
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def split_per_user(users, n_train):
+    """First n_train pairs of each user train, the rest test (rows ordered by user)."""
+    order = pd.Series(users).groupby(users).cumcount().to_numpy()
+    return order < n_train
+
+
+@pytest.fixture(scope="module")
+def planted():
+    X, y, users, truth = make_preference_data(
+        n_users=60, n_pairs_per_user=80, n_features=16, n_components=3, random_state=0
+    )
+    train = split_per_user(users, 60)
+    return X, y, users, truth, train
+
+
+def test_planted_rank_recovered_by_grid_search(planted):
+    X, y, users, truth, train = planted
+    frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
+    frame.insert(0, "user_id", users)
+    search = GridSearchCV(
+        LowRankRewardEstimator(random_state=0),
+        {"n_components": [1, 2, 3, 4, 5]},
+        scoring="roc_auc",
+        cv=KFold(4, shuffle=True, random_state=0),
+    ).fit(frame[train], y[train])
+    assert search.best_params_ == {"n_components": 3}
+    accuracy = search.score(frame[~train], y[~train])  # roc_auc scorer
+    assert accuracy > 0.8
+    best = search.best_estimator_
+    held_out = best.score(frame[~train], y[~train])
+    oracle = np.mean((truth.logits[~train] > 0) == y[~train])
+    assert held_out >= oracle - 0.03
+
+
+def test_personalization_beats_global_model(planted):
+    X, y, users, _, train = planted
+    est = LowRankRewardEstimator(3, random_state=0).fit(X[train], y[train], user_ids=users[train])
+    glob = LogisticRegression(fit_intercept=False).fit(X[train], y[train])
+    assert est.score(X[~train], y[~train], user_ids=users[~train]) > glob.score(
+        X[~train], y[~train]
+    ) + 0.05
+
+
+def test_fold_in_new_users_beats_population(planted):
+    X, y, users, _, _ = planted
+    seen = np.isin(users, np.unique(users)[:40])
+    est = LowRankRewardEstimator(3, random_state=0).fit(X[seen], y[seen], user_ids=users[seen])
+    rank = split_per_user(users, 80) & pd.Series(users).groupby(users).cumcount().lt(10).to_numpy()
+    shots = ~seen & rank
+    test = ~seen & ~split_per_user(users, 40)
+    population = est.score(X[test], y[test], user_ids=users[test])
+    components = est.components_.copy()
+    est.partial_fit_users(X[shots], y[shots], user_ids=users[shots])
+    assert np.array_equal(est.components_, components)
+    assert len(est.users_) == 60
+    assert est.score(X[test], y[test], user_ids=users[test]) > population
+
+
+def test_zero_shot_is_population_model(planted):
+    X, y, users, _, train = planted
+    est = LowRankRewardEstimator(3, random_state=0).fit(X[train], y[train], user_ids=users[train])
+    unknown = np.array(["nobody"] * 10, dtype=object)
+    assert np.array_equal(
+        est.predict_proba(X[:10], user_ids=unknown), est.predict_proba(X[:10])
+    )
+    assert np.allclose(est.population_weights_, est.user_weights_.mean(axis=0))
+
+
+def test_dataframe_route_equals_keyword_route(planted):
+    X, y, users, _, train = planted
+    frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
+    frame.insert(0, "uid", users)
+    a = LowRankRewardEstimator(3, user_col="uid", random_state=0).fit(frame, y)
+    b = LowRankRewardEstimator(3, random_state=0).fit(X, y, user_ids=users)
+    assert list(a.feature_names_in_) == [f"x{j}" for j in range(X.shape[1])]
+    assert a.n_features_in_ == X.shape[1]
+    np.testing.assert_allclose(a.predict_proba(frame), b.predict_proba(X, user_ids=users))
+    with pytest.raises(ValueError, match="given twice"):
+        a.predict(frame, user_ids=users)
+
+
+def test_user_ids_of_any_hashable_type(planted):
+    X, y, users, _, _ = planted
+    ints = pd.factorize(users)[0] * 7 + 3
+    a = LowRankRewardEstimator(3, random_state=0).fit(X, y, user_ids=ints)
+    mixed = np.array([i if i % 2 else f"s{i}" for i in ints], dtype=object)
+    b = LowRankRewardEstimator(3, random_state=0).fit(X, y, user_ids=mixed)
+    assert a.users_.dtype.kind == "i"
+    np.testing.assert_allclose(
+        a.predict_proba(X, user_ids=ints), b.predict_proba(X, user_ids=mixed), atol=1e-6
+    )
+
+
+def test_clone_pickle_cross_val_and_any_scorer(planted):
+    X, y, users, _, _ = planted
+    frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
+    frame.insert(0, "user_id", users)
+    est = LowRankRewardEstimator(3, random_state=0)
+    assert clone(est).get_params() == est.get_params()
+    for scoring in ["accuracy", "neg_log_loss", "roc_auc", "balanced_accuracy"]:
+        scores = cross_val_score(est, frame, y, cv=KFold(3, shuffle=True, random_state=0),
+                                 scoring=scoring)
+        assert np.all(np.isfinite(scores))
+    fitted = est.fit(frame, y)
+    again = pickle.loads(pickle.dumps(fitted))
+    assert np.array_equal(again.predict_proba(frame), fitted.predict_proba(frame))
+
+
+def test_sample_weight_equals_duplication(planted):
+    X, y, users, _, _ = planted
+    keep = np.arange(len(y)) < 1200
+    w = np.where(np.arange(keep.sum()) % 3 == 0, 2.0, 1.0)
+    a = LowRankRewardEstimator(2, random_state=0, tol=1e-9).fit(
+        X[keep], y[keep], sample_weight=w, user_ids=users[keep]
+    )
+    rep = np.repeat(np.arange(keep.sum()), w.astype(int))
+    b = LowRankRewardEstimator(2, random_state=0, tol=1e-9).fit(
+        X[keep][rep], y[keep][rep], user_ids=users[keep][rep]
+    )
+    np.testing.assert_allclose(
+        a.predict_proba(X[keep], user_ids=users[keep]),
+        b.predict_proba(X[keep], user_ids=users[keep]),
+        atol=1e-4,
+    )
+
+
+@pytest.mark.parametrize("user_weights", ["free", "simplex"])
+def test_simplex_and_free_weights(planted, user_weights):
+    X, y, users, _, train = planted
+    est = LowRankRewardEstimator(3, user_weights=user_weights, random_state=0)
+    est.fit(X[train], y[train], user_ids=users[train])
+    if user_weights == "simplex":
+        assert np.all(est.user_weights_ >= 0)
+        np.testing.assert_allclose(est.user_weights_.sum(axis=1), 1.0)
+    assert est.score(X[~train], y[~train], user_ids=users[~train]) > 0.7
+    assert est.n_iter_ >= 1 and np.isfinite(est.objective_)
+
+
+def test_predict_log_proba_is_stable():
+    est = LowRankRewardEstimator(1, random_state=0)
+    X = np.array([[1.0], [-1.0], [2.0], [-2.0]])
+    est.fit(X, [1, 0, 1, 0])
+    big = np.array([[1e6], [-1e6]])
+    logp = est.predict_log_proba(big)
+    assert np.all(np.isfinite(logp))
+    np.testing.assert_allclose(np.exp(logp).sum(axis=1), 1.0)
+
+
+def test_methods_before_fit_raise_not_fitted():
+    est = LowRankRewardEstimator()
+    X = np.zeros((3, 2))
+    for method in ("predict", "predict_proba", "decision_function", "predict_log_proba"):
+        with pytest.raises(NotFittedError):
+            getattr(est, method)(X)
+    with pytest.raises(NotFittedError):
+        est.partial_fit_users(X, [0, 1, 0], user_ids=["a", "b", "c"])
+
+
+# ---------------------------------------------------------------------------
+# one contract, every backend
+
+
+class BackendContract:
+    """Behaviour every solver backend must show; subclasses set the params."""
+
+    params = {}
+
+    @pytest.fixture(scope="class")
+    def data(self):
+        X, y, users, truth = make_preference_data(
+            n_users=40, n_pairs_per_user=40, n_features=12, n_components=2, random_state=1
+        )
+        return X, y, users
+
+    def make(self, **kw):
+        return LowRankRewardEstimator(2, random_state=0, **self.params, **kw)
+
+    def test_matches_numpy_after_fit_and_fold_in(self, data):
+        X, y, users = data
+        seen = np.isin(users, np.unique(users)[:30])
+        ref = LowRankRewardEstimator(2, random_state=0, backend="numpy")
+        est = self.make()
+        for model in (ref, est):
+            model.fit(X[seen], y[seen], user_ids=users[seen])
+        np.testing.assert_allclose(
+            est.predict_proba(X, user_ids=users), ref.predict_proba(X, user_ids=users),
+            atol=1e-3,
+        )
+        for model in (ref, est):
+            model.partial_fit_users(X[~seen][:50], y[~seen][:50], user_ids=users[~seen][:50])
+        np.testing.assert_allclose(
+            est.predict_proba(X, user_ids=users), ref.predict_proba(X, user_ids=users),
+            atol=1e-3,
+        )
+
+    def test_fitted_attributes_are_numpy_float64(self, data):
+        X, y, users = data
+        est = self.make().fit(X, y, user_ids=users)
+        for name in ("components_", "user_weights_", "population_weights_", "user_precision_"):
+            value = getattr(est, name)
+            assert isinstance(value, np.ndarray) and value.dtype == np.float64
+
+    def test_partial_fit_streams(self, data):
+        X, y, users = data
+        est = self.make()
+        for batch in np.array_split(np.arange(len(y)), 4):
+            est.partial_fit(X[batch], y[batch], classes=[0, 1], user_ids=users[batch])
+        assert len(est.users_) == 40
+        assert np.all(np.isfinite(est.predict_proba(X, user_ids=users)))
+
+
+class TestNumpyBackend(BackendContract):
+    params = {"backend": "numpy"}
+
+
+@pytest.mark.skipif(not torch_available(), reason="torch is not installed")
+class TestTorchCPUBackend(BackendContract):
+    params = {"backend": "torch", "device": "cpu"}
+
+    def test_chunked_passes_match(self, data):
+        from sklearn_lore._backends._torch import TorchBackend
+
+        X, y, users = data
+        be = TorchBackend("cpu", max_data_bytes=1024)
+        Z = be.as_data(X)
+        assert type(Z).__name__ == "_HostChunks"
+        V = be.asarray(np.ones((X.shape[1], 2)))
+        np.testing.assert_allclose(be.to_numpy(be.matmul_ZV(Z, V)), X @ np.ones((X.shape[1], 2)))
+        R = be.asarray(np.ones((X.shape[0], 2)))
+        np.testing.assert_allclose(be.to_numpy(be.matmul_ZtR(Z, R)), X.T @ np.ones((X.shape[0], 2)))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
+class TestTorchCUDABackend(BackendContract):
+    params = {"backend": "torch", "device": "cuda"}
+
+
+def test_cuda_requested_without_gpu_fails_at_fit():
+    if not torch_available() or cuda_available():
+        pytest.skip("needs torch and no GPU")
+    est = LowRankRewardEstimator(backend="torch", device="cuda")
+    with pytest.raises(ValueError, match="CUDA"):
+        est.fit(np.eye(4), [0, 1, 0, 1])
+
+
+def test_torch_missing_fails_at_fit(monkeypatch):
+    import sklearn_lore._backends as backends
+
+    monkeypatch.setattr(backends, "torch_available", lambda: False)
+    est = LowRankRewardEstimator(backend="torch")
+    with pytest.raises(ImportError, match="needs PyTorch"):
+        est.fit(np.eye(4), [0, 1, 0, 1])

@@ -308,16 +308,39 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             return logw - logw.mean(axis=1, keepdims=True)
         return W.copy()
 
-    def _set_population(self, theta_anon=None):
-        """Population weights and the new-user prior from the fitted users."""
+    def _fit_population(self, Z, y01, sw, V, prior=None):
+        """Population weights: one weighting of the basis fitted to all rows pooled.
+
+        This is the best single user of the basis (the global model within the
+        basis), what an unknown user gets; as a pseudo-user it is updated like the
+        others in streaming. Returns its parameters and posterior precision.
+        """
+        be = resolve_backend("numpy", None)
+        rows = _solver.make_rows(be, Z, y01, sw, np.zeros(Z.shape[0], dtype=np.intp), 1)
         B = self.n_components
-        if len(self.users_):
-            pop = self.user_weights_.mean(axis=0)
-        else:
-            pop = self._weights_from_params(theta_anon[None, :])[0]
-        self.population_weights_ = pop
-        self.prior_mean_ = self._params_from_weights(pop[None, :])[0]
-        self.prior_precision_ = self.prior_strength * np.eye(B)
+        centre, precision = prior if prior is not None else (np.zeros(B), self.prior_strength * np.eye(B))
+        theta, hess = _solver.user_step(
+            be, rows, Z @ V, centre[None, :].copy(), centre, precision, self._kind
+        )
+        return theta[0], precision + hess[0]
+
+    def _set_population(self, theta_pop, precision_pop):
+        """Population weights and the empirical-Bayes prior for new users.
+
+        New users are shrunk toward the population with a prior precision equal to
+        the inverse spread of the fitted users' parameters around it (empirical
+        Bayes), so a user with few pairs stays close to the population model.
+        """
+        B = self.n_components
+        self._population_precision = precision_pop
+        self.population_weights_ = self._weights_from_params(theta_pop[None, :])[0]
+        self.prior_mean_ = theta_pop
+        if len(self.users_) < 2:
+            self.prior_precision_ = self.prior_strength * np.eye(B)
+            return
+        diff = self._params_from_weights(self.user_weights_) - theta_pop
+        spread = diff.T @ diff / len(diff) + 1e-6 * np.eye(B)
+        self.prior_precision_ = np.linalg.inv(spread)
 
     # ------------------------------------------------------------------
     # fitting
@@ -351,12 +374,16 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
         self.classes_ = self._set_classes(y)
         y01 = self._binary_labels(y)
-        be = resolve_backend(self.backend, self.device)
+        return self._fit_first_batch(Z, y01, sw, ids)
+
+    def _fit_first_batch(self, Z, y01, sw, ids):
+        """Alternating minimization from a spectral start (``fit``, first ``partial_fit``)."""
         if ids is None:
             groups, users = np.zeros(Z.shape[0], dtype=np.intp), np.asarray([], dtype=object)
         else:
             groups, users = self._factorize(ids)
         n_groups = max(len(users), 1)
+        be = resolve_backend(self.backend, self.device)
         V0 = _solver.spectral_init(Z, y01, sw, groups, n_groups, self.n_components,
                                    self.random_state)
         rows = _solver.make_rows(be, Z, y01, sw, groups, n_groups)
@@ -364,31 +391,20 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             be, rows, V0, None, self._kind, self.alpha, self.prior_strength,
             self.max_iter, self.tol, log=self._log,
         )
-        self._store_fit(res, users)
-        self._stream_curvature = _solver.kron_curvature(
-            Z, y01, sw, res.V, self._row_params_weights(res.theta, groups)
-        )
-        return self
-
-    def _row_params_weights(self, theta, groups):
-        return self._weights_from_params(theta)[groups]
-
-    def _store_fit(self, res, users):
         B = self.n_components
         self.components_ = res.V.T.copy()
         self.users_ = users
-        eye = self.prior_strength * np.eye(B)
-        if len(users):
-            self.user_weights_ = self._weights_from_params(res.theta)
-            self.user_precision_ = res.user_hessian + eye
-            self._set_population()
-        else:
-            self.user_weights_ = np.zeros((0, B))
-            self.user_precision_ = np.zeros((0, B, B))
-            self._set_population(theta_anon=res.theta[0])
-            self.prior_precision_ = res.user_hessian[0] + eye
+        self.user_weights_ = self._weights_from_params(res.theta) if len(users) else np.zeros((0, B))
+        self.user_precision_ = (
+            res.user_hessian + self.prior_strength * np.eye(B) if len(users) else np.zeros((0, B, B))
+        )
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective
+        self._set_population(*self._fit_population(Z, y01, sw, res.V))
+        self._stream_curvature = _solver.kron_curvature(
+            Z, y01, sw, res.V, self._weights_from_params(res.theta)[groups]
+        )
+        return self
 
     # ------------------------------------------------------------------
     # prediction
@@ -491,7 +507,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.classes_ = classes
         y01 = self._binary_labels(y)
         if first:
-            return self._first_partial_fit(Z, y01, sw, ids)
+            return self._fit_first_batch(Z, y01, sw, ids)
         if (ids is None) != (len(self.users_) == 0):
             raise ValueError(
                 "Give user ids in every partial_fit call or in none: this model was "
@@ -501,31 +517,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self._stream_update(Z, y01, sw, ids)
         return self
 
-    def _first_partial_fit(self, Z, y01, sw, ids):
-        groups, users = (
-            (np.zeros(Z.shape[0], dtype=np.intp), np.asarray([], dtype=object))
-            if ids is None
-            else self._factorize(ids)
-        )
-        n_groups = max(len(users), 1)
-        be = resolve_backend(self.backend, self.device)
-        V0 = _solver.spectral_init(Z, y01, sw, groups, n_groups, self.n_components,
-                                   self.random_state)
-        rows = _solver.make_rows(be, Z, y01, sw, groups, n_groups)
-        res = _solver.fit_alternating(
-            be, rows, V0, None, self._kind, self.alpha, self.prior_strength,
-            self.max_iter, self.tol, log=self._log,
-        )
-        self._store_fit(res, users)
-        self._stream_curvature = _solver.kron_curvature(
-            Z, y01, sw, res.V, self._row_params_weights(res.theta, groups)
-        )
-        return self
-
     def _stream_update(self, Z, y01, sw, ids):
         if ids is None:
             groups = np.zeros(Z.shape[0], dtype=np.intp)
-            centres, precisions = self.prior_mean_[None, :], self.prior_precision_[None]
+            centres = self.prior_mean_[None, :]
+            precisions = self._population_precision[None]
             batch_users, index = None, None
         else:
             groups, batch_users = self._factorize(ids)
@@ -544,16 +540,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective
         batch_curv = _solver.kron_curvature(
-            Z, y01, sw, res.V, self._row_params_weights(res.theta, groups)
+            Z, y01, sw, res.V, self._weights_from_params(res.theta)[groups]
         )
         self._stream_curvature = _solver.add_kron_curvature(self._stream_curvature, batch_curv)
-        if batch_users is None:
-            self.prior_mean_ = res.theta[0]
-            self.prior_precision_ = precisions[0] + res.user_hessian[0]
-            self.population_weights_ = self._weights_from_params(res.theta)[0]
-            return
-        self._update_users(batch_users, index, res.theta, precisions + res.user_hessian)
-        self._set_population()
+        if batch_users is not None:
+            self._update_users(batch_users, index, res.theta, precisions + res.user_hessian)
+        prior = (self.prior_mean_, self._population_precision)
+        self._set_population(*self._fit_population(Z, y01, sw, res.V, prior))
 
     def partial_fit_users(self, X, y, sample_weight=None, *, user_ids=None):
         """Adapt users from a few comparisons with the basis frozen (fold-in).

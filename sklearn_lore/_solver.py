@@ -16,6 +16,7 @@ clean arrays of that backend: validation happened at the estimator's boundary.
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.utils import check_random_state
 from sklearn.utils.extmath import randomized_svd
 
 from . import _objective as obj
@@ -67,7 +68,7 @@ def spectral_init(Z, y, s, groups, n_groups, n_components, random_state):
     agg = sp.csr_matrix((coef, (groups, np.arange(n))), shape=(n_groups, n)) @ Z
     agg = np.asarray(agg)
     rank = min(n_components, *agg.shape)
-    rng = np.random.RandomState(random_state)
+    rng = check_random_state(random_state)
     if rank > 0 and np.any(agg):
         _, sv, vt = randomized_svd(agg, rank, n_iter=6, random_state=rng)
         basis = vt[sv > sv[0] * 1e-10].T
@@ -192,25 +193,64 @@ def _user_hessian(be, rows, F, theta, kind):
 # basis step
 
 
-def lbfgs(be, fg, x, max_iter=100, gtol=1e-7, ftol=1e-12, memory=10, callback=None):
+def _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anchor):
+    """Approximate inverse Hessian of the basis block for L-BFGS, K-FAC style.
+
+    The basis Hessian sum_i c_i (z_i z_i^T) (x) (w_i w_i^T) + alpha I is
+    approximated by (A + alpha I) (x) S with A = Z^T diag(s / 4) Z (the curvature
+    at p = 1/2, one Gram pass per fit) and S the users' mean w w^T (refreshed at
+    every call from the current user weights, its spectrum floored at a tenth of
+    its mean so that rank-deficient weights, a single user say, stay well scaled).
+    Applying its inverse to a (d, B) matrix costs two small products; it makes the
+    number of rounds insensitive to how anisotropic the embeddings are. Only the
+    relative scaling of directions matters: L-BFGS rescales the step itself.
+    """
+    A = be.gram(rows.Z, rows.s / 4.0) + alpha * be.eye(d)
+    if anchor is not None:
+        A = A + anchor[1] + anchor[3] * be.eye(d)
+    A_inv = be.inv(A) * rows.s_total
+    counts = be.segment_sum(rows.seg, rows.s[:, None])[:, 0]
+
+    def apply(q):
+        W = obj.user_weights_from_params(be, state["theta"], kind)
+        S = (W * counts[:, None]).T @ W / rows.s_total
+        eye = be.eye(S.shape[0])
+        S_inv = be.inv(S + (1e-1 * be.scalar(be.sum(S * eye)) / S.shape[0] + 1e-12) * eye)
+        qV = A_inv @ q[:d] @ S_inv
+        if not optimize_mu:
+            return qV
+        q_mu = q[d] * rows.s_total / (lam * (rows.n_groups + 1))
+        return be.concat_rows(qV, q_mu)
+
+    return apply
+
+
+def lbfgs(be, fg, x, max_iter=100, gtol=1e-7, ftol=1e-12, memory=10, callback=None,
+          precond=None):
     """Limited-memory BFGS with Armijo backtracking, on backend arrays.
 
     ``fg(x)`` returns ``(f, grad, aux)``; returns the final ``(x, f, aux, n_iter)``.
     ``callback(k, f)`` is called after each iteration and stops it by returning True.
-    Written against the backend so numpy and torch follow the same iterates.
+    ``precond(q)`` applies an approximate inverse Hessian, the initial matrix of the
+    two-loop recursion. Written against the backend so numpy and torch follow the
+    same iterates.
     """
+    scaled = precond is not None
+    precond = precond or (lambda q: q)
     f, g, aux = fg(x)
     pairs = []
     k = 0
     for k in range(1, max_iter + 1):
         if be.abs_max(g) <= gtol:
             break
-        d = -_two_loop(be, g, pairs)
+        d = -_two_loop(be, g, pairs, precond)
         gd = be.vdot(g, d)
         if gd >= 0:
             pairs = []
-            d, gd = -g, -be.vdot(g, g)
-        step = 1.0 if pairs else min(1.0, 1.0 / max(be.abs_max(g), 1e-12))
+            d = -precond(g)
+            gd = be.vdot(g, d)
+        # a preconditioned direction is Newton-scaled; a bare gradient is not
+        step = 1.0 if pairs or scaled else min(1.0, 1.0 / max(be.abs_max(d), 1e-12))
         for _ in range(40):
             x_new = x + step * d
             f_new, g_new, aux_new = fg(x_new)
@@ -223,23 +263,24 @@ def lbfgs(be, fg, x, max_iter=100, gtol=1e-7, ftol=1e-12, memory=10, callback=No
         sy = be.vdot(s_vec, y_vec)
         if sy > 1e-12 * be.vdot(y_vec, y_vec):
             pairs = (pairs + [(s_vec, y_vec, 1.0 / sy)])[-memory:]
-        converged = (f - f_new) <= ftol * max(abs(f), abs(f_new), 1.0)
+        converged = bool(pairs) and (f - f_new) <= ftol * max(abs(f), abs(f_new), 1.0)
         x, f, g, aux = x_new, f_new, g_new, aux_new
         if converged or (callback is not None and callback(k, f)):
             break
     return x, f, aux, k
 
 
-def _two_loop(be, g, pairs):
+def _two_loop(be, g, pairs, precond):
     q = g
     coeffs = []
     for s_vec, y_vec, rho in reversed(pairs):
         a = rho * be.vdot(s_vec, q)
         coeffs.append(a)
         q = q - a * y_vec
+    q = precond(q)
     if pairs:
         s_vec, y_vec, _ = pairs[-1]
-        q = q * (be.vdot(s_vec, y_vec) / be.vdot(y_vec, y_vec))
+        q = q * (be.vdot(s_vec, y_vec) / be.vdot(y_vec, precond(y_vec)))
     for (s_vec, y_vec, rho), a in zip(pairs, reversed(coeffs)):
         b = rho * be.vdot(y_vec, q)
         q = q + (a - b) * s_vec
@@ -339,7 +380,9 @@ def fit_alternating(be, rows, V0, theta0, kind, alpha, lam, max_iter, tol, *, pr
         recent = np.abs(np.diff(trace[-4:]))
         return len(recent) == 3 and bool(np.all(recent <= tol * max(abs(f), 1e-12)))
 
-    x, f, _, n_iter = lbfgs(be, fg, x0, max_iter=max_iter, gtol=1e-9, callback=callback)
+    precond = _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anchor)
+    x, f, _, n_iter = lbfgs(be, fg, x0, max_iter=max_iter, gtol=1e-9, callback=callback,
+                            precond=precond)
     fg(x)
     V, mu = unpack(x)
     return FitResult(
@@ -350,6 +393,27 @@ def fit_alternating(be, rows, V0, theta0, kind, alpha, lam, max_iter, tol, *, pr
         n_iter=n_iter,
         objective=f,
     )
+
+
+def fit_single_model(be, rows, alpha, max_iter=1000, gtol=1e-10):
+    """Ridge Bradley-Terry model without users: min_u sum_i s_i loss(z_i . u) + alpha/2 |u|^2.
+
+    With one group the factorized problem only sees ``V w`` and its minimizers form
+    a flat valley; this convex equivalent has a unique solution, found by L-BFGS
+    preconditioned with (Z^T diag(s / 4) Z + alpha I)^-1. Returns u (d,) in numpy.
+    """
+    d = rows.Z.shape[1]
+    A_inv = be.inv(be.gram(rows.Z, rows.s / 4.0) + alpha * be.eye(d)) * rows.s_total
+
+    def fg(u):
+        t = be.matmul_ZV(rows.Z, u)[:, 0]
+        value = obj.pair_loss(be, t, rows.y, rows.s) + 0.5 * alpha * be.sum(u * u)
+        g = be.matmul_ZtR(rows.Z, (rows.s * (be.sigmoid(t) - rows.y))[:, None]) + alpha * u
+        return be.scalar(value) / rows.s_total, g / rows.s_total, None
+
+    u, f, _, n_iter = lbfgs(be, fg, be.zeros((d, 1)), max_iter=max_iter, gtol=gtol,
+                            ftol=0.0, precond=lambda q: A_inv @ q)
+    return be.to_numpy(u)[:, 0], f, n_iter
 
 
 # ---------------------------------------------------------------------------

@@ -193,6 +193,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
 
     def _validate_X(self, X, user_ids, reset):
         X, ids = self._split_users(X, user_ids)
+        if hasattr(X, "columns") and X.shape[1] == 0:
+            raise ValueError(
+                f"X has no feature columns besides the user column {self.user_col!r}; "
+                "pass the embedding differences as the other columns."
+            )
         if hasattr(X, "dtypes"):
             bad = [c for c, t in X.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
             if bad:
@@ -272,7 +277,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             codes, uniques = pd.factorize(series, sort=False)
         values = list(uniques)
         kinds = {type(v) for v in values}
-        users = np.asarray(values, dtype=object)
+        users = np.fromiter(values, dtype=object, count=len(values))
         if len(kinds) == 1 and kinds <= {int, str, np.int64, np.int32, np.str_}:
             users = np.asarray(values)
         return codes.astype(np.intp), users
@@ -379,14 +384,12 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     def _fit_first_batch(self, Z, y01, sw, ids):
         """Alternating minimization from a spectral start (``fit``, first ``partial_fit``)."""
         if ids is None:
-            groups, users = np.zeros(Z.shape[0], dtype=np.intp), np.asarray([], dtype=object)
-        else:
-            groups, users = self._factorize(ids)
-        n_groups = max(len(users), 1)
+            return self._fit_without_users(Z, y01, sw)
+        groups, users = self._factorize(ids)
         be = resolve_backend(self.backend, self.device)
-        V0 = _solver.spectral_init(Z, y01, sw, groups, n_groups, self.n_components,
+        V0 = _solver.spectral_init(Z, y01, sw, groups, len(users), self.n_components,
                                    self.random_state)
-        rows = _solver.make_rows(be, Z, y01, sw, groups, n_groups)
+        rows = _solver.make_rows(be, Z, y01, sw, groups, len(users))
         res = _solver.fit_alternating(
             be, rows, V0, None, self._kind, self.alpha, self.prior_strength,
             self.max_iter, self.tol, log=self._log,
@@ -394,15 +397,44 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         B = self.n_components
         self.components_ = res.V.T.copy()
         self.users_ = users
-        self.user_weights_ = self._weights_from_params(res.theta) if len(users) else np.zeros((0, B))
-        self.user_precision_ = (
-            res.user_hessian + self.prior_strength * np.eye(B) if len(users) else np.zeros((0, B, B))
-        )
+        self.user_weights_ = self._weights_from_params(res.theta)
+        self.user_precision_ = res.user_hessian + self.prior_strength * np.eye(B)
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective
         self._set_population(*self._fit_population(Z, y01, sw, res.V))
         self._stream_curvature = _solver.kron_curvature(
-            Z, y01, sw, res.V, self._weights_from_params(res.theta)[groups]
+            Z, y01, sw, res.V, self.user_weights_[groups]
+        )
+        return self
+
+    def _fit_without_users(self, Z, y01, sw):
+        """The population model alone: one ridge Bradley-Terry direction.
+
+        Without user ids every row belongs to one group and only ``V w`` matters, so
+        the model is fitted as its convex equivalent (logistic regression without
+        intercept, L2 strength ``alpha``): ``components_[0]`` holds that direction,
+        the other rows are zero and the population weights are (1, 0, ..., 0).
+        """
+        B, d = self.n_components, Z.shape[1]
+        be = resolve_backend(self.backend, self.device)
+        rows = _solver.make_rows(be, Z, y01, sw, np.zeros(Z.shape[0], dtype=np.intp), 1)
+        u, objective, n_iter = _solver.fit_single_model(be, rows, self.alpha)
+        self.components_ = np.zeros((B, d))
+        self.components_[0] = u
+        self.users_ = np.asarray([], dtype=object)
+        self.user_weights_ = np.zeros((0, B))
+        self.user_precision_ = np.zeros((0, B, B))
+        self.n_iter_ = n_iter
+        self.objective_ = objective
+        weights = np.eye(B)[0]
+        t = Z @ u
+        p = 1.0 / (1.0 + np.exp(-np.clip(t, -500, 500)))
+        F = Z @ self.components_.T
+        hess = F.T @ ((sw * p * (1 - p))[:, None] * F)
+        self._set_population(self._params_from_weights(weights[None])[0],
+                             hess + self.prior_strength * np.eye(B))
+        self._stream_curvature = _solver.kron_curvature(
+            Z, y01, sw, self.components_.T, np.tile(weights, (Z.shape[0], 1))
         )
         return self
 
@@ -525,7 +557,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             batch_users, index = None, None
         else:
             groups, batch_users = self._factorize(ids)
-            centres, precisions, index = self._batch_priors(batch_users)
+            # the empirical-Bayes prior needs well-fitted users; mid-stream the
+            # users are not, so new users get the prior of fit
+            fixed = self.prior_strength * np.eye(self.n_components)
+            centres, precisions, index = self._batch_priors(batch_users, fixed)
         be = resolve_backend(self.backend, self.device)
         rows = _solver.make_rows(be, Z, y01, sw, groups, centres.shape[0])
         V_prev = self.components_.T
@@ -539,12 +574,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.components_ = res.V.T.copy()
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective
+        posterior = precisions + res.user_hessian
         batch_curv = _solver.kron_curvature(
             Z, y01, sw, res.V, self._weights_from_params(res.theta)[groups]
         )
         self._stream_curvature = _solver.add_kron_curvature(self._stream_curvature, batch_curv)
         if batch_users is not None:
-            self._update_users(batch_users, index, res.theta, precisions + res.user_hessian)
+            self._update_users(batch_users, index, res.theta, posterior)
         prior = (self.prior_mean_, self._population_precision)
         self._set_population(*self._fit_population(Z, y01, sw, res.V, prior))
 
@@ -579,7 +615,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
         y01 = self._binary_labels(y)
         groups, batch_users = self._factorize(ids)
-        centres, precisions, index = self._batch_priors(batch_users)
+        centres, precisions, index = self._batch_priors(batch_users, self.prior_precision_)
         be = resolve_backend("numpy", None)
         rows = _solver.make_rows(be, Z, y01, sw, groups, len(batch_users))
         F = Z @ self.components_.T
@@ -589,12 +625,12 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self._update_users(batch_users, index, theta, precisions + hess)
         return self
 
-    def _batch_priors(self, batch_users):
+    def _batch_priors(self, batch_users, new_precision):
         """Prior centre and precision of each user of a batch (known or new)."""
         index = self._user_index(batch_users)
-        G, B = len(batch_users), self.n_components
+        G = len(batch_users)
         centres = np.tile(self.prior_mean_, (G, 1))
-        precisions = np.tile(self.prior_precision_, (G, 1, 1))
+        precisions = np.tile(new_precision, (G, 1, 1))
         known = index >= 0
         centres[known] = self._params_from_weights(self.user_weights_[index[known]])
         precisions[known] = self.user_precision_[index[known]]
@@ -615,6 +651,72 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.users_ = np.concatenate([self.users_, new_users])
             self.user_weights_ = np.vstack([self.user_weights_, W[~known]])
             self.user_precision_ = np.concatenate([self.user_precision_, precision[~known]])
+
+    def forget_users(self, user_ids):
+        """Delete users' personal weights (a data-deletion request).
+
+        The rows of ``users_``, ``user_weights_`` and ``user_precision_`` that belong
+        to these users are removed, and the new-user prior is recomputed from the
+        remaining users. A forgotten user is then predicted like any unknown user
+        (the population weights), and a later :meth:`partial_fit_users` or
+        :meth:`partial_fit` with their id starts from the population prior, as for a
+        user never seen.
+
+        What stays: the basis ``components_``, the population weights and the
+        streaming curvature were fitted on all rows, the forgotten users' included.
+        They are aggregates over many users and hold no per-user parameter, but
+        erasing a user's influence on them requires refitting without their rows.
+
+        Parameters
+        ----------
+        user_ids : array-like of shape (n_ids,)
+            Ids to forget, compared by value and type (the int 3 is not the str "3").
+            A single id must be wrapped in a list.
+
+        Returns
+        -------
+        self : LowRankRewardEstimator
+
+        Raises
+        ------
+        ValueError
+            If an id is not in ``users_`` (never seen, already forgotten, or of
+            another type); nothing is deleted then. Filter with
+            ``np.isin(ids, est.users_)`` for an idempotent call.
+
+        Examples
+        --------
+        >>> from sklearn_lore import LowRankRewardEstimator
+        >>> from sklearn_lore.datasets import make_preference_data
+        >>> X, y, users, _ = make_preference_data(n_users=4, n_pairs_per_user=10,
+        ...                                       n_features=4, random_state=0)
+        >>> est = LowRankRewardEstimator(n_components=2, random_state=0)
+        >>> est = est.fit(X, y, user_ids=users).forget_users(["u1"])
+        >>> est.users_.tolist()
+        ['u0', 'u2', 'u3']
+        >>> bool((est.predict_proba(X[:3], user_ids=["u1"] * 3)
+        ...       == est.predict_proba(X[:3])).all())
+        True
+        """
+        check_is_fitted(self)
+        if isinstance(user_ids, (str, bytes)) or np.ndim(user_ids) != 1:
+            raise ValueError("user_ids must be a 1-d sequence of ids; wrap a single id in a list.")
+        ids = self._check_ids(np.asarray(user_ids, dtype=object), len(user_ids))
+        index = self._user_index(ids)
+        if (index < 0).any():
+            unknown = ids[index < 0]
+            raise ValueError(
+                f"Cannot forget unknown user id(s) {unknown[:5].tolist()} (types "
+                f"{sorted({type(u).__name__ for u in unknown[:5]})}): they are not in users_ "
+                "(never seen, already forgotten, or of another type). Nothing was deleted."
+            )
+        keep = np.ones(len(self.users_), dtype=bool)
+        keep[index] = False
+        self.users_ = self.users_[keep]
+        self.user_weights_ = self.user_weights_[keep]
+        self.user_precision_ = self.user_precision_[keep]
+        self._set_population(self.prior_mean_, self._population_precision)
+        return self
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

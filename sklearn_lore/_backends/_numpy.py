@@ -57,6 +57,13 @@ class NumpyBackend:
     def concat_rows(self, a, b):
         return np.vstack([a, b[None, :]])
 
+    def gram(self, Z, c):
+        """Weighted Gram matrix Z^T diag(c) Z, (d, d)."""
+        return Z.T @ (c[:, None] * Z)
+
+    def inv(self, A):
+        return np.linalg.inv(A)
+
     def einsum(self, spec, *ops):
         return np.einsum(spec, *ops, optimize=True)
 

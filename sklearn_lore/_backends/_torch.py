@@ -94,6 +94,15 @@ class TorchBackend:
     def concat_rows(self, a, b):
         return torch.cat([a, b.unsqueeze(0)], dim=0)
 
+    def gram(self, Z, c):
+        """Weighted Gram matrix Z^T diag(c) Z, (d, d), streamed for host-resident Z."""
+        if isinstance(Z, _HostChunks):
+            return Z.gram(c)
+        return (Z.T @ (c.to(Z.dtype)[:, None] * Z)).to(torch.float64)
+
+    def inv(self, A):
+        return torch.linalg.inv(A)
+
     def einsum(self, spec, *ops):
         return torch.einsum(spec, *ops)
 
@@ -148,6 +157,13 @@ class _HostChunks:
         out = torch.zeros((self.shape[1], R.shape[1]), dtype=torch.float64, device=self.device)
         for start, stop, Zc in self._chunks():
             out += (Zc.T @ R[start:stop].to(self.dtype)).to(torch.float64)
+        return out
+
+    def gram(self, c):
+        d = self.shape[1]
+        out = torch.zeros((d, d), dtype=torch.float64, device=self.device)
+        for start, stop, Zc in self._chunks():
+            out += (Zc.T @ (c[start:stop].to(self.dtype)[:, None] * Zc)).to(torch.float64)
         return out
 
     def __getitem__(self, idx):

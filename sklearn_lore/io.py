@@ -1,0 +1,615 @@
+"""Persistence without pickle: a fitted model as arrays plus a JSON manifest.
+
+:func:`save` writes a zip archive with two kinds of members:
+
+- ``manifest.json``: the format name and version, the versions of sklearn_lore,
+  numpy, scikit-learn and Python that wrote the file, and a tree describing the
+  object: for each estimator its class (from an allow-list), its constructor
+  parameters and its fitted attributes;
+- ``arrays/<k>.npy``: every numeric or text array, written with
+  ``np.save(allow_pickle=False)`` and listed in the manifest with its SHA-256.
+
+:func:`load` reads only data: JSON values, arrays of plain dtypes, and classes
+named in the allow-list (:class:`~sklearn_lore.LowRankRewardEstimator`,
+:class:`~sklearn_lore.embedding.SentencePairEmbedder`,
+:class:`~sklearn_lore.embedding.RewardModelEmbedder` and
+:class:`sklearn.pipeline.Pipeline`). It never unpickles and never imports a
+module named by the file. Anything else in a file (an unknown class, a pickle
+payload, a member not in the manifest, an array whose bytes do not match its
+digest, fitted attributes of inconsistent shapes) makes it raise ``ValueError``.
+
+Values are encoded in the manifest as JSON scalars (None, bool, int, float, str;
+Python's ``json`` keeps int and float apart) or as one-key objects:
+``{"array": member, "sha256": hex}``, ``{"objects": [...], "shape": [...]}``
+(an object array of scalars, such as mixed int and str user ids),
+``{"tuple": [...]}``, ``{"list": [...]}``, ``{"path": str}``,
+``{"float": "nan" | "inf" | "-inf"}``, ``{"random_state": [...]}`` (a
+``numpy.random.RandomState``) and ``{"estimator": node}``, where a node is
+``{"class": name, "params": {...}, "state": {...}}``.
+"""
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import numbers
+import os
+import pathlib
+import platform
+import re
+import secrets
+import zipfile
+import zlib
+
+import numpy as np
+
+__all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "sklearn_lore.io"
+FORMAT_VERSION = 1
+
+_MANIFEST = "manifest.json"
+_MAX_MANIFEST_BYTES = 256 * 2**20
+_ARRAY_MEMBER = re.compile(r"arrays/[0-9]+\.npy")
+# Fitted state is plain data: no dunder names, nothing that shadows the class.
+_STATE_NAME = re.compile(r"_?[A-Za-z][A-Za-z0-9_]*")
+# Per-process handles to loaded models, rebuilt on first use after loading.
+_TRANSIENT_PREFIXES = ("_loaded",)
+_ARRAY_KINDS = "biufcUSMm"
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+# What reading a damaged or hostile zip member can raise (zlib: a broken deflate stream;
+# NotImplementedError: an unknown compression method; RuntimeError: an encrypted member).
+_ZIP_ERRORS = (
+    KeyError,
+    zipfile.BadZipFile,
+    zlib.error,
+    OSError,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+# The only classes a file may name: "module.Class" -> (module, attribute).
+_CLASSES = {
+    f"{module}.{name}": (module, name)
+    for module, name in [
+        ("sklearn_lore.estimator", "LowRankRewardEstimator"),
+        ("sklearn_lore.embedding", "SentencePairEmbedder"),
+        ("sklearn_lore.embedding", "RewardModelEmbedder"),
+        ("sklearn.pipeline", "Pipeline"),
+    ]
+}
+
+
+def _allowed_class(name):
+    """The class registered under ``name``; imports only modules of the allow-list."""
+    import importlib
+
+    module, attribute = _CLASSES[name]
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _class_name(obj):
+    for name in _CLASSES:
+        if type(obj) is _allowed_class(name):
+            return name
+    return None
+
+
+def _package_version():
+    from . import __version__
+
+    return __version__
+
+
+def _major(version):
+    match = re.match(r"([0-9]+)\.", str(version))
+    if match is None:
+        raise ValueError(f"The file records an unreadable sklearn_lore version {version!r}.")
+    return int(match.group(1))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class _Writer:
+    """Encodes a Python value into JSON plus array members, naming where it failed."""
+
+    def __init__(self):
+        self.members = {}
+
+    def value(self, value, where):
+        if isinstance(value, np.generic) and value.dtype.kind in "biufU":
+            value = value.item()
+        if value is None or isinstance(value, (bool, str)):
+            return value
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real):
+            return self._float(float(value))
+        if isinstance(value, np.ndarray):
+            return self._array(value, where)
+        if isinstance(value, (tuple, list)):
+            items = [self.value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            return {"tuple" if isinstance(value, tuple) else "list": items}
+        if isinstance(value, pathlib.PurePath):
+            return {"path": os.fspath(value)}
+        if isinstance(value, np.random.RandomState):
+            return {"random_state": self.value(list(value.get_state()), where)}
+        if hasattr(value, "get_params"):
+            return {"estimator": self.estimator(value, where)}
+        raise TypeError(_unsupported(value, where))
+
+    @staticmethod
+    def _float(value):
+        return value if math.isfinite(value) else {"float": repr(value)}
+
+    def _array(self, array, where):
+        if array.dtype.kind == "O":
+            return self._objects(array, where)
+        if array.dtype.kind not in _ARRAY_KINDS:
+            raise TypeError(f"{where} is an array of dtype {array.dtype}, which cannot be saved.")
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        data = buffer.getvalue()
+        member = f"arrays/{len(self.members)}.npy"
+        self.members[member] = data
+        return {"array": member, "sha256": hashlib.sha256(data).hexdigest()}
+
+    def _objects(self, array, where):
+        items = []
+        for i, item in enumerate(array.ravel().tolist()):
+            if not isinstance(item, (str, numbers.Real, np.bool_)):
+                raise TypeError(
+                    f"{where} holds a value of type {type(item).__name__} ({item!r}); only "
+                    "str, int, float and bool values (such as user ids) can be saved."
+                )
+            items.append(self.value(item, f"{where}[{i}]"))
+        return {"objects": items, "shape": list(array.shape)}
+
+    def estimator(self, obj, where):
+        name = _class_name(obj)
+        if name is None:
+            raise TypeError(
+                f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}; sklearn_lore.save "
+                f"stores only these classes: {sorted(_CLASSES)}. Use pickle or joblib for others."
+            )
+        params = obj.get_params(deep=False)
+        if name == "sklearn.pipeline.Pipeline" and params["memory"] is not None:
+            raise TypeError(
+                f"{where}.memory is set; a joblib cache directory is not saved (its entries "
+                "are pickles). Set memory=None before saving."
+            )
+        state = {
+            key: value
+            for key, value in vars(obj).items()
+            if key not in params and not key.startswith(_TRANSIENT_PREFIXES)
+        }
+        return {
+            "class": name,
+            "params": {k: self.value(v, f"{where}.{k}") for k, v in params.items()},
+            "state": {k: self.value(v, f"{where}.{k}") for k, v in state.items()},
+        }
+
+
+def _unsupported(value, where):
+    if callable(value):
+        return (
+            f"{where} is a callable ({getattr(value, '__qualname__', type(value).__name__)}); "
+            "sklearn_lore.save stores data, not code. For an embedder, pass model=<name or "
+            "path> instead of encoder=, or save this object with pickle or joblib."
+        )
+    return (
+        f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which "
+        "sklearn_lore.save cannot store; use pickle or joblib for this object."
+    )
+
+
+def _header():
+    import sklearn
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "sklearn_lore_version": _package_version(),
+        "numpy_version": np.__version__,
+        "sklearn_version": sklearn.__version__,
+        "python_version": platform.python_version(),
+    }
+
+
+def save(obj, path):
+    """Save a fitted model to a file without pickle.
+
+    The file is a zip archive holding a JSON manifest (class names, constructor
+    parameters, versions) and the fitted arrays in ``.npy`` format. Embedders are
+    stored by their parameters: the model name or path, never its weights, so the
+    same model must be available where the file is loaded.
+
+    Parameters
+    ----------
+    obj : LowRankRewardEstimator, SentencePairEmbedder, RewardModelEmbedder or Pipeline
+        A Pipeline may hold only these estimators. Fitted or not.
+    path : str or path-like
+        Destination file, replaced atomically when it exists.
+
+    Raises
+    ------
+    TypeError
+        If `obj` (or one of its steps) is not of an allowed class, or holds a value
+        that is not data: an injected ``encoder`` callable, user ids that are not
+        str, int, float or bool, another estimator class.
+
+    See Also
+    --------
+    load : Read the file back.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from sklearn_lore import LowRankRewardEstimator, save, load
+    >>> from sklearn_lore.datasets import make_preference_data
+    >>> X, y, users, _ = make_preference_data(n_users=5, n_pairs_per_user=10,
+    ...                                       n_features=4, random_state=0)
+    >>> est = LowRankRewardEstimator(n_components=2, random_state=0)
+    >>> est = est.fit(X, y, user_ids=users)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.lore")
+    >>> save(est, path)
+    >>> again = load(path)
+    >>> np.array_equal(again.predict_proba(X, user_ids=users),
+    ...                est.predict_proba(X, user_ids=users))
+    True
+    """
+    writer = _Writer()
+    manifest = dict(_header(), object=writer.estimator(obj, type(obj).__name__))
+    text = json.dumps(manifest, allow_nan=False, indent=1, sort_keys=True)
+    path = os.fspath(path)
+    temporary = f"{path}.{secrets.token_hex(6)}.tmp"
+    try:
+        with (
+            open(temporary, "xb") as file,
+            zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+        ):
+            archive.writestr(_MANIFEST, text)
+            for member, data in writer.members.items():
+                archive.writestr(member, data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class _Reader:
+    """Decodes the manifest tree, reading (and verifying) each array member once."""
+
+    def __init__(self, archive):
+        self.archive = archive
+        self.used = set()
+
+    def value(self, node, where):
+        if node is None or isinstance(node, (bool, str, int, float)):
+            return node
+        if isinstance(node, list) or not isinstance(node, dict) or len(node) not in (1, 2):
+            raise ValueError(f"{where}: malformed value {_short(node)}.")
+        handlers = {
+            "array": self._array,
+            "objects": self._objects,
+            "tuple": lambda n, w: tuple(self._items(n["tuple"], w)),
+            "list": lambda n, w: self._items(n["list"], w),
+            "path": lambda n, w: pathlib.Path(_expect(n["path"], str, w)),
+            "float": self._float,
+            "random_state": self._random_state,
+            "estimator": lambda n, w: self.estimator(n["estimator"], w),
+        }
+        tag = next((key for key in node if key in handlers), None)
+        if tag is None or set(node) - {tag, "sha256", "shape"}:
+            raise ValueError(f"{where}: unknown value tag in {_short(node)}.")
+        return handlers[tag](node, where)
+
+    def _items(self, items, where):
+        items = _expect(items, list, where)
+        return [self.value(item, f"{where}[{i}]") for i, item in enumerate(items)]
+
+    @staticmethod
+    def _float(node, where):
+        if not isinstance(node["float"], str) or node["float"] not in _NONFINITE:
+            raise ValueError(f"{where}: unknown float {node['float']!r}.")
+        return _NONFINITE[node["float"]]
+
+    def _objects(self, node, where):
+        shape = tuple(_expect(node.get("shape"), list, where))
+        items = self._items(node["objects"], where)
+        if any(not isinstance(item, (str, int, float)) for item in items):
+            raise ValueError(f"{where}: an object array may hold only str, int, float, bool.")
+        if not all(isinstance(n, int) and n >= 0 for n in shape) or math.prod(shape) != len(items):
+            raise ValueError(f"{where}: {len(items)} objects do not fill the shape {shape}.")
+        array = np.empty(len(items), dtype=object)
+        array[:] = items
+        return array.reshape(shape)
+
+    def _random_state(self, node, where):
+        state = self.value(node["random_state"], where)
+        try:
+            random_state = np.random.RandomState()
+            random_state.set_state(tuple(state))
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            raise ValueError(f"{where}: invalid random state ({exc}).") from exc
+        return random_state
+
+    def _array(self, node, where):
+        member = _expect(node["array"], str, where)
+        if not _ARRAY_MEMBER.fullmatch(member) or member in self.used:
+            raise ValueError(f"{where}: invalid or repeated array member {member!r}.")
+        try:
+            data = self.archive.read(member)
+        except _ZIP_ERRORS as exc:
+            raise ValueError(f"{where}: cannot read array member {member!r} ({exc}).") from exc
+        self.used.add(member)
+        if hashlib.sha256(data).hexdigest() != node.get("sha256"):
+            raise ValueError(
+                f"{where}: the array {member!r} does not match its SHA-256 in the manifest; "
+                "the file is corrupted or was tampered with."
+            )
+        return _read_npy(data, f"{where} ({member})")
+
+    def estimator(self, node, where):
+        node = _expect(node, dict, where)
+        name = node.get("class")
+        if not isinstance(name, str) or name not in _CLASSES:
+            raise ValueError(
+                f"{where}: class {name!r} is not allowed; sklearn_lore.load builds only "
+                f"{sorted(_CLASSES)}."
+            )
+        if set(node) != {"class", "params", "state"}:
+            raise ValueError(f"{where}: an estimator needs exactly class, params and state.")
+        cls = _allowed_class(name)
+        params = {
+            key: self.value(value, f"{where}.{key}")
+            for key, value in _expect(node["params"], dict, where).items()
+        }
+        unknown = set(params) - set(cls._get_param_names())
+        if unknown:
+            raise ValueError(f"{where}: {cls.__name__} has no parameter(s) {sorted(unknown)}.")
+        obj = cls(**params)
+        for key, value in _expect(node["state"], dict, where).items():
+            _check_state_name(cls, key, params, where)
+            setattr(obj, key, self.value(value, f"{where}.{key}"))
+        _CHECKS.get(name, lambda obj, where: None)(obj, where)
+        return obj
+
+
+def _expect(value, kind, where):
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{where}: expected {kind.__name__}, got {_short(value)}.")
+    return value
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_state_name(cls, key, params, where):
+    if not _STATE_NAME.fullmatch(key) or key in params or hasattr(cls, key):
+        raise ValueError(f"{where}: {key!r} is not a valid fitted attribute of {cls.__name__}.")
+
+
+def _read_npy(data, where):
+    """An array from ``.npy`` bytes: plain dtypes only, sizes checked before allocating."""
+    buffer = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }[version]
+        shape, _, dtype = read_header(buffer)
+        if dtype.hasobject or dtype.kind not in _ARRAY_KINDS:
+            raise ValueError(f"dtype {dtype} is not allowed")
+        if math.prod(shape) * dtype.itemsize != len(data) - buffer.tell():
+            raise ValueError("the data size does not match the header")
+        buffer.seek(0)
+        return np.lib.format.read_array(buffer, allow_pickle=False)
+    except (ValueError, KeyError, TypeError, OSError, EOFError, SyntaxError) as exc:
+        raise ValueError(f"{where}: not a valid array ({exc}).") from exc
+
+
+def _open(path):
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a sklearn_lore file (not a zip archive)."
+        ) from exc
+    names = archive.namelist()
+    if len(names) != len(set(names)) or _MANIFEST not in names:
+        archive.close()
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a sklearn_lore file: bad or missing manifest."
+        )
+    return archive
+
+
+def _read_manifest(archive):
+    if archive.getinfo(_MANIFEST).file_size > _MAX_MANIFEST_BYTES:
+        raise ValueError("The manifest is implausibly large; refusing to read it.")
+
+    def reject_constant(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    try:
+        manifest = json.loads(archive.read(_MANIFEST), parse_constant=reject_constant)
+    except (ValueError, RecursionError, *_ZIP_ERRORS) as exc:
+        raise ValueError(f"The manifest is not valid JSON ({exc}).") from exc
+    return _expect(manifest, dict, "manifest")
+
+
+def _check_header(manifest):
+    if manifest.get("format") != FORMAT:
+        raise ValueError(
+            f"Not a sklearn_lore model file: format {manifest.get('format')!r}, "
+            f"expected {FORMAT!r}."
+        )
+    file_format = manifest.get("format_version")
+    written_by = manifest.get("sklearn_lore_version")
+    if file_format != FORMAT_VERSION:
+        raise ValueError(
+            f"The file has format version {file_format!r} (written by sklearn_lore "
+            f"{written_by}); sklearn_lore {_package_version()} reads format version "
+            f"{FORMAT_VERSION}. Load it with the sklearn_lore version that wrote it."
+        )
+    if _major(written_by) != _major(_package_version()):
+        raise ValueError(
+            f"The file was written by sklearn_lore {written_by}, incompatible with the "
+            f"installed sklearn_lore {_package_version()} (major versions differ). Load it "
+            f"with sklearn_lore {_major(written_by)}.x and refit or re-save."
+        )
+
+
+def load(path):
+    """Load a model written by :func:`save`; runs no code from the file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by :func:`save`.
+
+    Returns
+    -------
+    obj : LowRankRewardEstimator, SentencePairEmbedder, RewardModelEmbedder or Pipeline
+        Equal in parameters and fitted attributes to the saved object. Embedders
+        load their model lazily, by the name or path saved, on first use.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a sklearn_lore file, was written by an incompatible
+        version (the message names both versions), names a class outside the
+        allow-list, holds a pickle payload, an unlisted member, an array that does
+        not match its digest, or fitted attributes of inconsistent shapes.
+
+    See Also
+    --------
+    save : Write the file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from sklearn_lore import LowRankRewardEstimator, save, load
+    >>> path = os.path.join(tempfile.mkdtemp(), "unfitted.lore")
+    >>> save(LowRankRewardEstimator(n_components=3, backend="numpy"), path)
+    >>> load(path)
+    LowRankRewardEstimator(backend='numpy', n_components=3)
+    """
+    with _open(path) as archive:
+        manifest = _read_manifest(archive)
+        _check_header(manifest)
+        reader = _Reader(archive)
+        try:
+            obj = reader.estimator(manifest.get("object"), "object")
+        except RecursionError as exc:
+            raise ValueError("The manifest is nested too deeply.") from exc
+        except (TypeError, KeyError, AttributeError, IndexError) as exc:
+            raise ValueError(f"The manifest is malformed ({exc!r}).") from exc
+        extra = set(archive.namelist()) - reader.used - {_MANIFEST}
+    if extra:
+        raise ValueError(f"The file holds members the manifest does not list: {sorted(extra)}.")
+    return obj
+
+
+# --------------------------------------------------------------------------- consistency
+
+
+def _check_lore_state(est, where):
+    """Shapes and values of a loaded LowRankRewardEstimator agree with each other."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    try:
+        est._validate_params()
+    except InvalidParameterError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    if not hasattr(est, "components_"):
+        return
+    B, d = est.n_components, _expect(getattr(est, "n_features_in_", None), int, where)
+    n_users = len(_attribute(est, "users_", where))
+    expected = {
+        "classes_": (2,),
+        "components_": (B, d),
+        "users_": (n_users,),
+        "user_weights_": (n_users, B),
+        "user_precision_": (n_users, B, B),
+        "population_weights_": (B,),
+        "prior_mean_": (B,),
+        "prior_precision_": (B, B),
+    }
+    if hasattr(est, "feature_names_in_"):
+        expected["feature_names_in_"] = (d,)
+    for name, shape in expected.items():
+        _check_shape(_attribute(est, name, where), shape, f"{where}.{name}")
+    if len(set(est.users_.tolist())) != n_users:
+        raise ValueError(f"{where}.users_: user ids are not unique.")
+    curvature = getattr(est, "_stream_curvature", None)
+    if curvature is not None:
+        if not (isinstance(curvature, tuple) and len(curvature) == 3):
+            raise ValueError(f"{where}._stream_curvature: expected a tuple (A, S, scale).")
+        _check_shape(curvature[0], (d, d), f"{where}._stream_curvature[0]")
+        _check_shape(curvature[1], (B, B), f"{where}._stream_curvature[1]")
+    if hasattr(est, "_population_precision"):
+        _check_shape(est._population_precision, (B, B), f"{where}._population_precision")
+    _check_finite(vars(est), where)
+
+
+def _attribute(est, name, where):
+    if not hasattr(est, name):
+        raise ValueError(f"{where}: the fitted attribute {name} is missing.")
+    return getattr(est, name)
+
+
+def _check_shape(value, shape, where):
+    if not isinstance(value, np.ndarray) or value.shape != shape:
+        got = value.shape if isinstance(value, np.ndarray) else type(value).__name__
+        raise ValueError(f"{where}: expected an array of shape {shape}, got {got}.")
+
+
+def _check_finite(values, where):
+    for name, value in values.items():
+        if isinstance(value, tuple):
+            _check_finite(dict(enumerate(value)), f"{where}.{name}")
+        elif isinstance(value, (np.ndarray, float)) and np.asarray(value).dtype.kind in "fc":
+            if not np.isfinite(value).all():
+                raise ValueError(f"{where}.{name}: non-finite values in a fitted attribute.")
+
+
+def _check_embedder_state(embedder, where):
+    try:
+        embedder._check_params()
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def _check_pipeline_state(pipe, where):
+    if pipe.memory is not None:
+        # A joblib cache unpickles its entries when the pipeline is fitted.
+        raise ValueError(f"{where}.memory: a loaded Pipeline must have memory=None.")
+    steps = _expect(pipe.steps, list, f"{where}.steps")
+    for i, step in enumerate(steps):
+        if not (isinstance(step, tuple) and len(step) == 2 and isinstance(step[0], str)):
+            raise ValueError(f"{where}.steps[{i}]: expected a (name, estimator) pair.")
+        if _class_name(step[1]) is None:
+            raise ValueError(f"{where}.steps[{i}]: expected an estimator, got {_short(step[1])}.")
+    if len({name for name, _ in steps}) != len(steps):
+        raise ValueError(f"{where}.steps: step names are not unique.")
+
+
+_CHECKS = {
+    "sklearn_lore.estimator.LowRankRewardEstimator": _check_lore_state,
+    "sklearn_lore.embedding.SentencePairEmbedder": _check_embedder_state,
+    "sklearn_lore.embedding.RewardModelEmbedder": _check_embedder_state,
+    "sklearn.pipeline.Pipeline": _check_pipeline_state,
+}

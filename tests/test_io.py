@@ -1,0 +1,733 @@
+"""sklearn_lore.save / sklearn_lore.load: round trips, and hostile files that must run nothing.
+
+Most tests use small synthetic data; the pipeline tests swap the embedder's model call for a
+deterministic function (class-level monkeypatch), so the embedder is saved by a model name that
+is never loaded. One test marked ``slow`` saves a pipeline with the real default MiniLM.
+"""
+
+import doctest
+import hashlib
+import io
+import json
+import os
+import pickle
+import zipfile
+import zlib
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+import sklearn_lore
+import sklearn_lore.io as lore_io
+from sklearn_lore import LowRankRewardEstimator, SentencePairEmbedder, load, save
+from sklearn_lore.datasets import make_preference_data
+from sklearn_lore.embedding import RewardModelEmbedder, clear_embedding_cache
+
+# --------------------------------------------------------------------------- helpers
+
+
+def data(n_users=8, n_pairs=12, n_features=5, seed=0):
+    X, y, users, _ = make_preference_data(
+        n_users=n_users,
+        n_pairs_per_user=n_pairs,
+        n_features=n_features,
+        n_components=2,
+        random_state=seed,
+    )
+    return X, y, users
+
+
+def user_ids_of_kind(users, kind):
+    numbers = np.array([int(u[1:]) for u in users])
+    if kind == "int":
+        return numbers
+    if kind == "str":
+        return users
+    mixed = [n if n % 2 else f"u{n}" for n in numbers]  # ints and strings in one model
+    return np.asarray(mixed, dtype=object)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y, users = data()
+    est = LowRankRewardEstimator(2, random_state=0, backend="numpy").fit(X, y, user_ids=users)
+    return est, X, y, users
+
+
+@pytest.fixture
+def saved(fitted, tmp_path):
+    path = tmp_path / "model.lore"
+    save(fitted[0], path)
+    return path
+
+
+def assert_same_state(a, b):
+    """Same class, parameters and fitted attributes (arrays: same dtype and values)."""
+    assert type(a) is type(b)
+    assert a.get_params(deep=False).keys() == b.get_params(deep=False).keys()
+    state_a = {k: v for k, v in vars(a).items() if not k.startswith("_loaded")}
+    state_b = {k: v for k, v in vars(b).items() if not k.startswith("_loaded")}
+    assert state_a.keys() == state_b.keys()
+    for key, value in state_a.items():
+        other = state_b[key]
+        if isinstance(value, np.ndarray):
+            assert value.dtype == other.dtype, key
+            assert np.array_equal(value, other), key
+            if value.dtype == object:
+                assert list(map(scalar_kind, value.ravel())) == list(
+                    map(scalar_kind, other.ravel())
+                )
+        elif isinstance(value, tuple):
+            assert all(np.array_equal(x, y) for x, y in zip(value, other, strict=True)), key
+        elif isinstance(value, list):  # Pipeline steps
+            assert [name for name, _ in value] == [name for name, _ in other]
+            for (_, x), (_, y) in zip(value, other, strict=True):
+                assert_same_state(x, y)
+        else:
+            assert value == other, key
+
+
+def scalar_kind(value):
+    """str, int, float or bool; numpy scalars load as the equal Python scalar."""
+    return type(value.item() if isinstance(value, np.generic) else value)
+
+
+def rewrite(path, edit=None, members=None, drop=()):
+    """Copy a saved file with its manifest edited and members replaced, added or dropped."""
+    with zipfile.ZipFile(path) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        contents = {name: archive.read(name) for name in archive.namelist()}
+    if edit is not None:
+        edit(manifest)
+    contents["manifest.json"] = json.dumps(manifest).encode()
+    contents.update(members or {})
+    for name in drop:
+        del contents[name]
+    out = path.with_name("tampered.lore")
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, blob in contents.items():
+            archive.writestr(name, blob)
+    return out
+
+
+def replace_array(path, attribute, blob):
+    """Swap the member holding ``attribute`` for ``blob``, with a matching digest."""
+
+    def edit(manifest):
+        node = manifest["object"]["state"][attribute]
+        node["sha256"] = hashlib.sha256(blob).hexdigest()
+        edit.member = node["array"]
+
+    edit(json.loads(zipfile.ZipFile(path).read("manifest.json")))
+    return rewrite(path, edit, members={edit.member: blob})
+
+
+def npy_bytes(array, allow_pickle=False):
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+class Payload:
+    """Unpickling this object runs code: it creates the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').close()",))
+
+
+@pytest.fixture
+def marker(tmp_path):
+    path = tmp_path / "pwned"
+    # The payload is live: plain pickle does run it.
+    pickle.loads(pickle.dumps(Payload(tmp_path / "proof")))
+    assert (tmp_path / "proof").exists()
+    return path
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Make any use of pickle while loading fail loudly."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("load() used pickle")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("kind", ["str", "int", "mixed"])
+def test_estimator_round_trip_predicts_identically(kind, tmp_path, no_unpickling):
+    X, y, users = data()
+    ids = user_ids_of_kind(users, kind)
+    est = LowRankRewardEstimator(2, random_state=0, backend="numpy").fit(X, y, user_ids=ids)
+    save(est, tmp_path / "m.lore")
+    again = load(tmp_path / "m.lore")
+    assert_same_state(est, again)
+    for method in ("predict_proba", "decision_function", "predict", "predict_log_proba"):
+        expected = getattr(est, method)(X, user_ids=ids)
+        assert np.array_equal(getattr(again, method)(X, user_ids=ids), expected), method
+    assert np.array_equal(again.predict_proba(X), est.predict_proba(X))  # population
+    assert list(map(scalar_kind, again.users_)) == list(map(scalar_kind, est.users_))
+
+
+def test_dataframe_fit_keeps_feature_names_and_user_column(tmp_path):
+    X, y, users = data()
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(X.shape[1])])
+    frame.insert(0, "who", users)
+    est = LowRankRewardEstimator(2, user_col="who", random_state=0).fit(frame, y)
+    save(est, tmp_path / "m.lore")
+    again = load(tmp_path / "m.lore")
+    assert list(again.feature_names_in_) == list(frame.columns[1:])
+    assert np.array_equal(again.predict_proba(frame), est.predict_proba(frame))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"user_weights": "simplex"}, {"alpha": 0.3, "prior_strength": 4.0, "tol": 0.0}],
+)
+def test_other_configurations_round_trip(params, tmp_path):
+    X, y, users = data()
+    est = LowRankRewardEstimator(2, random_state=1, **params).fit(X, y, user_ids=users)
+    save(est, tmp_path / "m.lore")
+    again = load(tmp_path / "m.lore")
+    assert again.get_params() == est.get_params()
+    assert np.array_equal(
+        again.predict_proba(X, user_ids=users), est.predict_proba(X, user_ids=users)
+    )
+
+
+def test_population_model_without_ids_round_trips(tmp_path):
+    X, y, _ = data()
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y)
+    save(est, tmp_path / "m.lore")
+    again = load(tmp_path / "m.lore")
+    assert_same_state(est, again)
+    assert np.array_equal(again.predict_proba(X), est.predict_proba(X))
+
+
+def test_string_labels_round_trip(tmp_path):
+    X, y, users = data()
+    labels = np.where(y == 1, "a", "b").astype(object)
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, labels, user_ids=users)
+    save(est, tmp_path / "m.lore")
+    again = load(tmp_path / "m.lore")
+    assert again.classes_.tolist() == ["a", "b"]
+    assert np.array_equal(again.predict(X, user_ids=users), est.predict(X, user_ids=users))
+
+
+def test_streaming_and_fold_in_continue_identically_after_loading(tmp_path):
+    X, y, users = data(n_users=10, n_pairs=16)
+    first = np.arange(len(y)) % 2 == 0
+    est = LowRankRewardEstimator(2, random_state=0, backend="numpy")
+    est.partial_fit(X[first], y[first], classes=[0, 1], user_ids=users[first])
+    save(est, tmp_path / "m.lore")
+    again = load(tmp_path / "m.lore")
+    for model in (est, again):
+        model.partial_fit(X[~first], y[~first], user_ids=users[~first])
+        model.partial_fit_users(X[:3], y[:3], user_ids=["new"] * 3)
+    assert_same_state(est, again)
+
+
+def test_unfitted_estimator_and_device_backend_params_are_saved_as_given(tmp_path):
+    est = LowRankRewardEstimator(3, backend="torch", device="cuda:1", max_iter=7, verbose=2)
+    save(est, tmp_path / "m.lore")
+    again = load(tmp_path / "m.lore")
+    assert again.get_params() == est.get_params()
+    assert not hasattr(again, "components_")
+
+
+def test_random_state_instance_is_saved_with_its_state(tmp_path):
+    rng = np.random.RandomState(5)
+    rng.randint(10, size=3)  # advance it: the saved state is the current one
+    save(LowRankRewardEstimator(random_state=rng), tmp_path / "m.lore")
+    restored = load(tmp_path / "m.lore").random_state
+    assert restored.randint(10**9) == rng.randint(10**9)
+
+
+def test_loaded_estimator_clones_and_refits(saved, fitted):
+    est, X, y, users = fitted
+    refit = clone(load(saved)).fit(X, y, user_ids=users)
+    assert np.array_equal(
+        refit.predict_proba(X, user_ids=users), est.predict_proba(X, user_ids=users)
+    )
+
+
+def test_saving_replaces_a_file_atomically(fitted, tmp_path):
+    path = tmp_path / "m.lore"
+    save(fitted[0], path)
+    with pytest.raises(TypeError, match="encoder"):
+        save(SentencePairEmbedder(encoder=fake_encode), path)
+    assert load(path).get_params() == fitted[0].get_params()  # the old file is intact
+    assert os.listdir(tmp_path) == ["m.lore"]
+
+
+def test_docstring_examples_run():
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
+    for test in finder.find(lore_io):
+        runner.run(test)
+    results = runner.summarize(verbose=False)
+    assert results.attempted > 0 and results.failed == 0
+
+
+def test_public_namespace_exports_save_and_load():
+    assert sklearn_lore.save is save and sklearn_lore.load is load
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+def fake_encode(texts):
+    """Signed counts of hashed character trigrams: deterministic and cheap."""
+    out = np.zeros((len(texts), 16))
+    for row, text in enumerate(texts):
+        padded = f"  {text}  "
+        for start in range(len(padded) - 2):
+            h = zlib.crc32(padded[start : start + 3].encode())
+            out[row, h % 16] += 1.0 if (h >> 16) & 1 else -1.0
+    return out
+
+
+def text_pairs(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    words = ["kind", "short", "rude", "long", "funny", "dry", "clear", "vague"]
+    rows, labels = [], []
+    for i in range(n):
+        a, b = rng.choice(words, 2, replace=False)
+        rows.append(
+            {
+                "user_id": ["ann", "bob", 3][i % 3],
+                "prompt": f"question {i % 7}",
+                "response_a": f"a {a} answer",
+                "response_b": f"a {b} answer",
+            }
+        )
+        labels.append(int(words.index(a) < words.index(b)) if i % 3 else int(len(a) > len(b)))
+    return pd.DataFrame(rows), np.asarray(labels)
+
+
+@pytest.fixture
+def named_model(monkeypatch):
+    """Embedders call fake_encode instead of loading their model (which never exists)."""
+    clear_embedding_cache()
+    monkeypatch.setattr(
+        SentencePairEmbedder, "_encode_batch", lambda self, texts: fake_encode(texts)
+    )
+    yield "my-org/my-sentence-model"
+    clear_embedding_cache()
+
+
+def test_pipeline_round_trip_stores_the_model_by_name(named_model, tmp_path, no_unpickling):
+    df, y = text_pairs()
+    pipe = Pipeline(
+        [
+            ("embed", SentencePairEmbedder(named_model, device="cpu", batch_size=8)),
+            ("lore", LowRankRewardEstimator(2, random_state=0)),
+        ]
+    ).fit(df, y)
+    save(pipe, tmp_path / "p.lore")
+    again = load(tmp_path / "p.lore")
+    assert_same_state(pipe, again)
+    assert again.named_steps["embed"].model == named_model
+    clear_embedding_cache()  # the loaded pipeline embeds the texts again
+    assert np.array_equal(again.predict_proba(df), pipe.predict_proba(df))
+    assert np.array_equal(again.predict(df), pipe.predict(df))
+
+
+def test_pipeline_file_holds_no_embeddings(named_model, tmp_path):
+    df, y = text_pairs()
+    pipe = Pipeline(
+        [
+            ("embed", SentencePairEmbedder(named_model)),
+            ("lore", LowRankRewardEstimator(2, random_state=0)),
+        ]
+    ).fit(df, y)
+    save(pipe, tmp_path / "p.lore")
+    with zipfile.ZipFile(tmp_path / "p.lore") as archive:
+        shapes = [np.load(archive.open(n)).shape for n in archive.namelist() if n.endswith(".npy")]
+    assert all(len(df) not in shape for shape in shapes)  # nothing per row, no text vectors
+
+
+def test_reward_model_embedder_and_path_params_round_trip(tmp_path):
+    import pathlib
+
+    emb = RewardModelEmbedder(
+        pathlib.Path("/models/rm"), pooling="mean", cache_dir=tmp_path / "cache", dtype="bfloat16"
+    )
+    save(emb, tmp_path / "e.lore")
+    again = load(tmp_path / "e.lore")
+    assert again.get_params() == emb.get_params()
+    assert isinstance(again.model, pathlib.Path)
+
+
+@pytest.mark.slow
+def test_pipeline_with_the_default_minilm_round_trips(tmp_path):
+    df, y = text_pairs(n=30)
+    pipe = Pipeline(
+        [
+            ("embed", SentencePairEmbedder(device="cpu")),
+            ("lore", LowRankRewardEstimator(2, random_state=0)),
+        ]
+    ).fit(df, y)
+    save(pipe, tmp_path / "p.lore")
+    assert os.path.getsize(tmp_path / "p.lore") < 5_000_000  # the weights are about 90 MB
+    clear_embedding_cache()
+    again = load(tmp_path / "p.lore")
+    assert np.array_equal(again.predict_proba(df), pipe.predict_proba(df))
+
+
+# --------------------------------------------------------------------------- what save refuses
+
+
+def test_injected_encoder_cannot_be_saved(tmp_path):
+    df, y = text_pairs()
+    pipe = Pipeline(
+        [
+            ("embed", SentencePairEmbedder(encoder=fake_encode)),
+            ("lore", LowRankRewardEstimator(2, random_state=0)),
+        ]
+    ).fit(df, y)
+    with pytest.raises(TypeError, match=r"encoder is a callable .*model=<name or path>"):
+        save(pipe, tmp_path / "p.lore")
+    assert not os.listdir(tmp_path)
+
+
+def test_classes_outside_the_allow_list_cannot_be_saved(tmp_path):
+    X, y, _ = data()
+    pipe = Pipeline([("scale", StandardScaler()), ("lore", LowRankRewardEstimator(2))]).fit(X, y)
+    with pytest.raises(TypeError, match="StandardScaler.*stores only these classes"):
+        save(pipe, tmp_path / "p.lore")
+    with pytest.raises(TypeError, match="stores only these classes"):
+        save({"model": "dict"}, tmp_path / "p.lore")
+
+
+def test_pipeline_memory_is_neither_saved_nor_loaded(named_model, tmp_path):
+    # A joblib cache unpickles its entries on fit: a file must not be able to point at one.
+    df, y = text_pairs()
+    pipe = Pipeline(
+        [
+            ("embed", SentencePairEmbedder(named_model)),
+            ("lore", LowRankRewardEstimator(2, random_state=0)),
+        ]
+    ).fit(df, y)
+    with pytest.raises(TypeError, match="memory is set.*memory=None"):
+        save(clone(pipe).set_params(memory=str(tmp_path / "cache")), tmp_path / "p.lore")
+    save(pipe, tmp_path / "p.lore")
+    tampered = rewrite(tmp_path / "p.lore", lambda m: m["object"]["params"].update(memory="/tmp/x"))
+    with pytest.raises(ValueError, match="must have memory=None"):
+        load(tampered)
+
+
+def test_user_ids_that_are_not_scalars_cannot_be_saved(tmp_path):
+    X, y, users = data(n_users=3)
+    ids = np.empty(len(users), dtype=object)
+    ids[:] = [frozenset([u]) for u in users]
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=ids)
+    with pytest.raises(TypeError, match="users_.*frozenset.*str, int, float and bool"):
+        save(est, tmp_path / "m.lore")
+
+
+# --------------------------------------------------------------------------- plain pickle
+
+
+@pytest.mark.parametrize("library", [pickle, joblib])
+def test_pickle_and_joblib_keep_working(fitted, library, tmp_path):
+    est, X, y, users = fitted
+    df, labels = text_pairs()
+    pipe = Pipeline(
+        [
+            ("embed", SentencePairEmbedder(encoder=fake_encode)),
+            ("lore", LowRankRewardEstimator(2, random_state=0)),
+        ]
+    ).fit(df, labels)
+    for obj, args, kwargs in ((est, (X,), {"user_ids": users}), (pipe, (df,), {})):
+        with open(tmp_path / "model.pkl", "wb") as file:
+            library.dump(obj, file)
+        with open(tmp_path / "model.pkl", "rb") as file:
+            again = library.load(file)
+        assert np.array_equal(
+            again.predict_proba(*args, **kwargs), obj.predict_proba(*args, **kwargs)
+        )
+
+
+# --------------------------------------------------------------------------- hostile files
+
+
+def test_a_pickle_file_is_rejected_and_runs_nothing(marker, tmp_path):
+    path = tmp_path / "model.lore"
+    path.write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(ValueError, match="not a sklearn_lore file"):
+        load(path)
+    assert not marker.exists()
+
+
+def test_pickle_bytes_in_place_of_an_array_run_nothing(marker, saved):
+    tampered = replace_array(saved, "components_", pickle.dumps(Payload(marker)))
+    with pytest.raises(ValueError, match="components_.*not a valid array"):
+        load(tampered)
+    assert not marker.exists()
+
+
+def test_object_npy_with_a_pickle_payload_runs_nothing(marker, saved):
+    payload = np.array([Payload(marker), 1], dtype=object)
+    tampered = replace_array(saved, "users_", npy_bytes(payload, allow_pickle=True))
+    with pytest.raises(ValueError, match="users_.*dtype object is not allowed"):
+        load(tampered)
+    assert not marker.exists()
+
+
+def test_unlisted_pickle_member_is_rejected(marker, saved):
+    tampered = rewrite(saved, members={"payload.pkl": pickle.dumps(Payload(marker))})
+    with pytest.raises(ValueError, match=r"members the manifest does not list: \['payload.pkl'\]"):
+        load(tampered)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "os.system",
+        "builtins.eval",
+        "sklearn_lore.io.load",
+        "sklearn.preprocessing.StandardScaler",
+        "LowRankRewardEstimator",
+        None,
+    ],
+)
+def test_manifest_naming_a_class_outside_the_allow_list(name, saved, monkeypatch):
+    import os as os_module
+
+    def refuse(*args):
+        raise AssertionError("os.system was called")
+
+    monkeypatch.setattr(os_module, "system", refuse)
+    tampered = rewrite(saved, lambda m: m["object"].update({"class": name}))
+    with pytest.raises(ValueError, match=f"class {name!r} is not allowed"):
+        load(tampered)
+
+
+def test_nested_estimator_outside_the_allow_list(named_model, tmp_path):
+    df, y = text_pairs()
+    pipe = Pipeline(
+        [
+            ("embed", SentencePairEmbedder(named_model)),
+            ("lore", LowRankRewardEstimator(2, random_state=0)),
+        ]
+    ).fit(df, y)
+    save(pipe, tmp_path / "p.lore")
+
+    def edit(manifest):
+        step = manifest["object"]["params"]["steps"]["list"][0]["tuple"][1]["estimator"]
+        step["class"] = "subprocess.Popen"
+
+    with pytest.raises(ValueError, match="'subprocess.Popen' is not allowed"):
+        load(rewrite(tmp_path / "p.lore", edit))
+
+
+@pytest.mark.parametrize(
+    "attribute, match",
+    [
+        ("__class__", "not a valid fitted attribute"),
+        ("__reduce__", "not a valid fitted attribute"),
+        ("predict", "not a valid fitted attribute"),
+        ("alpha", "not a valid fitted attribute"),
+        ("_kind", "not a valid fitted attribute"),
+    ],
+)
+def test_state_cannot_shadow_methods_params_or_dunders(attribute, match, saved):
+    tampered = rewrite(saved, lambda m: m["object"]["state"].update({attribute: 1}))
+    with pytest.raises(ValueError, match=match):
+        load(tampered)
+
+
+def test_unknown_constructor_parameter(saved):
+    tampered = rewrite(saved, lambda m: m["object"]["params"].update({"eval": "1"}))
+    with pytest.raises(ValueError, match=r"no parameter\(s\) \['eval'\]"):
+        load(tampered)
+
+
+def test_invalid_parameter_value(saved):
+    tampered = rewrite(saved, lambda m: m["object"]["params"].update({"n_components": 0}))
+    with pytest.raises(ValueError, match="n_components"):
+        load(tampered)
+
+
+@pytest.mark.parametrize(
+    "node, match",
+    [
+        ({"eval": "print(1)"}, "unknown value tag"),
+        ([1, 2], "malformed value"),
+        ({"float": "1e999"}, "unknown float"),
+        ({"array": "../../etc/passwd", "sha256": ""}, "invalid or repeated array member"),
+        ({"array": "arrays/999.npy", "sha256": ""}, "cannot read array member"),
+        ({"objects": [1, [2]], "shape": [2]}, "malformed value"),
+        ({"objects": [1, 2], "shape": [3]}, "do not fill the shape"),
+        ({"random_state": {"list": ["MT19937"]}}, "invalid random state"),
+        ({"float": ["nan"]}, "unknown float"),
+        ({"path": 3}, "expected str"),
+        ({"tuple": "abc"}, "expected list"),
+        ({"estimator": {"class": ["os", "system"], "params": {}, "state": {}}}, "is not allowed"),
+        ({"estimator": {"class": "sklearn.pipeline.Pipeline", "params": {}}}, "exactly class"),
+    ],
+)
+def test_malformed_values(node, match, saved):
+    tampered = rewrite(saved, lambda m: m["object"]["state"].update({"n_iter_": node}))
+    with pytest.raises(ValueError, match=match):
+        load(tampered)
+
+
+def test_an_array_used_twice_is_rejected(saved):
+    def edit(manifest):
+        state = manifest["object"]["state"]
+        state["prior_mean_"] = dict(state["population_weights_"])
+
+    with pytest.raises(ValueError, match="invalid or repeated array member"):
+        load(rewrite(saved, edit))
+
+
+def test_flipped_bytes_fail_the_digest(saved):
+    with zipfile.ZipFile(saved) as archive:
+        member = json.loads(archive.read("manifest.json"))["object"]["state"]["components_"][
+            "array"
+        ]
+        blob = bytearray(archive.read(member))
+    blob[-1] ^= 0xFF
+    tampered = rewrite(saved, members={member: bytes(blob)})
+    with pytest.raises(ValueError, match="does not match its SHA-256"):
+        load(tampered)
+
+
+@pytest.mark.parametrize(
+    "attribute, blob, match",
+    [
+        ("components_", npy_bytes(np.zeros((2, 5)))[:-8], "not a valid array"),
+        ("components_", b"\x93NUMPY\x01\x00garbage", "not a valid array"),
+        (
+            "components_",
+            npy_bytes(np.zeros((3, 3))),
+            r"components_: expected an array of shape \(2, 5\)",
+        ),
+        ("components_", npy_bytes(np.full((2, 5), np.nan)), "components_: non-finite"),
+        (
+            "user_weights_",
+            npy_bytes(np.zeros((2, 2))),
+            r"user_weights_: expected .* shape \(8, 2\)",
+        ),
+        ("users_", npy_bytes(np.array(["a"] * 8)), "not unique"),
+        ("classes_", npy_bytes(np.array([0, 1, 2])), r"classes_: expected .* shape \(2,\)"),
+    ],
+    ids=[
+        "truncated",
+        "bad-header",
+        "wrong-shape",
+        "nan",
+        "users-mismatch",
+        "duplicate-ids",
+        "three-classes",
+    ],
+)
+def test_corrupted_or_inconsistent_arrays(attribute, blob, match, saved):
+    with pytest.raises(ValueError, match=match):
+        load(replace_array(saved, attribute, blob))
+
+
+def test_a_header_claiming_a_huge_array_is_rejected_before_allocating(saved):
+    buffer = io.BytesIO()
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**12,)}  # 8 TB
+    np.lib.format.write_array_header_1_0(buffer, header)
+    blob = buffer.getvalue() + np.zeros(2).tobytes()
+    with pytest.raises(ValueError, match="data size does not match the header"):
+        load(replace_array(saved, "population_weights_", blob))
+
+
+def test_missing_fitted_attribute(saved):
+    with pytest.raises(ValueError, match="fitted attribute user_weights_ is missing"):
+        load(rewrite(saved, lambda m: m["object"]["state"].pop("user_weights_")))
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            lambda m: m.update(format_version=2),
+            r"format version 2 \(written by sklearn_lore 0\.1\.0\).*reads format version 1",
+        ),
+        (lambda m: m.update(format_version="1"), "format version '1'"),
+        (
+            lambda m: m.update(sklearn_lore_version="1.0.0"),
+            r"written by sklearn_lore 1\.0\.0, incompatible with the installed "
+            r"sklearn_lore 0\.1\.0",
+        ),
+        (lambda m: m.update(sklearn_lore_version="dev"), "unreadable sklearn_lore version 'dev'"),
+        (lambda m: m.update(format="skops"), "Not a sklearn_lore model file: format 'skops'"),
+        (lambda m: m.pop("object"), "expected dict, got None"),
+    ],
+    ids=[
+        "newer-format",
+        "format-type",
+        "major-version",
+        "bad-version",
+        "other-format",
+        "no-object",
+    ],
+)
+def test_versions_and_header(edit, match, saved):
+    with pytest.raises(ValueError, match=match):
+        load(rewrite(saved, edit))
+
+
+def test_a_newer_minor_version_of_the_same_major_loads(saved, fitted):
+    est, X, _, users = fitted
+    again = load(rewrite(saved, lambda m: m.update(sklearn_lore_version="0.9.3")))
+    assert np.array_equal(
+        again.predict_proba(X, user_ids=users), est.predict_proba(X, user_ids=users)
+    )
+
+
+@pytest.mark.parametrize(
+    "manifest, match",
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"format": NaN}', "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+        (b"[]", "expected dict"),
+    ],
+    ids=["syntax", "nan-constant", "deeply-nested", "not-an-object"],
+)
+def test_broken_manifest(manifest, match, saved):
+    with pytest.raises(ValueError, match=match):
+        load(rewrite(saved, members={"manifest.json": manifest}))
+
+
+def test_missing_manifest_and_truncated_file(saved, tmp_path):
+    with pytest.raises(ValueError, match="bad or missing manifest"):
+        load(rewrite(saved, drop=["manifest.json"]))
+    truncated = tmp_path / "truncated.lore"
+    truncated.write_bytes(saved.read_bytes()[:200])
+    with pytest.raises(ValueError, match="not a sklearn_lore file"):
+        load(truncated)
+    text = tmp_path / "text.lore"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="not a sklearn_lore file"):
+        load(text)
+
+
+def test_duplicate_member_names_are_rejected(saved):
+    out = saved.with_name("dup.lore")
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, src.read(name))
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            dst.writestr("manifest.json", b"{}")
+    with pytest.raises(ValueError, match="bad or missing manifest"):
+        load(out)

@@ -1,0 +1,767 @@
+"""Reliability of LowRankRewardEstimator: bad input, extreme input, properties, streaming, deletion.
+
+- Bad input: every public method validates at its boundary, with the right exception type and a
+  message that says what to fix (one test per case).
+- Extreme but valid input gives finite probabilities in [0, 1], with RuntimeWarnings (overflow,
+  invalid values) turned into errors.
+- Properties (hypothesis, derandomized for CI): antisymmetry, invariance to user relabeling, row
+  order and a/b swaps, determinism under ``random_state``, unknown users = population.
+- Streaming: many ``partial_fit`` calls against one ``fit``; what a batch may and may not change.
+- Deletion: ``forget_users``.
+
+Agreement of the numpy and torch backends is tested in ``test_estimator.py`` (BackendContract).
+"""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from sklearn_lore import LowRankRewardEstimator
+from sklearn_lore.datasets import make_preference_data
+
+N_FEATURES = 5
+
+
+def data(n_users=10, n_pairs=10, n_features=N_FEATURES, n_components=2, seed=0, **kwargs):
+    X, y, users, _ = make_preference_data(
+        n_users=n_users,
+        n_pairs_per_user=n_pairs,
+        n_features=n_features,
+        n_components=n_components,
+        random_state=seed,
+        **kwargs,
+    )
+    return X, y, users
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return data()
+
+
+@pytest.fixture(scope="module")
+def fitted(problem):
+    X, y, users = problem
+    return LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+
+
+# --------------------------------------------------------------------------- 1. bad input
+
+FIT_LIKE = ["fit", "partial_fit", "partial_fit_users"]
+PREDICT_LIKE = ["predict", "predict_proba", "predict_log_proba", "decision_function", "reward"]
+
+
+def call(est, method, X, y=None, **kwargs):
+    """Call any public method with the arguments it takes."""
+    if method == "partial_fit" and not hasattr(est, "components_"):
+        kwargs.setdefault("classes", [0, 1])
+    if method in FIT_LIKE or method == "score":
+        return getattr(est, method)(X, y, **kwargs)
+    return getattr(est, method)(X, **kwargs)
+
+
+def fresh(method, fitted, problem):
+    """A new estimator for fit and for a first partial_fit; a copy of the fitted one otherwise."""
+    if method in ("fit", "partial_fit"):
+        return LowRankRewardEstimator(2, random_state=0)
+    if method == "partial_fit_users":
+        X, y, users = problem
+        return clone(fitted).fit(X, y, user_ids=users)
+    return fitted
+
+
+def frame(X, users, **extra):
+    df = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
+    df.insert(0, "user_id", users)
+    for name, values in extra.items():
+        df[name] = values
+    return df
+
+
+@pytest.mark.parametrize("method", FIT_LIKE + PREDICT_LIKE + ["score"])
+@pytest.mark.parametrize(
+    "bad, match", [(np.nan, "Input X contains NaN"), (np.inf, "Input X contains infinity")]
+)
+def test_nan_or_inf_in_X(method, bad, match, problem, fitted):
+    X, y, users = problem
+    X = X.copy()
+    X[3, 1] = bad
+    est = fresh(method, fitted, problem)
+    with pytest.raises(ValueError, match=match):
+        call(est, method, X, y, user_ids=users)
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"] + PREDICT_LIKE)
+def test_text_column_besides_user_id(method, problem):
+    X, y, users = problem
+    df = frame(X, users)
+    est = LowRankRewardEstimator(2, random_state=0).fit(df, y)
+    if method in ("fit", "partial_fit"):
+        est = LowRankRewardEstimator(2, random_state=0)
+    with pytest.raises(ValueError, match=r"numeric apart from the user column .*\['note'\].*Embed"):
+        call(est, method, frame(X, users, note="some text"), y)
+
+
+def test_object_column_with_a_string_in_the_numbers(problem):
+    X, y, users = problem
+    df = frame(X, users).astype({"x2": object})
+    df.loc[4, "x2"] = "1.5?"
+    with pytest.raises(ValueError, match=r"non-numeric columns: \['x2'\]"):
+        LowRankRewardEstimator(2).fit(df, y)
+
+
+def test_object_ndarray_with_strings(problem):
+    X, y, _ = problem
+    Xo = X.astype(object)
+    Xo[0, 0] = "abc"
+    with pytest.raises(ValueError, match="could not convert string to float: 'abc'"):
+        LowRankRewardEstimator(2).fit(Xo, y)
+
+
+def test_frame_with_only_the_user_column(problem):
+    _, y, users = problem
+    with pytest.raises(ValueError, match="no feature columns"):
+        LowRankRewardEstimator(2).fit(pd.DataFrame({"user_id": users}), y)
+
+
+@pytest.mark.parametrize("method", FIT_LIKE + ["score"])
+def test_y_of_the_wrong_length(method, problem, fitted):
+    X, y, users = problem
+    with pytest.raises(
+        ValueError, match=r"one label per row of X \(100\)|inconsistent numbers of samples"
+    ):
+        call(fresh(method, fitted, problem), method, X, y[:-1], user_ids=users)
+
+
+def test_more_than_two_classes(problem):
+    X, _, users = problem
+    y3 = np.arange(len(X)) % 3
+    with pytest.raises(ValueError, match="Only binary classification is supported.*3 classes"):
+        LowRankRewardEstimator(2).fit(X, y3, user_ids=users)
+
+
+def test_more_than_two_classes_in_partial_fit(problem):
+    X, y, users = problem
+    with pytest.raises(ValueError, match="Only binary classification is supported"):
+        LowRankRewardEstimator(2).partial_fit(X, y, classes=[0, 1, 2], user_ids=users)
+
+
+def test_one_class(problem):
+    X, y, users = problem
+    with pytest.raises(ValueError, match=r"Only one class .* needs comparisons with both outcomes"):
+        LowRankRewardEstimator(2).fit(X, np.ones_like(y), user_ids=users)
+
+
+def test_continuous_y(problem):
+    X, _, users = problem
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        LowRankRewardEstimator(2).fit(X, np.linspace(0, 1, len(X)), user_ids=users)
+
+
+@pytest.mark.parametrize("method", FIT_LIKE + PREDICT_LIKE + ["score"])
+@pytest.mark.parametrize(
+    "to_sparse", [sp.csr_matrix, sp.csc_array], ids=["csr_matrix", "csc_array"]
+)
+def test_sparse_X_is_rejected(method, to_sparse, problem, fitted):
+    X, y, users = problem
+    with pytest.raises(
+        TypeError, match=r"Sparse data was passed .* dense data is required.*toarray"
+    ):
+        call(fresh(method, fitted, problem), method, to_sparse(X), y, user_ids=users)
+
+
+@pytest.mark.parametrize("method", ["partial_fit", "partial_fit_users", "score"] + PREDICT_LIKE)
+def test_wrong_width_after_fit(method, problem, fitted):
+    X, y, users = problem
+    est = fitted if method not in FIT_LIKE else clone(fitted).fit(X, y, user_ids=users)
+    with pytest.raises(
+        ValueError, match="X has 4 features, but LowRankRewardEstimator is expecting 5"
+    ):
+        call(est, method, X[:, :4], y, user_ids=users)
+
+
+@pytest.mark.parametrize("method", FIT_LIKE + PREDICT_LIKE + ["score"])
+def test_user_ids_of_the_wrong_length(method, problem, fitted):
+    X, y, users = problem
+    with pytest.raises(ValueError, match="user_ids has 99 entries but X has 100 rows"):
+        call(fresh(method, fitted, problem), method, X, y, user_ids=users[:-1])
+
+
+@pytest.mark.parametrize("method", FIT_LIKE + PREDICT_LIKE)
+@pytest.mark.parametrize("missing", [None, np.nan, pd.NA], ids=["None", "nan", "NA"])
+def test_user_ids_with_missing_values(method, missing, problem, fitted):
+    X, y, users = problem
+    ids = users.astype(object)
+    ids[7] = missing
+    with pytest.raises(ValueError, match="user_ids contains missing values .* at row 7"):
+        call(fresh(method, fitted, problem), method, X, y, user_ids=ids)
+
+
+def test_missing_ids_in_the_user_column(problem):
+    X, y, users = problem
+    df = frame(X, users.astype(object))
+    df.loc[2, "user_id"] = None
+    with pytest.raises(ValueError, match="missing values .* at row 2"):
+        LowRankRewardEstimator(2).fit(df, y)
+
+
+@pytest.mark.parametrize("ids", ["u1", 5, np.zeros((100, 1))], ids=["str", "int", "2d"])
+def test_user_ids_that_are_not_a_sequence(ids, problem):
+    X, y, _ = problem
+    with pytest.raises(ValueError, match="user_ids must be (a )?1-d"):
+        LowRankRewardEstimator(2).fit(X, y, user_ids=ids)
+
+
+def test_tuple_user_ids_are_hashable_ids(problem):
+    X, y, users = problem
+    ids = np.empty(len(users), dtype=object)
+    ids[:] = [(u, 0) for u in users]
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=ids)
+    assert est.users_.shape == (10,)
+    strings = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+    assert np.allclose(est.predict_proba(X, user_ids=ids), strings.predict_proba(X, user_ids=users))
+
+
+@pytest.mark.parametrize("n_components", [0, -1, 1.5, "2"])
+def test_invalid_n_components(n_components, problem):
+    X, y, users = problem
+    with pytest.raises(ValueError, match="'n_components' parameter .* must be an int in the range"):
+        LowRankRewardEstimator(n_components).fit(X, y, user_ids=users)
+
+
+@pytest.mark.parametrize("n_components", [0, -3])
+def test_invalid_n_components_in_partial_fit(n_components, problem):
+    X, y, users = problem
+    with pytest.raises(ValueError, match="'n_components' parameter"):
+        LowRankRewardEstimator(n_components).partial_fit(X, y, classes=[0, 1], user_ids=users)
+
+
+def test_random_state_instance_is_accepted(problem):
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=np.random.RandomState(0)).fit(X, y, user_ids=users)
+    assert np.isfinite(est.components_).all()
+
+
+@pytest.mark.parametrize("method", FIT_LIKE + PREDICT_LIKE)
+def test_empty_X(method, problem, fitted):
+    _, y, _ = problem
+    est = fresh(method, fitted, problem)
+    with pytest.raises(ValueError, match=r"Found array with 0 sample\(s\)"):
+        call(est, method, np.empty((0, N_FEATURES)), y[:0], user_ids=np.array([], dtype=object))
+
+
+def test_X_without_features(problem):
+    _, y, _ = problem
+    with pytest.raises(ValueError, match=r"0 feature\(s\)"):
+        LowRankRewardEstimator(2).fit(np.empty((len(y), 0)), y)
+
+
+def test_one_dimensional_X(problem):
+    X, y, _ = problem
+    with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):
+        LowRankRewardEstimator(2).fit(X[:, 0], y)
+
+
+@pytest.mark.parametrize("method", FIT_LIKE + PREDICT_LIKE + ["score"])
+def test_both_user_routes_at_once(method, problem, fitted):
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0).fit(frame(X, users), y)
+    if method in ("fit", "partial_fit"):
+        est = LowRankRewardEstimator(2, random_state=0)
+    with pytest.raises(ValueError, match="User ids were given twice.*Use one route"):
+        call(est, method, frame(X, users), y, user_ids=users)
+
+
+def test_partial_fit_with_a_label_outside_classes(problem):
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0).partial_fit(
+        X, y, classes=[0, 1], user_ids=users
+    )
+    with pytest.raises(ValueError, match=r"labels \[2\] unseen in the classes \[0, 1\]"):
+        est.partial_fit(X, np.where(y == 1, 2, 0), user_ids=users)
+
+
+def test_partial_fit_with_changed_classes(problem):
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0).partial_fit(
+        X, y, classes=[0, 1], user_ids=users
+    )
+    with pytest.raises(
+        ValueError, match=r"classes=\[0, 2\] differs from the classes of earlier calls"
+    ):
+        est.partial_fit(X, y, classes=[0, 2], user_ids=users)
+
+
+def test_first_partial_fit_without_classes(problem):
+    X, y, users = problem
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        LowRankRewardEstimator(2).partial_fit(X, y, user_ids=users)
+
+
+def test_first_partial_fit_labels_outside_classes(problem):
+    X, y, users = problem
+    with pytest.raises(ValueError, match=r"labels \[0, 1\] unseen in the classes \['a', 'b'\]"):
+        LowRankRewardEstimator(2).partial_fit(X, y, classes=["a", "b"], user_ids=users)
+
+
+def test_partial_fit_switching_user_routes(problem):
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0).partial_fit(
+        X, y, classes=[0, 1], user_ids=users
+    )
+    with pytest.raises(ValueError, match="user ids in every partial_fit call or in none"):
+        est.partial_fit(X, y)
+
+
+def test_fold_in_without_ids_or_with_new_labels(problem, fitted):
+    X, y, users = problem
+    with pytest.raises(ValueError, match="partial_fit_users needs user ids"):
+        clone(fitted).fit(X, y, user_ids=users).partial_fit_users(X, y)
+    with pytest.raises(ValueError, match=r"labels \[7\] unseen"):
+        clone(fitted).fit(X, y, user_ids=users).partial_fit_users(
+            X, np.where(y, 7, 0), user_ids=users
+        )
+
+
+@pytest.mark.parametrize(
+    "weights, match", [(-1.0, "Negative values"), (np.nan, "NaN"), (np.inf, "infinity")]
+)
+def test_bad_sample_weight(weights, match, problem):
+    X, y, users = problem
+    sw = np.ones(len(y))
+    sw[0] = weights
+    with pytest.raises(ValueError, match=match):
+        LowRankRewardEstimator(2).fit(X, y, sample_weight=sw, user_ids=users)
+
+
+def test_renamed_columns_at_predict(problem):
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0).fit(frame(X, users), y)
+    renamed = frame(X, users).rename(columns={"x0": "z0"})
+    with pytest.raises(ValueError, match="feature names should match"):
+        est.predict(renamed)
+
+
+@pytest.mark.parametrize(
+    "method",
+    PREDICT_LIKE + ["score", "partial_fit_users", "forget_users"],
+)
+def test_methods_before_fit_raise_not_fitted(method, problem):
+    X, y, users = problem
+    est = LowRankRewardEstimator(2)
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        if method == "forget_users":
+            est.forget_users(["u1"])
+        else:
+            call(est, method, X, y, user_ids=users)
+
+
+# --------------------------------------------------------------------------- 2. extreme input
+
+
+def check_finite(est, X, user_ids=None):
+    proba = est.predict_proba(X, user_ids=user_ids)
+    assert np.isfinite(proba).all() and (proba >= 0).all() and (proba <= 1).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert np.isfinite(est.decision_function(X, user_ids=user_ids)).all()
+    assert np.isfinite(est.predict_log_proba(X, user_ids=user_ids)).all()
+    for name in ("components_", "user_weights_", "population_weights_", "prior_precision_"):
+        assert np.isfinite(getattr(est, name)).all(), name
+
+
+def fit_strictly(est, X, y, user_ids=None):
+    """Fit and check with every RuntimeWarning (overflow, invalid value) raised as an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        est.fit(X, y, user_ids=user_ids)
+        check_finite(est, X, user_ids)
+        check_finite(est, X * 1e3, user_ids)
+    return est
+
+
+@pytest.mark.parametrize("user_weights", ["free", "simplex"])
+@pytest.mark.parametrize("with_users", [True, False], ids=["users", "no-ids"])
+def test_perfectly_separable(user_weights, with_users):
+    X, y, users = data(noise=0.0)
+    y = (X @ np.arange(1.0, N_FEATURES + 1) > 0).astype(int)  # one linear separator for all
+    est = LowRankRewardEstimator(2, user_weights=user_weights, random_state=0)
+    fit_strictly(est, X, y, users if with_users else None)
+    assert est.score(X, y, user_ids=users if with_users else None) >= 0.9  # it learned, finitely
+
+
+@pytest.mark.parametrize("scale", [1e6, 1e-6])
+@pytest.mark.parametrize("user_weights", ["free", "simplex"])
+def test_features_scaled_by_huge_or_tiny_factors(scale, user_weights):
+    X, y, users = data(n_users=6, n_pairs=8, n_features=4)
+    est = LowRankRewardEstimator(2, user_weights=user_weights, random_state=0)
+    fit_strictly(est, X * scale, y, users)
+
+
+def test_float32_input():
+    X, y, users = data()
+    est = fit_strictly(LowRankRewardEstimator(2, random_state=0), X.astype(np.float32), y, users)
+    assert est.components_.dtype == np.float64
+    assert est.predict_proba(X.astype(np.float32), user_ids=users).dtype == np.float64
+
+
+def test_float32_input_scaled_by_1e6():
+    X, y, users = data(n_users=6, n_pairs=8, n_features=4)
+    fit_strictly(LowRankRewardEstimator(2, random_state=0), (X * 1e6).astype(np.float32), y, users)
+
+
+def test_users_with_a_single_pair():
+    X, y, _ = data(n_users=30, n_pairs=1, seed=3)
+    fit_strictly(LowRankRewardEstimator(2, random_state=0), X, y, np.arange(len(y)))
+
+
+def test_a_single_user():
+    X, y, _ = data(n_users=1, n_pairs=60)
+    fit_strictly(LowRankRewardEstimator(2, random_state=0), X, y, np.full(len(y), "only"))
+
+
+def test_a_single_pair_per_user_and_one_user():
+    X = np.array([[1.0, -0.5], [-2.0, 0.3]])
+    fit_strictly(LowRankRewardEstimator(2, random_state=0), X, [1, 0], ["a", "a"])
+
+
+def test_thousands_of_users_with_one_pair_each():
+    X, y, users = data(n_users=2000, n_pairs=1, n_features=6, seed=1)
+    est = fit_strictly(LowRankRewardEstimator(2, random_state=0), X, y, users)
+    assert est.user_weights_.shape == (2000, 2)
+
+
+def test_fold_in_of_an_extreme_single_pair(fitted, problem):
+    X, y, users = problem
+    est = clone(fitted).fit(X, y, user_ids=users)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        est.partial_fit_users(X[:1] * 1e6, y[:1], user_ids=["new"])
+        check_finite(est, X * 1e6, np.full(len(y), "new"))
+
+
+def test_streaming_extreme_batches():
+    X, y, users = data(n_users=6, n_pairs=8, n_features=4)
+    est = LowRankRewardEstimator(2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        est.partial_fit(X[:24] * 1e4, y[:24], classes=[0, 1], user_ids=users[:24])
+        est.partial_fit(X[24:] * 1e-4, y[24:], user_ids=users[24:])
+        check_finite(est, X, users)
+
+
+# --------------------------------------------------------------------------- 3. properties
+
+PROPERTY_SETTINGS = settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+@st.composite
+def problems(draw, identifiable=False):
+    """Small planted problems; identifiable: rank <= users and features (a unique fit)."""
+    n_users = draw(st.integers(1, 6))
+    n_features = draw(st.integers(2, 6))
+    top = min(3, n_users, n_features) if identifiable else 3
+    n_components = draw(st.integers(1, top))
+    n_pairs = draw(st.integers(3, 12))
+    X, y, users = data(n_users, n_pairs, n_features, seed=draw(st.integers(0, 2**16)))
+    assume(len(np.unique(y)) == 2)
+    return X, y, users, n_components
+
+
+def lore(n_components, **params):
+    return LowRankRewardEstimator(n_components, random_state=0, backend="numpy", **params)
+
+
+@PROPERTY_SETTINGS
+@given(problems())
+def test_negating_rows_flips_the_prediction(case):
+    X, y, users, B = case
+    est = lore(B).fit(X, y, user_ids=users)
+    for ids in (users, None, np.full(len(y), "stranger")):
+        t = est.decision_function(X, user_ids=ids)
+        assert np.array_equal(est.decision_function(-X, user_ids=ids), -t)
+        logp = est.predict_log_proba(X, user_ids=ids)
+        assert np.array_equal(est.predict_log_proba(-X, user_ids=ids), logp[:, ::-1])
+        p, q = est.predict_proba(X, user_ids=ids), est.predict_proba(-X, user_ids=ids)
+        np.testing.assert_allclose(q[:, 1], 1.0 - p[:, 1], rtol=0, atol=1e-15)
+
+
+@PROPERTY_SETTINGS
+@given(problems(identifiable=True), st.randoms(use_true_random=False))
+def test_swapping_a_and_b_in_training_rows_does_not_change_the_fit(case, random):
+    X, y, users, B = case
+    flip = np.array([random.random() < 0.5 for _ in y])
+    y_flipped = np.where(flip, 1 - y, y)
+    assume(len(np.unique(y_flipped)) == 2)
+    X_flipped = np.where(flip[:, None], -X, X)
+    p = lore(B).fit(X, y, user_ids=users).predict_proba(X, user_ids=users)
+    q = lore(B).fit(X_flipped, y_flipped, user_ids=users).predict_proba(X, user_ids=users)
+    np.testing.assert_allclose(q, p, rtol=0, atol=1e-6)
+
+
+@PROPERTY_SETTINGS
+@given(problems(identifiable=True), st.randoms(use_true_random=False))
+def test_relabeling_user_ids_does_not_change_predictions(case, random):
+    X, y, users, B = case
+    names = sorted(set(users))
+    codes = random.sample(range(10_000), len(names))  # str -> int, in a shuffled order
+    relabeled = np.array([codes[names.index(u)] for u in users])
+    p = lore(B).fit(X, y, user_ids=users).predict_proba(X, user_ids=users)
+    q = lore(B).fit(X, y, user_ids=relabeled).predict_proba(X, user_ids=relabeled)
+    np.testing.assert_allclose(q, p, rtol=0, atol=1e-6)
+
+
+@PROPERTY_SETTINGS
+@given(problems(identifiable=True), st.randoms(use_true_random=False))
+def test_row_order_does_not_change_the_fit(case, random):
+    X, y, users, B = case
+    order = np.array(random.sample(range(len(y)), len(y)))
+    p = lore(B).fit(X, y, user_ids=users).predict_proba(X, user_ids=users)
+    q = lore(B).fit(X[order], y[order], user_ids=users[order]).predict_proba(X, user_ids=users)
+    np.testing.assert_allclose(q, p, rtol=0, atol=1e-6)
+
+
+@PROPERTY_SETTINGS
+@given(problems())
+def test_row_order_without_a_unique_fit_changes_predictions_only_slightly(case):
+    X, y, users, B = case
+    order = np.arange(len(y))[::-1]
+    p = lore(B).fit(X, y, user_ids=users).predict_proba(X, user_ids=users)
+    q = lore(B).fit(X[order], y[order], user_ids=users[order]).predict_proba(X, user_ids=users)
+    np.testing.assert_allclose(q, p, rtol=0, atol=1e-3)
+
+
+@PROPERTY_SETTINGS
+@given(problems(), st.sampled_from(["free", "simplex"]))
+def test_same_random_state_gives_the_same_model(case, user_weights):
+    X, y, users, B = case
+    a = lore(B, user_weights=user_weights).fit(X, y, user_ids=users)
+    b = lore(B, user_weights=user_weights).fit(X, y, user_ids=users)
+    for name in (
+        "components_",
+        "user_weights_",
+        "user_precision_",
+        "population_weights_",
+        "prior_mean_",
+        "prior_precision_",
+        "users_",
+    ):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert np.array_equal(a.predict_proba(X, user_ids=users), b.predict_proba(X, user_ids=users))
+
+
+@PROPERTY_SETTINGS
+@given(problems(), st.sampled_from(["free", "simplex"]))
+def test_unknown_users_get_exactly_the_population_prediction(case, user_weights):
+    X, y, users, B = case
+    est = lore(B, user_weights=user_weights).fit(X, y, user_ids=users)
+    population = est.predict_proba(X)
+    assert np.array_equal(est.predict_proba(X, user_ids=np.full(len(y), "stranger")), population)
+    mixed = np.where(np.arange(len(y)) % 2 == 0, users, "stranger")  # known and unknown rows
+    proba = est.predict_proba(X, user_ids=mixed)
+    assert np.array_equal(proba[1::2], population[1::2])
+    assert np.array_equal(proba[::2], est.predict_proba(X, user_ids=users)[::2])
+
+
+# --------------------------------------------------------------------------- 4. streaming
+
+
+def split_per_user(users, n_train):
+    order = pd.Series(users).groupby(users).cumcount().to_numpy()
+    return order < n_train
+
+
+@pytest.fixture(scope="module")
+def stream_vs_fit():
+    """40 users, 40 training pairs each, 60 held out; 40 partial_fit calls of 40 rows."""
+    X, y, users = data(n_users=40, n_pairs=100, n_features=16, n_components=3)
+    train = split_per_user(users, 40)
+    Xt, yt, ut = X[train], y[train], users[train]
+    batch = LowRankRewardEstimator(3, random_state=0).fit(Xt, yt, user_ids=ut)
+    stream = LowRankRewardEstimator(3, random_state=0)
+    order = np.random.default_rng(0).permutation(len(yt))
+    for rows in np.array_split(order, 40):
+        stream.partial_fit(Xt[rows], yt[rows], classes=[0, 1], user_ids=ut[rows])
+    held_out = (X[~train], y[~train], users[~train])
+    return batch, stream, held_out
+
+
+def test_streaming_reaches_the_accuracy_of_one_fit(stream_vs_fit):
+    # Measured (this data, seed 0): fit 0.775, 40 calls 0.745, 4 calls 0.775,
+    # population-only 0.716. The promise in docs/reliability.md: within 4 points
+    # even when every call holds about one pair per user; within 1 point for a
+    # few large calls.
+    batch, stream, (X, y, users) = stream_vs_fit
+    one_fit = batch.score(X, y, user_ids=users)
+    streamed = stream.score(X, y, user_ids=users)
+    assert streamed >= one_fit - 0.04, f"fit {one_fit:.3f}, streamed {streamed:.3f}"
+
+
+def test_streaming_in_few_large_batches_matches_one_fit():
+    X, y, users = data(n_users=40, n_pairs=100, n_features=16, n_components=3)
+    train = split_per_user(users, 40)
+    Xt, yt, ut = X[train], y[train], users[train]
+    one_fit = LowRankRewardEstimator(3, random_state=0).fit(Xt, yt, user_ids=ut)
+    stream = LowRankRewardEstimator(3, random_state=0)
+    for rows in np.array_split(np.random.default_rng(0).permutation(len(yt)), 4):
+        stream.partial_fit(Xt[rows], yt[rows], classes=[0, 1], user_ids=ut[rows])
+    held_out = (X[~train], y[~train])
+    fit_acc = one_fit.score(*held_out, user_ids=users[~train])
+    stream_acc = stream.score(*held_out, user_ids=users[~train])
+    assert stream_acc >= fit_acc - 0.01, f"fit {fit_acc:.3f}, streamed {stream_acc:.3f}"
+
+
+def test_streaming_keeps_the_personalization(stream_vs_fit):
+    batch, stream, (X, y, users) = stream_vs_fit
+    assert stream.score(X, y, user_ids=users) > batch.score(X, y) + 0.01  # population model
+
+
+def test_users_absent_from_later_batches_keep_their_weights():
+    X, y, users = data(n_users=12, n_pairs=10)
+    early = np.isin(users, ["u0", "u1", "u2"])
+    est = LowRankRewardEstimator(2, random_state=0)
+    est.partial_fit(X[early], y[early], classes=[0, 1], user_ids=users[early])
+    kept = {
+        u: (est.user_weights_[i].copy(), est.user_precision_[i].copy())
+        for i, u in enumerate(est.users_)
+    }
+    components, population = est.components_.copy(), est.population_weights_.copy()
+    later = np.flatnonzero(~early)
+    for rows in np.array_split(later, 3):
+        est.partial_fit(X[rows], y[rows], user_ids=users[rows])
+    assert not np.array_equal(est.components_, components)  # the basis did move
+    assert not np.array_equal(est.population_weights_, population)  # so did the population
+    for user, (weights, precision) in kept.items():
+        i = list(est.users_).index(user)
+        assert np.array_equal(est.user_weights_[i], weights), user
+        assert np.array_equal(est.user_precision_[i], precision), user
+
+
+def test_fold_in_never_changes_the_basis_or_other_users(fitted, problem):
+    X, y, users = problem
+    est = clone(fitted).fit(X, y, user_ids=users)
+    before = {
+        name: getattr(est, name).copy()
+        for name in ("components_", "users_", "user_weights_", "user_precision_")
+    }
+    others = est.predict_proba(X, user_ids=users)
+    Xn, yn, _ = data(n_users=3, n_pairs=6, seed=9)
+    new_ids = np.repeat(["n0", "n1", "u4"], 6)  # two new users and one known user
+    est.partial_fit_users(Xn, yn, user_ids=new_ids)
+    assert np.array_equal(est.components_, before["components_"])
+    n_before = len(before["users_"])
+    assert np.array_equal(est.users_[:n_before], before["users_"])
+    assert list(est.users_[n_before:]) == ["n0", "n1"]
+    untouched = before["users_"] != "u4"
+    assert np.array_equal(
+        est.user_weights_[:n_before][untouched], before["user_weights_"][untouched]
+    )
+    assert np.array_equal(
+        est.user_precision_[:n_before][untouched], before["user_precision_"][untouched]
+    )
+    rows = users != "u4"
+    assert np.array_equal(est.predict_proba(X, user_ids=users)[rows], others[rows])
+
+
+def test_fold_in_leaves_the_population_prediction_unchanged(fitted, problem):
+    X, y, users = problem
+    est = clone(fitted).fit(X, y, user_ids=users)
+    population = est.predict_proba(X)
+    est.partial_fit_users(X[:5], y[:5], user_ids=["new"] * 5)
+    assert np.array_equal(est.predict_proba(X), population)
+
+
+# --------------------------------------------------------------------------- 5. deletion
+
+
+@pytest.fixture
+def to_forget(fitted, problem):
+    X, y, users = problem
+    return clone(fitted).fit(X, y, user_ids=users)
+
+
+def test_forget_users_removes_their_weights(to_forget, problem):
+    X, _, users = problem
+    est = to_forget
+    before_users = est.users_.copy()
+    keep = ~np.isin(before_users, ["u1", "u7"])
+    weights, precision = est.user_weights_[keep].copy(), est.user_precision_[keep].copy()
+    others = est.predict_proba(X, user_ids=users)
+    assert est.forget_users(["u1", "u7"]) is est
+    assert "u1" not in est.users_ and "u7" not in est.users_
+    assert np.array_equal(est.users_, before_users[keep])
+    assert np.array_equal(est.user_weights_, weights)
+    assert np.array_equal(est.user_precision_, precision)
+    rows = ~np.isin(users, ["u1", "u7"])
+    assert np.array_equal(est.predict_proba(X, user_ids=users)[rows], others[rows])
+
+
+def test_forgotten_users_are_predicted_as_unknown_users(to_forget, problem):
+    X, _, _ = problem
+    est = to_forget.forget_users(np.array(["u3"]))
+    assert np.array_equal(
+        est.predict_proba(X, user_ids=np.full(len(X), "u3")), est.predict_proba(X)
+    )
+
+
+def test_forgotten_user_folded_in_again_starts_from_scratch(to_forget, problem):
+    X, y, _ = problem
+    est = to_forget.forget_users(["u3"])
+    twin = pickle_copy(est)
+    est.partial_fit_users(X[:6], y[:6], user_ids=["u3"] * 6)
+    twin.partial_fit_users(X[:6], y[:6], user_ids=["brand-new"] * 6)
+    assert np.array_equal(est.user_weights_[-1], twin.user_weights_[-1])
+
+
+def pickle_copy(obj):
+    import pickle
+
+    return pickle.loads(pickle.dumps(obj))
+
+
+def test_forget_unknown_users_raises_and_changes_nothing(to_forget):
+    est = to_forget
+    users, weights = est.users_.copy(), est.user_weights_.copy()
+    with pytest.raises(ValueError, match=r"unknown user id\(s\) \['nobody'\]"):
+        est.forget_users(["u2", "nobody"])
+    assert np.array_equal(est.users_, users) and np.array_equal(est.user_weights_, weights)
+
+
+def test_forget_a_single_id_must_be_a_list(to_forget):
+    with pytest.raises(ValueError, match="1-d sequence"):
+        to_forget.forget_users("u2")
+
+
+def test_forget_users_with_int_and_mixed_ids(problem):
+    X, y, users = problem
+    ids = np.array([int(u[1:]) if int(u[1:]) % 2 else u for u in users], dtype=object)
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=ids)
+    est.forget_users([3, "u4"])
+    assert 3 not in est.users_.tolist() and "u4" not in est.users_.tolist()
+    assert len(est.users_) == 8
+    with pytest.raises(ValueError, match="unknown user id"):
+        est.forget_users(["3"])  # the string "3" is not the int 3
+
+
+def test_forget_then_save_holds_no_trace_of_the_user(to_forget, tmp_path):
+    import zipfile
+
+    from sklearn_lore import load, save
+
+    est = to_forget.forget_users(["u5"])
+    save(est, tmp_path / "m.lore")
+    assert "u5" not in load(tmp_path / "m.lore").users_
+    with zipfile.ZipFile(tmp_path / "m.lore") as archive:
+        blob = b"".join(archive.read(name) for name in archive.namelist())
+    assert "u5".encode("utf-32-le") not in blob and b'"u5"' not in blob

@@ -254,6 +254,7 @@ class _DiskCache:
 
 def _check_text_column(values, index, column, allow_empty):
     """Raise a ValueError naming the column and row of the first missing/non-str/empty cell."""
+    index = index.tolist()
     for position, value in enumerate(values):
         if not isinstance(value, str):
             if pd.api.types.is_scalar(value) and pd.isna(value):

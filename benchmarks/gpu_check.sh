@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The GPU check, in one go, on a CUDA machine that has torch, sentence-transformers,
+# scikit-learn, pandas and pytest but not this package: installs nothing.
+#   here, once:   python benchmarks/prepare_gpu_carry.py      (fp16 MiniLM -> .carry/)
+#   device tool:  run(command="bash benchmarks/gpu_check.sh $OUT", carry=[".carry"])
+# Writes to OUT_DIR: gpu.txt, tests.log, fit_gpu.{md,json}, embed_gpu.{md,json}.
+set -uo pipefail
+out=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+export SKLEARN_LORE_MINILM_DIR="$PWD/.carry/minilm-fp16"
+status=0
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
+python3 -c "import torch, sklearn, sentence_transformers as s; print('torch', torch.__version__, 'sklearn', sklearn.__version__, 'sentence-transformers', s.__version__)" >> "$out/gpu.txt" 2>&1
+
+# CUDA tests and the backend contract (torch on CUDA vs numpy)
+timeout 240 python3 -m pytest -q -p no:cacheprovider -m cuda \
+    tests/test_estimator.py tests/test_embedding.py > "$out/tests.log" 2>&1 || status=1
+timeout 60 python3 -m pytest -q -p no:cacheprovider -k "Torch" tests/test_estimator.py \
+    >> "$out/tests.log" 2>&1 || status=1
+
+# fit 1000 users x 50 pairs, d = 4096, rank 8; fold-in 500 users x 10 pairs (ours vs published Adam)
+timeout 240 python3 benchmarks/bench_fit.py --device cuda --n-users 1000 --n-pairs 50 \
+    --n-features 4096 --n-components 8 --repeats 5 --out "$out/fit_gpu" \
+    >> "$out/tests.log" 2>&1 || status=1
+
+# embedding throughput against the raw model forward (fp16, 64 tokens)
+timeout 120 python3 benchmarks/bench_embed.py --model "$SKLEARN_LORE_MINILM_DIR" \
+    --n-texts 8192 --batch-size 512 --out "$out/embed_gpu" >> "$out/tests.log" 2>&1 || status=1
+
+cat "$out"/*.md 2>/dev/null
+tail -5 "$out/tests.log"
+exit $status

@@ -53,6 +53,12 @@ def make_rows(be, Z, y, s, groups, n_groups):
 # initialization
 
 
+def svd_flip_rows(vt):
+    """Deterministic signs: the largest entry of each singular vector is positive."""
+    signs = np.sign(vt[np.arange(vt.shape[0]), np.argmax(np.abs(vt), axis=1)])
+    return vt * np.where(signs == 0, 1.0, signs)[:, None]
+
+
 def spectral_init(Z, y, s, groups, n_groups, n_components, random_state):
     """Top singular directions of the users' aggregated preference signals.
 
@@ -70,7 +76,11 @@ def spectral_init(Z, y, s, groups, n_groups, n_components, random_state):
     rank = min(n_components, *agg.shape)
     rng = check_random_state(random_state)
     if rank > 0 and np.any(agg):
-        _, sv, vt = randomized_svd(agg, rank, n_iter=6, random_state=rng)
+        if min(agg.shape) <= 512:
+            _, sv, vt = np.linalg.svd(agg, full_matrices=False)
+            sv, vt = sv[:rank], svd_flip_rows(vt[:rank])
+        else:
+            _, sv, vt = randomized_svd(agg, rank, n_iter=6, random_state=rng)
         basis = vt[sv > sv[0] * 1e-10].T
     else:
         basis = np.zeros((d, 0))
@@ -205,7 +215,8 @@ def _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anch
     number of rounds insensitive to how anisotropic the embeddings are. Only the
     relative scaling of directions matters: L-BFGS rescales the step itself.
     """
-    A = be.gram(rows.Z, rows.s / 4.0) + alpha * be.eye(d)
+    state["gram"] = be.gram(rows.Z, rows.s / 4.0)
+    A = state["gram"] + alpha * be.eye(d)
     if anchor is not None:
         A = A + anchor[1] + anchor[3] * be.eye(d)
     A_inv = be.inv(A) * rows.s_total
@@ -299,6 +310,7 @@ class FitResult:
     user_hessian: np.ndarray
     n_iter: int
     objective: float
+    gram: np.ndarray
 
 
 def prior_centre(be, theta, kind, lam):
@@ -392,6 +404,7 @@ def fit_alternating(be, rows, V0, theta0, kind, alpha, lam, max_iter, tol, *, pr
         user_hessian=be.to_numpy(state["hess"]),
         n_iter=n_iter,
         objective=f,
+        gram=be.to_numpy(state["gram"]),
     )
 
 
@@ -400,10 +413,12 @@ def fit_single_model(be, rows, alpha, max_iter=1000, gtol=1e-10):
 
     With one group the factorized problem only sees ``V w`` and its minimizers form
     a flat valley; this convex equivalent has a unique solution, found by L-BFGS
-    preconditioned with (Z^T diag(s / 4) Z + alpha I)^-1. Returns u (d,) in numpy.
+    preconditioned with (Z^T diag(s / 4) Z + alpha I)^-1. Returns u (d,), the
+    objective, the iteration count and that Gram matrix, in numpy.
     """
     d = rows.Z.shape[1]
-    A_inv = be.inv(be.gram(rows.Z, rows.s / 4.0) + alpha * be.eye(d)) * rows.s_total
+    gram = be.gram(rows.Z, rows.s / 4.0)
+    A_inv = be.inv(gram + alpha * be.eye(d)) * rows.s_total
 
     def fg(u):
         t = be.matmul_ZV(rows.Z, u)[:, 0]
@@ -413,27 +428,29 @@ def fit_single_model(be, rows, alpha, max_iter=1000, gtol=1e-10):
 
     u, f, _, n_iter = lbfgs(be, fg, be.zeros((d, 1)), max_iter=max_iter, gtol=gtol,
                             ftol=0.0, precond=lambda q: A_inv @ q)
-    return be.to_numpy(u)[:, 0], f, n_iter
+    return be.to_numpy(u)[:, 0], f, n_iter, be.to_numpy(gram)
 
 
 # ---------------------------------------------------------------------------
 # streaming curvature
 
 
-def kron_curvature(Z, y, s, V, W_rows):
+def kron_curvature(Z, s, V, W_rows, gram):
     """Kronecker factors (A, S) of the basis-block Hessian of one batch (numpy).
 
     The exact Hessian is sum_i c_i (z_i z_i^T) (x) (w_i w_i^T) with
     c_i = s_i p_i (1 - p_i); it is approximated by A (x) S with
-    A = sum_i c_i z_i z_i^T and S = sum_i c_i w_i w_i^T / sum_i c_i, so applying it
-    to a (d, B) matrix D costs A D S. Returned with the batch's total curvature
-    (the weight used when factors of several batches are merged).
+    S = sum_i c_i w_i w_i^T / sum_i c_i and A = sum_i c_i z_i z_i^T, itself taken as
+    the solver's Gram matrix ``gram`` = Z^T diag(s / 4) Z rescaled to the batch's
+    total curvature (saving a second Gram pass). Applying A (x) S to a (d, B)
+    matrix D costs A D S. Returned with the batch's total curvature (the weight used
+    when factors of several batches are merged).
     """
     t = np.einsum("nb,nb->n", Z @ V, W_rows)
     p = 1.0 / (1.0 + np.exp(-np.clip(t, -500, 500)))
     c = s * p * (1.0 - p)
     total = float(c.sum())
-    A = Z.T @ (c[:, None] * Z)
+    A = gram * (total / max(float(s.sum()) / 4.0, 1e-300))
     S = (W_rows.T @ (c[:, None] * W_rows)) / max(total, 1e-300)
     return A, S, total
 

@@ -403,7 +403,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.objective_ = res.objective
         self._set_population(*self._fit_population(Z, y01, sw, res.V))
         self._stream_curvature = _solver.kron_curvature(
-            Z, y01, sw, res.V, self.user_weights_[groups]
+            Z, sw, res.V, self.user_weights_[groups], res.gram
         )
         return self
 
@@ -418,7 +418,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         B, d = self.n_components, Z.shape[1]
         be = resolve_backend(self.backend, self.device)
         rows = _solver.make_rows(be, Z, y01, sw, np.zeros(Z.shape[0], dtype=np.intp), 1)
-        u, objective, n_iter = _solver.fit_single_model(be, rows, self.alpha)
+        u, objective, n_iter, gram = _solver.fit_single_model(be, rows, self.alpha)
         self.components_ = np.zeros((B, d))
         self.components_[0] = u
         self.users_ = np.asarray([], dtype=object)
@@ -427,14 +427,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.n_iter_ = n_iter
         self.objective_ = objective
         weights = np.eye(B)[0]
-        t = Z @ u
-        p = 1.0 / (1.0 + np.exp(-np.clip(t, -500, 500)))
         F = Z @ self.components_.T
+        p = 1.0 / (1.0 + np.exp(-np.clip(F[:, 0], -500, 500)))
         hess = F.T @ ((sw * p * (1 - p))[:, None] * F)
         self._set_population(self._params_from_weights(weights[None])[0],
                              hess + self.prior_strength * np.eye(B))
         self._stream_curvature = _solver.kron_curvature(
-            Z, y01, sw, self.components_.T, np.tile(weights, (Z.shape[0], 1))
+            Z, sw, self.components_.T, np.tile(weights, (Z.shape[0], 1)), gram
         )
         return self
 
@@ -576,7 +575,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.objective_ = res.objective
         posterior = precisions + res.user_hessian
         batch_curv = _solver.kron_curvature(
-            Z, y01, sw, res.V, self._weights_from_params(res.theta)[groups]
+            Z, sw, res.V, self._weights_from_params(res.theta)[groups], res.gram
         )
         self._stream_curvature = _solver.add_kron_curvature(self._stream_curvature, batch_curv)
         if batch_users is not None:

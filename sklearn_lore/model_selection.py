@@ -1,0 +1,524 @@
+"""User-aware evaluation: splits, few-shot curves and per-user metrics.
+
+A personalized preference model is judged on two kinds of users (DESIGN.md, section 4):
+
+- **seen users**, present in ``fit``, on their held-out comparisons;
+- **unseen users**, absent from ``fit``, adapted with their first ``k`` comparisons
+  (``k = 0, 5, 10, 20``: few-shot fold-in with the basis frozen) and tested on their
+  later comparisons.
+
+:func:`fewshot_split` builds that protocol from the user id of every row, and
+:func:`fewshot_curve` runs it for one estimator: it fits once on the seen users'
+training pairs and returns a tidy table with pooled accuracy, per-user (macro)
+accuracy, log-loss and expected calibration error (:func:`expected_calibration_error`)
+for every group and number of shots. Within a user, "first" means row order: rows are
+expected in the order the user's comparisons should be consumed (a random order,
+e.g. the key order of :func:`~sklearn_lore.datasets.pairs_from_ratings`).
+
+The helpers work with any estimator that follows the package contract:
+``fit(X, y, user_ids=...)``, ``predict_proba(X, user_ids=...)`` and, for few-shot
+adaptation, ``partial_fit_users(X, y, user_ids=...)`` (or an ``adapt`` callable).
+"""
+
+import copy
+import time
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import log_loss
+from sklearn.utils import Bunch, check_random_state
+
+__all__ = [
+    "within_user_position",
+    "split_users",
+    "fewshot_split",
+    "fewshot_curve",
+    "expected_calibration_error",
+    "per_user_accuracy",
+    "macro_accuracy",
+    "preference_metrics",
+]
+
+CURVE_COLUMNS = [
+    "group", "shots", "n_users", "n_pairs", "accuracy", "macro_accuracy",
+    "log_loss", "ece", "fit_time", "adapt_time",
+]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _as_ids(user_ids, n_samples=None):
+    ids = np.asarray(user_ids, dtype=object) if not isinstance(user_ids, np.ndarray) else user_ids
+    if ids.ndim != 1:
+        raise ValueError(f"user_ids must be 1-d; got an array of shape {ids.shape}.")
+    if n_samples is not None and ids.shape[0] != n_samples:
+        raise ValueError(f"user_ids has {ids.shape[0]} entries for {n_samples} rows.")
+    if pd.isna(pd.Series(ids, dtype=object)).any():
+        raise ValueError("user_ids contains missing values; every row needs a user id.")
+    return ids
+
+
+def _check_fraction(name, value):
+    if not isinstance(value, Real) or isinstance(value, bool) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}.")
+    return float(value)
+
+
+def _check_shots(shots, n_train_pairs):
+    shots = np.asarray(shots)
+    valid = shots.ndim == 1 and shots.size > 0 and shots.dtype.kind in "iu"
+    if not valid or (shots < 0).any() or (shots > n_train_pairs).any():
+        raise ValueError(
+            f"shots must be a non-empty list of integers in [0, n_train_pairs={n_train_pairs}] "
+            f"(adaptation pairs come before the test pairs), got {shots.tolist()!r}."
+        )
+    return sorted({int(k) for k in shots})
+
+
+def _positive_proba(proba):
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim == 2:
+        if proba.shape[1] != 2:
+            raise ValueError(f"proba must have 2 columns for a binary task, got {proba.shape[1]}.")
+        proba = proba[:, 1]
+    if proba.ndim != 1:
+        raise ValueError(f"proba must be 1-d or (n, 2); got shape {proba.shape}.")
+    if not np.all((proba >= 0) & (proba <= 1)):
+        raise ValueError("proba must hold probabilities in [0, 1].")
+    return proba
+
+
+def _binary_truth(y_true, pos_label=1):
+    y_true = np.asarray(y_true)
+    if np.unique(y_true).size > 2:
+        raise ValueError(f"y_true must be binary; got labels {np.unique(y_true).tolist()[:5]}.")
+    return (y_true == pos_label).astype(np.float64)
+
+# --------------------------------------------------------------------------- metrics
+
+
+def expected_calibration_error(y_true, proba, *, n_bins=10, strategy="uniform", pos_label=1):
+    """Expected calibration error of binary probabilities.
+
+    The predicted probabilities of the positive class are grouped into ``n_bins``
+    bins; ECE is the mean absolute gap between the observed frequency of the positive
+    class and the mean predicted probability in each bin, weighted by the bin's
+    share of samples::
+
+        ECE = sum_b (n_b / n) * |mean(y_i, i in b) - mean(p_i, i in b)|
+
+    These are the bins of a reliability diagram
+    (:func:`sklearn.calibration.calibration_curve`). 0 is perfect calibration; a
+    constant prediction of 0.5 on balanced labels also scores 0, so read ECE next to
+    accuracy or log-loss.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True binary labels.
+    proba : array-like of shape (n_samples,) or (n_samples, 2)
+        Predicted probability of the positive class, or ``predict_proba`` output
+        (column 1 is used).
+    n_bins : int, default=10
+        Number of bins.
+    strategy : {"uniform", "quantile"}, default="uniform"
+        ``"uniform"``: bins of equal width on [0, 1] (a probability of exactly 1 falls
+        in the last bin). ``"quantile"``: bins holding equal numbers of samples.
+    pos_label : int or str, default=1
+        Label of the positive class in ``y_true``.
+
+    Returns
+    -------
+    ece : float
+        In [0, 1].
+
+    Examples
+    --------
+    >>> from sklearn_lore.model_selection import expected_calibration_error
+    >>> expected_calibration_error([0, 1, 1, 1], [0.2, 0.8, 0.8, 0.8], n_bins=5)
+    0.2
+    """
+    y01 = _binary_truth(y_true, pos_label)
+    p = _positive_proba(proba)
+    if p.shape[0] != y01.shape[0]:
+        raise ValueError(f"y_true has {y01.shape[0]} entries but proba has {p.shape[0]}.")
+    if not isinstance(n_bins, Integral) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}.")
+    if p.shape[0] == 0:
+        raise ValueError("expected_calibration_error needs at least one sample.")
+    if strategy == "uniform":
+        bins = np.minimum((p * n_bins).astype(np.intp), n_bins - 1)
+    elif strategy == "quantile":
+        edges = np.quantile(p, np.linspace(0, 1, n_bins + 1)[1:-1])
+        bins = np.searchsorted(edges, p, side="right")
+    else:
+        raise ValueError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}.")
+    count = np.bincount(bins, minlength=n_bins)
+    gap = np.bincount(bins, weights=y01 - p, minlength=n_bins)
+    return float(np.abs(gap).sum() / count.sum())
+
+
+def per_user_accuracy(y_true, y_pred, user_ids):
+    """Accuracy of each user's predictions.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+        True and predicted labels.
+    user_ids : array-like of shape (n_samples,)
+        User id of each row.
+
+    Returns
+    -------
+    accuracy : Series
+        Indexed by user id (sorted), one accuracy per user.
+
+    Examples
+    --------
+    >>> from sklearn_lore.model_selection import per_user_accuracy
+    >>> per_user_accuracy([1, 0, 1, 1], [1, 1, 1, 1], ["a", "a", "b", "b"]).tolist()
+    [0.5, 1.0]
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    ids = _as_ids(user_ids, y_true.shape[0])
+    if y_pred.shape != y_true.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape.")
+    hit = pd.Series((y_true == y_pred).astype(np.float64))
+    return hit.groupby(pd.Series(ids, dtype=object).to_numpy(), sort=True).mean()
+
+
+def macro_accuracy(y_true, y_pred, user_ids):
+    """Mean over users of each user's accuracy (every user counts once).
+
+    Pooled accuracy weights users by their number of test pairs; the macro
+    average asks how well the model serves a typical user.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+    user_ids : array-like of shape (n_samples,)
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from sklearn_lore.model_selection import macro_accuracy
+    >>> macro_accuracy([1, 0, 1, 1, 0], [1, 1, 1, 1, 0], ["a", "a", "b", "b", "b"])
+    0.75
+    """
+    return float(per_user_accuracy(y_true, y_pred, user_ids).mean())
+
+
+def preference_metrics(y_true, proba, user_ids, *, n_bins=10, pos_label=1):
+    """All evaluation numbers of one set of predictions.
+
+    The predicted label is the positive class when its probability exceeds 0.5
+    (a probability of exactly 0.5 predicts the negative class).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+    proba : array-like of shape (n_samples,) or (n_samples, 2)
+        Probability of the positive class (or ``predict_proba`` output).
+    user_ids : array-like of shape (n_samples,)
+    n_bins : int, default=10
+        Bins of :func:`expected_calibration_error`.
+    pos_label : int or str, default=1
+
+    Returns
+    -------
+    metrics : dict
+        ``n_users``, ``n_pairs``, ``accuracy`` (pooled), ``macro_accuracy``,
+        ``log_loss`` and ``ece``.
+
+    Examples
+    --------
+    >>> from sklearn_lore.model_selection import preference_metrics
+    >>> m = preference_metrics([1, 0, 1], [0.9, 0.2, 0.4], ["a", "a", "b"])
+    >>> m["accuracy"], m["macro_accuracy"], m["n_users"]
+    (0.6666666666666666, 0.5, 2)
+    """
+    y01 = _binary_truth(y_true, pos_label)
+    p = _positive_proba(proba)
+    ids = _as_ids(user_ids, y01.shape[0])
+    pred = (p > 0.5).astype(np.float64)
+    return {
+        "n_users": int(pd.unique(pd.Series(ids, dtype=object)).shape[0]),
+        "n_pairs": int(y01.shape[0]),
+        "accuracy": float(np.mean(pred == y01)),
+        "macro_accuracy": macro_accuracy(y01, pred, ids),
+        "log_loss": float(log_loss(y01, p, labels=[0.0, 1.0])),
+        "ece": expected_calibration_error(y01, p, n_bins=n_bins),
+    }
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def within_user_position(user_ids):
+    """Position of each row among its user's rows, in row order (0, 1, 2, ...).
+
+    Parameters
+    ----------
+    user_ids : array-like of shape (n_samples,)
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), int
+
+    Examples
+    --------
+    >>> from sklearn_lore.model_selection import within_user_position
+    >>> within_user_position(["a", "b", "a", "a", "b"]).tolist()
+    [0, 0, 1, 2, 1]
+    """
+    ids = _as_ids(user_ids)
+    return pd.Series(ids, dtype=object).groupby(ids, sort=False).cumcount().to_numpy(np.intp)
+
+
+def split_users(user_ids, *, unseen_size=0.2, random_state=None):
+    """Split the users (not the rows) into seen and unseen users.
+
+    The distinct ids, in sorted order, are shuffled with ``random_state``; the last
+    ``round(unseen_size * n_users)`` of the shuffled order are the unseen users.
+
+    Parameters
+    ----------
+    user_ids : array-like of shape (n_samples,)
+        User id of each row; ids must be sortable.
+    unseen_size : float in (0, 1), default=0.2
+        Share of users held out of ``fit``.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the shuffle.
+
+    Returns
+    -------
+    seen_users, unseen_users : ndarray
+        Disjoint arrays of ids, in shuffled order.
+
+    Examples
+    --------
+    >>> from sklearn_lore.model_selection import split_users
+    >>> seen, unseen = split_users(["a", "b", "c", "d", "e"], unseen_size=0.4,
+    ...                            random_state=0)
+    >>> len(seen), len(unseen), sorted([*seen, *unseen])
+    (3, 2, ['a', 'b', 'c', 'd', 'e'])
+    """
+    ids = _as_ids(user_ids)
+    unseen_size = _check_fraction("unseen_size", unseen_size)
+    users = np.asarray(sorted(pd.unique(pd.Series(ids, dtype=object))), dtype=ids.dtype)
+    if users.shape[0] < 2:
+        raise ValueError("split_users needs at least 2 distinct users.")
+    shuffled = users[check_random_state(random_state).permutation(users.shape[0])]
+    n_unseen = min(max(round(unseen_size * users.shape[0]), 1), users.shape[0] - 1)
+    n_seen = users.shape[0] - n_unseen
+    return shuffled[:n_seen], shuffled[n_seen:]
+
+
+def fewshot_split(user_ids, *, unseen_size=0.2, n_train_pairs=28, shots=(0, 5, 10, 20),
+                  random_state=None):
+    """Row indices of the seen / unseen, train / test / few-shot protocol.
+
+    Users are split by :func:`split_users`. Rows are numbered within each user by
+    :func:`within_user_position`:
+
+    - a seen user's first ``n_train_pairs`` rows train the model (``seen_train``),
+      its later rows test it (``seen_test``);
+    - an unseen user's first ``k`` rows adapt the model (``adapt[k]``), its rows from
+      position ``n_train_pairs`` on test it (``unseen_test``), whatever ``k``: every
+      number of shots is scored on the same pairs.
+
+    Parameters
+    ----------
+    user_ids : array-like of shape (n_samples,)
+    unseen_size : float in (0, 1), default=0.2
+        Share of users held out of ``fit``.
+    n_train_pairs : int, default=28
+        Training pairs per seen user; also where unseen users' test pairs start.
+    shots : sequence of int, default=(0, 5, 10, 20)
+        Numbers of adaptation pairs, each in ``[0, n_train_pairs]``.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the user shuffle.
+
+    Returns
+    -------
+    split : :class:`~sklearn.utils.Bunch`
+        ``seen_train``, ``seen_test``, ``unseen_test`` (index arrays, increasing);
+        ``adapt`` (dict: k -> index array, empty for k = 0); ``seen_users``,
+        ``unseen_users``; ``position`` (within-user position of every row);
+        ``shots`` (sorted list) and ``n_train_pairs``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_lore.model_selection import fewshot_split
+    >>> ids = np.repeat(["a", "b", "c", "d", "e"], 6)
+    >>> s = fewshot_split(ids, unseen_size=0.2, n_train_pairs=4, shots=(0, 2),
+    ...                   random_state=0)
+    >>> len(s.seen_train), len(s.seen_test), len(s.unseen_test), len(s.adapt[2])
+    (16, 8, 2, 2)
+    """
+    ids = _as_ids(user_ids)
+    if not isinstance(n_train_pairs, Integral) or n_train_pairs < 1:
+        raise ValueError(f"n_train_pairs must be a positive integer, got {n_train_pairs!r}.")
+    shots = _check_shots(shots, n_train_pairs)
+    seen_users, unseen_users = split_users(ids, unseen_size=unseen_size,
+                                           random_state=random_state)
+    position = within_user_position(ids)
+    is_seen = pd.Series(ids, dtype=object).isin(set(seen_users)).to_numpy()
+    early = position < n_train_pairs
+    unseen = ~is_seen
+    return Bunch(
+        seen_train=np.flatnonzero(is_seen & early),
+        seen_test=np.flatnonzero(is_seen & ~early),
+        unseen_test=np.flatnonzero(unseen & ~early),
+        adapt={k: np.flatnonzero(unseen & (position < k)) for k in shots},
+        seen_users=seen_users,
+        unseen_users=unseen_users,
+        position=position,
+        shots=shots,
+        n_train_pairs=int(n_train_pairs),
+    )
+
+
+# --------------------------------------------------------------------------- few-shot curve
+
+
+def _take(X, index):
+    return X.iloc[index] if hasattr(X, "iloc") else X[index]
+
+
+def _default_adapt(fitted, X, y, user_ids):
+    if not hasattr(fitted, "partial_fit_users"):
+        raise TypeError(
+            f"{type(fitted).__name__} has no partial_fit_users method; pass "
+            "adapt=callable(fitted, X, y, user_ids) -> adapted model to fewshot_curve."
+        )
+    return copy.deepcopy(fitted).partial_fit_users(X, y, user_ids=user_ids)
+
+
+def _ids_from(X, user_ids, user_col):
+    """User ids and whether they travel as a column of X (then not as a keyword)."""
+    in_column = hasattr(X, "columns") and user_col in X.columns
+    if in_column and user_ids is not None:
+        raise ValueError(f"User ids were given twice: X has a {user_col!r} column and user_ids=.")
+    if in_column:
+        return X[user_col].to_numpy(), True
+    if user_ids is None:
+        raise ValueError(f"fewshot_curve needs user ids: pass user_ids= or a {user_col!r} column.")
+    return user_ids, False
+
+
+def _positive_class(estimator, y):
+    classes = getattr(estimator, "classes_", None)
+    return (classes if classes is not None else np.unique(y))[-1]
+
+
+def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unseen_size=0.2,
+                  n_train_pairs=28, random_state=0, split=None, adapt=None, n_bins=10,
+                  user_col="user_id"):
+    """Fit once on seen users, adapt unseen users with k pairs, score every group.
+
+    The protocol is :func:`fewshot_split`. ``estimator`` is fitted on the seen
+    users' training pairs and scored on their test pairs (group ``"seen"``). For
+    every ``k`` in ``shots``, a copy of the fitted model is adapted with each unseen
+    user's first ``k`` pairs (``copy.deepcopy(fitted).partial_fit_users(...)``:
+    basis frozen, the fitted model is never modified) and scored on the unseen
+    users' test pairs (group ``"unseen"``). At ``k = 0`` there is no adaptation: the
+    unseen users get the fitted model's population prediction.
+
+    Parameters
+    ----------
+    estimator : estimator
+        Unfitted (it is fitted in place) estimator with ``fit(X, y, user_ids=)``,
+        ``predict_proba(X, user_ids=)`` and ``partial_fit_users(X, y, user_ids=)``,
+        or ``adapt``.
+    X : array-like of shape (n_samples, n_features) or DataFrame
+        Comparison features; a DataFrame may carry the user ids in ``user_col``,
+        in which case they are passed to the estimator through X.
+    y : array-like of shape (n_samples,)
+        Binary labels.
+    user_ids : array-like of shape (n_samples,), default=None
+        User ids, unless X has the ``user_col`` column.
+    shots : sequence of int, default=(0, 5, 10, 20)
+        Numbers of adaptation pairs per unseen user.
+    unseen_size : float, default=0.2
+        Share of users held out of the fit.
+    n_train_pairs : int, default=28
+        Training pairs per seen user; unseen users are tested from this position on.
+    random_state : int, RandomState instance or None, default=0
+        Seed of the user shuffle (not of the estimator).
+    split : Bunch, default=None
+        A precomputed :func:`fewshot_split` result (then ``shots``, ``unseen_size``,
+        ``n_train_pairs`` and ``random_state`` are taken from it), so that several
+        estimators are scored on identical rows.
+    adapt : callable, default=None
+        ``adapt(fitted, X_k, y_k, user_ids_k) -> model`` returns a model adapted to
+        the unseen users' k pairs without modifying ``fitted``; for estimators
+        without ``partial_fit_users``. ``user_ids_k`` is None when the ids travel in X.
+    n_bins : int, default=10
+        Bins of :func:`expected_calibration_error`.
+    user_col : str, default="user_id"
+        Column of a DataFrame X that holds the ids.
+
+    Returns
+    -------
+    curve : DataFrame
+        One row per (group, shots): ``group`` ("seen" or "unseen"), ``shots`` (pairs
+        of the user the model used: ``n_train_pairs`` for seen users, k for unseen
+        ones), ``n_users``, ``n_pairs`` (test pairs), ``accuracy`` (pooled),
+        ``macro_accuracy`` (mean of per-user accuracies), ``log_loss``, ``ece``,
+        ``fit_time`` (seconds of ``fit``, on the seen row) and ``adapt_time``
+        (seconds of the adaptation, on unseen rows).
+
+    Examples
+    --------
+    >>> from sklearn_lore import LowRankRewardEstimator
+    >>> from sklearn_lore.datasets import make_preference_data
+    >>> from sklearn_lore.model_selection import fewshot_curve
+    >>> X, y, users, _ = make_preference_data(n_users=40, n_pairs_per_user=30,
+    ...                                       n_features=8, random_state=0)
+    >>> curve = fewshot_curve(LowRankRewardEstimator(n_components=3, random_state=0),
+    ...                       X, y, users, shots=(0, 5), n_train_pairs=20)
+    >>> curve[["group", "shots", "n_users", "n_pairs"]].to_string(index=False)
+    ' group  shots  n_users  n_pairs\\n  seen     20       32      320\\nunseen      0        8       80\\nunseen      5        8       80'
+    """
+    ids, in_column = _ids_from(X, user_ids, user_col)
+    y = np.asarray(y)
+    n = y.shape[0]
+    ids = _as_ids(ids, n)
+    if split is None:
+        split = fewshot_split(ids, unseen_size=unseen_size, n_train_pairs=n_train_pairs,
+                              shots=shots, random_state=random_state)
+    adapt = _default_adapt if adapt is None else adapt
+
+    def kw(index):
+        return {} if in_column else {"user_ids": ids[index]}
+
+    start = time.perf_counter()
+    fitted = estimator.fit(_take(X, split.seen_train), y[split.seen_train], **kw(split.seen_train))
+    fit_time = time.perf_counter() - start
+    pos_label = _positive_class(fitted, y)
+
+    def score(model, index):
+        proba = model.predict_proba(_take(X, index), **kw(index))
+        return preference_metrics(y[index], proba, ids[index], n_bins=n_bins,
+                                  pos_label=pos_label)
+
+    rows = [dict(group="seen", shots=split.n_train_pairs, **score(fitted, split.seen_test),
+                 fit_time=fit_time, adapt_time=np.nan)]
+    for k in split.shots:
+        index = split.adapt[k]
+        start = time.perf_counter()
+        model = fitted
+        if k > 0:
+            user_kw = kw(index).get("user_ids")
+            model = adapt(fitted, _take(X, index), y[index], user_kw)
+        adapt_time = time.perf_counter() - start
+        rows.append(dict(group="unseen", shots=k, **score(model, split.unseen_test),
+                         fit_time=np.nan, adapt_time=adapt_time))
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)

@@ -431,6 +431,27 @@ def fit_single_model(be, rows, alpha, max_iter=1000, gtol=1e-10):
     return be.to_numpy(u)[:, 0], f, n_iter, be.to_numpy(gram)
 
 
+def expit(t):
+    """Logistic function (numpy)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(t, -500, 500)))
+
+
+def fit_inverse_temperature(t, y, s, bounds=(0.05, 20.0)):
+    """tau minimizing sum_i s_i logloss(y_i, tau t_i): 1-d Newton, clipped to ``bounds``."""
+    tau = 1.0
+    for _ in range(100):
+        q = expit(tau * t)
+        grad = np.sum(s * (q - y) * t)
+        hess = np.sum(s * q * (1 - q) * t * t)
+        if hess <= 1e-300:
+            break
+        step = grad / hess
+        tau = float(np.clip(tau - step, *bounds))
+        if abs(step) <= 1e-10 * max(tau, 1.0):
+            break
+    return tau
+
+
 # ---------------------------------------------------------------------------
 # streaming curvature
 
@@ -446,8 +467,7 @@ def kron_curvature(Z, s, V, W_rows, gram):
     matrix D costs A D S. Returned with the batch's total curvature (the weight used
     when factors of several batches are merged).
     """
-    t = np.einsum("nb,nb->n", Z @ V, W_rows)
-    p = 1.0 / (1.0 + np.exp(-np.clip(t, -500, 500)))
+    p = expit(np.einsum("nb,nb->n", Z @ V, W_rows))
     c = s * p * (1.0 - p)
     total = float(c.sum())
     A = gram * (total / max(float(s.sum()) / 4.0, 1e-300))

@@ -65,6 +65,12 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the spectral initialization (randomized SVD and the fill of basis
         columns beyond the data's rank). The solver itself is deterministic.
+    calibrate : bool, default=True
+        Learn a temperature that calibrates the probabilities: the logits are
+        divided by ``temperature_``, fitted on approximate leave-one-out logits of
+        the training rows (each user's weights without that row, one Newton step
+        away), so it corrects the overconfidence of users fitted on few pairs
+        without a validation split. Predicted labels do not change.
     verbose : int, default=0
         Log the objective every round at INFO level when > 0.
 
@@ -91,6 +97,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Outer rounds run by the last fit.
     objective_ : float
         Final objective divided by the total sample weight.
+    temperature_ : float
+        The logits are divided by it (1.0 when ``calibrate=False``).
     n_features_in_ : int
         Number of embedding features (the user column excluded).
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -122,6 +130,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "random_state": ["random_state"],
+        "calibrate": ["boolean"],
         "verbose": ["verbose"],
     }
 
@@ -138,6 +147,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         max_iter=300,
         tol=1e-5,
         random_state=None,
+        calibrate=True,
         verbose=0,
     ):
         self.n_components = n_components
@@ -150,6 +160,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+        self.calibrate = calibrate
         self.verbose = verbose
 
     # ------------------------------------------------------------------
@@ -329,12 +340,34 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         return theta[0], precision + hess[0]
 
+    def _fit_temperature(self, Z, y01, sw, W_rows, P_rows):
+        """Temperature from approximate leave-one-out logits of the training rows.
+
+        Removing one unit of weight of row i moves its user's parameters by about
+        P_u^-1 J_u F_i (p_i - y_i) (one Newton step; J_u the softmax Jacobian for
+        simplex weights, the identity otherwise), so its held-out logit is
+        t_i + h_i (p_i - y_i) with h_i = (J_u F_i)^T P_u^-1 (J_u F_i). The inverse
+        temperature is the 1-d logistic regression of y on those logits.
+        """
+        self.temperature_ = 1.0
+        if not self.calibrate:
+            return
+        F = Z @ self.components_.T
+        t = np.einsum("nb,nb->n", F, W_rows)
+        G = F
+        if self._kind == "simplex":
+            G = W_rows * (F - np.einsum("nb,nb->n", W_rows, F)[:, None])
+        h = np.einsum("ni,ni->n", G, np.linalg.solve(P_rows, G[..., None])[..., 0])
+        t_loo = t + h * (_solver.expit(t) - y01)
+        self.temperature_ = 1.0 / _solver.fit_inverse_temperature(t_loo, y01, sw)
+
     def _set_population(self, theta_pop, precision_pop):
         """Population weights and the empirical-Bayes prior for new users.
 
         New users are shrunk toward the population with a prior precision equal to
-        the inverse spread of the fitted users' parameters around it (empirical
-        Bayes), so a user with few pairs stays close to the population model.
+        the inverse spread of the users' parameters around it, estimated from the
+        fitted users (empirical Bayes, their estimation noise removed), so a user
+        with few pairs stays close to the population model.
         """
         B = self.n_components
         self._population_precision = precision_pop
@@ -344,8 +377,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.prior_precision_ = self.prior_strength * np.eye(B)
             return
         diff = self._params_from_weights(self.user_weights_) - theta_pop
-        spread = diff.T @ diff / len(diff) + 1e-6 * np.eye(B)
-        self.prior_precision_ = np.linalg.inv(spread)
+        # the fitted users' spread is the true spread plus their estimation noise:
+        # subtract their mean posterior covariance (method of moments)
+        noise = np.linalg.inv(self.user_precision_).mean(axis=0)
+        spread = diff.T @ diff / len(diff) - noise
+        lam, Q = np.linalg.eigh((spread + spread.T) / 2)
+        lam = np.maximum(lam, 1e-3 * max(lam.max(), 1e-12))
+        self.prior_precision_ = (Q / lam) @ Q.T
 
     # ------------------------------------------------------------------
     # fitting
@@ -402,6 +440,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective
         self._set_population(*self._fit_population(Z, y01, sw, res.V))
+        self._fit_temperature(Z, y01, sw, self.user_weights_[groups],
+                              self.user_precision_[groups])
         self._stream_curvature = _solver.kron_curvature(
             Z, sw, res.V, self.user_weights_[groups], res.gram
         )
@@ -428,10 +468,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.objective_ = objective
         weights = np.eye(B)[0]
         F = Z @ self.components_.T
-        p = 1.0 / (1.0 + np.exp(-np.clip(F[:, 0], -500, 500)))
+        p = _solver.expit(F[:, 0])
         hess = F.T @ ((sw * p * (1 - p))[:, None] * F)
         self._set_population(self._params_from_weights(weights[None])[0],
                              hess + self.prior_strength * np.eye(B))
+        n = Z.shape[0]
+        self._fit_temperature(Z, y01, sw, np.tile(self.population_weights_, (n, 1)),
+                              np.broadcast_to(self._population_precision, (n, B, B)))
         self._stream_curvature = _solver.kron_curvature(
             Z, sw, self.components_.T, np.tile(weights, (Z.shape[0], 1)), gram
         )
@@ -456,7 +499,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         Z, ids = self._validate_X(X, user_ids, reset=False)
         W = self._row_weights(ids, Z.shape[0])
-        return np.einsum("nb,nb->n", Z @ self.components_.T.astype(Z.dtype), W).astype(np.float64)
+        t = np.einsum("nb,nb->n", Z @ self.components_.T.astype(Z.dtype), W)
+        return t.astype(np.float64) / self.temperature_
 
     def predict_proba(self, X, *, user_ids=None):
         """Probabilities of the two classes; column 1 is P(a preferred).

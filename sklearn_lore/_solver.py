@@ -313,17 +313,6 @@ class FitResult:
     gram: np.ndarray
 
 
-def prior_centre(be, theta, kind, lam):
-    """The prior centre mu given the users' parameters (block minimizer for free weights)."""
-    G = theta.shape[0]
-    if kind == "simplex":
-        w_pop = be.sum(be.softmax(theta), axis=0) / G
-        log_w = be.to_numpy(w_pop)
-        log_w = np.log(np.maximum(log_w, 1e-300))
-        return be.asarray(log_w - log_w.mean())
-    return be.sum(theta, axis=0) / (G + 1)
-
-
 def fit_alternating(be, rows, V0, theta0, kind, alpha, lam, max_iter, tol, *, prior=None,
                     anchor=None, log=None):
     """Alternating minimization of J from ``V0``; returns a :class:`FitResult` (numpy).

@@ -397,6 +397,38 @@ def fit_alternating(be, rows, V0, theta0, kind, alpha, lam, max_iter, tol, *, pr
     )
 
 
+def empirical_bayes_prior(be, rows, F, theta, kind, lam, max_iter=30, tol=1e-6):
+    """Gaussian prior N(mu, Sigma) over users' parameters by Laplace EM, basis fixed.
+
+    E-step: every user's MAP parameters and posterior covariance (H_u + P)^-1 under
+    the current prior (one batched user step). M-step: mu = mean of the MAPs,
+    Sigma = their covariance plus the mean posterior covariance. Starts from the
+    fit's prior (mu = mean of ``theta``, Sigma = I / lam). Returns numpy
+    ``(theta, hessian, mu, precision, n_iter)`` with the users refitted under the
+    final prior.
+    """
+    B, G = F.shape[1], rows.n_groups
+    theta = be.asarray(theta)
+    mu = be.to_numpy(be.sum(theta, axis=0)) / G
+    sigma = np.eye(B) / lam
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        P = np.linalg.inv(sigma)
+        theta, hess = user_step(be, rows, F, theta, be.asarray(mu), be.asarray(P), kind)
+        theta_np = be.to_numpy(theta)
+        post = np.linalg.inv(be.to_numpy(hess) + P)
+        mu = theta_np.mean(axis=0)
+        diff = theta_np - mu
+        new = diff.T @ diff / G + post.mean(axis=0) + 1e-9 * np.eye(B)
+        done = np.abs(new - sigma).max() <= tol * np.abs(sigma).max()
+        sigma = new
+        if done:
+            break
+    P = np.linalg.inv(sigma)
+    theta, hess = user_step(be, rows, F, theta, be.asarray(mu), be.asarray(P), kind)
+    return be.to_numpy(theta), be.to_numpy(hess), mu, P, n_iter
+
+
 def fit_single_model(be, rows, alpha, max_iter=1000, gtol=1e-10):
     """Ridge Bradley-Terry model without users: min_u sum_i s_i loss(z_i . u) + alpha/2 |u|^2.
 

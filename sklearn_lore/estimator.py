@@ -37,8 +37,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_components : int, default=4
-        Rank B of the shared reward basis.
+    n_components : int, default=8
+        Rank B of the shared reward basis. 8 is the default because it reached the
+        Jester targets (docs/benchmarks.md) where 4 did not; search it with
+        GridSearchCV for your data.
     user_weights : {"free", "simplex"}, default="free"
         ``"free"``: weights in R^B with a Gaussian prior around the population
         weights. ``"simplex"``: weights on the probability simplex (a convex mix of
@@ -98,7 +100,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     objective_ : float
         Final objective divided by the total sample weight.
     temperature_ : float
-        The logits are divided by it (1.0 when ``calibrate=False``).
+        The logits of known users are divided by it (1.0 when ``calibrate=False``).
+    population_temperature_ : float
+        The same for unknown users and rows without ids (the population model).
     n_features_in_ : int
         Number of embedding features (the user column excluded).
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -136,7 +140,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_components=4,
+        n_components=8,
         *,
         user_weights="free",
         alpha=1.0,
@@ -301,12 +305,15 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         return index.get_indexer(pd.Series(ids, dtype=object)).astype(np.intp)
 
     def _row_weights(self, ids, n_samples):
+        """Weights and logit temperature of each row (the population's for unknown users)."""
         W = np.tile(self.population_weights_, (n_samples, 1))
+        T = np.full(n_samples, self.population_temperature_)
         if ids is not None:
             idx = self._user_index(ids)
             known = idx >= 0
             W[known] = self.user_weights_[idx[known]]
-        return W
+            T[known] = self.temperature_
+        return W, T
 
     @property
     def _kind(self):
@@ -349,7 +356,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         t_i + h_i (p_i - y_i) with h_i = (J_u F_i)^T P_u^-1 (J_u F_i). The inverse
         temperature is the 1-d logistic regression of y on those logits.
         """
-        self.temperature_ = 1.0
+        self.temperature_ = self.population_temperature_ = 1.0
         if not self.calibrate:
             return
         F = Z @ self.components_.T
@@ -360,30 +367,25 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         h = np.einsum("ni,ni->n", G, np.linalg.solve(P_rows, G[..., None])[..., 0])
         t_loo = t + h * (_solver.expit(t) - y01)
         self.temperature_ = 1.0 / _solver.fit_inverse_temperature(t_loo, y01, sw)
+        # unknown users: the population's own temperature on the pooled rows (its B
+        # weights were not fitted to any single user, so no leave-one-out is needed)
+        t_pop = F @ self.population_weights_
+        self.population_temperature_ = 1.0 / _solver.fit_inverse_temperature(t_pop, y01, sw)
 
-    def _set_population(self, theta_pop, precision_pop):
-        """Population weights and the empirical-Bayes prior for new users.
+    def _set_population(self, theta_pop, precision_pop, prior_precision=None):
+        """Population weights, the prior centre for new users and its precision.
 
-        New users are shrunk toward the population with a prior precision equal to
-        the inverse spread of the users' parameters around it, estimated from the
-        fitted users (empirical Bayes, their estimation noise removed), so a user
-        with few pairs stays close to the population model.
+        ``prior_precision`` (the prior of new users' parameters) is kept from the
+        last fit when not given; without one yet it is ``prior_strength * I``.
         """
-        B = self.n_components
         self._population_precision = precision_pop
         self.population_weights_ = self._weights_from_params(theta_pop[None, :])[0]
         self.prior_mean_ = theta_pop
-        if len(self.users_) < 2:
-            self.prior_precision_ = self.prior_strength * np.eye(B)
-            return
-        diff = self._params_from_weights(self.user_weights_) - theta_pop
-        # the fitted users' spread is the true spread plus their estimation noise:
-        # subtract their mean posterior covariance (method of moments)
-        noise = np.linalg.inv(self.user_precision_).mean(axis=0)
-        spread = diff.T @ diff / len(diff) - noise
-        lam, Q = np.linalg.eigh((spread + spread.T) / 2)
-        lam = np.maximum(lam, 1e-3 * max(lam.max(), 1e-12))
-        self.prior_precision_ = (Q / lam) @ Q.T
+        if prior_precision is None:
+            prior_precision = getattr(self, "prior_precision_", None)
+        if prior_precision is None:
+            prior_precision = self.prior_strength * np.eye(self.n_components)
+        self.prior_precision_ = prior_precision
 
     # ------------------------------------------------------------------
     # fitting
@@ -432,14 +434,17 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             be, rows, V0, None, self._kind, self.alpha, self.prior_strength,
             self.max_iter, self.tol, log=self._log,
         )
-        B = self.n_components
         self.components_ = res.V.T.copy()
         self.users_ = users
-        self.user_weights_ = self._weights_from_params(res.theta)
-        self.user_precision_ = res.user_hessian + self.prior_strength * np.eye(B)
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective
-        self._set_population(*self._fit_population(Z, y01, sw, res.V))
+        F = be.matmul_ZV(rows.Z, be.asarray(res.V))
+        theta, hess, mu, P, _ = _solver.empirical_bayes_prior(
+            be, rows, F, res.theta, self._kind, self.prior_strength
+        )
+        self.user_weights_ = self._weights_from_params(theta)
+        self.user_precision_ = hess + P
+        self._set_population(mu, len(users) * P, prior_precision=P)
         self._fit_temperature(Z, y01, sw, self.user_weights_[groups],
                               self.user_precision_[groups])
         self._stream_curvature = _solver.kron_curvature(
@@ -471,10 +476,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         p = _solver.expit(F[:, 0])
         hess = F.T @ ((sw * p * (1 - p))[:, None] * F)
         self._set_population(self._params_from_weights(weights[None])[0],
-                             hess + self.prior_strength * np.eye(B))
+                             hess + self.prior_strength * np.eye(B),
+                             prior_precision=self.prior_strength * np.eye(B))
         n = Z.shape[0]
         self._fit_temperature(Z, y01, sw, np.tile(self.population_weights_, (n, 1)),
                               np.broadcast_to(self._population_precision, (n, B, B)))
+        # here the population is the fitted model itself: use its leave-one-out temperature
+        self.population_temperature_ = self.temperature_
         self._stream_curvature = _solver.kron_curvature(
             Z, sw, self.components_.T, np.tile(weights, (Z.shape[0], 1)), gram
         )
@@ -498,9 +506,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         Z, ids = self._validate_X(X, user_ids, reset=False)
-        W = self._row_weights(ids, Z.shape[0])
+        W, T = self._row_weights(ids, Z.shape[0])
         t = np.einsum("nb,nb->n", Z @ self.components_.T.astype(Z.dtype), W)
-        return t.astype(np.float64) / self.temperature_
+        return t.astype(np.float64) / T
 
     def predict_proba(self, X, *, user_ids=None):
         """Probabilities of the two classes; column 1 is P(a preferred).

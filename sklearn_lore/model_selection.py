@@ -137,7 +137,8 @@ def expected_calibration_error(y_true, proba, *, n_bins=10, strategy="uniform", 
     Examples
     --------
     >>> from sklearn_lore.model_selection import expected_calibration_error
-    >>> expected_calibration_error([0, 1, 1, 1], [0.2, 0.8, 0.8, 0.8], n_bins=5)
+    >>> ece = expected_calibration_error([0, 1, 1, 1], [0.2, 0.8, 0.8, 0.8], n_bins=5)
+    >>> round(ece, 6)  # bin [0.2, 0.4): |0 - 0.2|; bin [0.8, 1]: |1 - 0.8|
     0.2
     """
     y01 = _binary_truth(y_true, pos_label)

@@ -48,7 +48,7 @@ class TorchBackend:
 
     def as_data(self, Z):
         """Z on the device when it fits the memory budget, else chunked from host."""
-        Zt = torch.as_tensor(np.asarray(Z), dtype=self.data_dtype)
+        Zt = torch.tensor(np.asarray(Z), dtype=self.data_dtype)
         nbytes = Zt.element_size() * Zt.numel()
         if nbytes <= self._data_budget():
             return Zt.to(self.device_)

@@ -1,0 +1,247 @@
+"""Tests of sklearn_lore.model_selection: metrics, user-aware splits, few-shot curves."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.calibration import calibration_curve
+from sklearn.linear_model import LogisticRegression
+
+from sklearn_lore import LowRankRewardEstimator
+from sklearn_lore.datasets import make_preference_data
+from sklearn_lore.model_selection import (
+    CURVE_COLUMNS,
+    expected_calibration_error,
+    fewshot_curve,
+    fewshot_split,
+    macro_accuracy,
+    per_user_accuracy,
+    preference_metrics,
+    split_users,
+    within_user_position,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_preference_data(n_users=40, n_pairs_per_user=30, n_features=8,
+                                n_components=2, random_state=0)
+
+
+class UserBlindLogistic(LogisticRegression):
+    """A model that follows the user contract but ignores the ids; no fold-in."""
+
+    def fit(self, X, y, user_ids=None):
+        return super().fit(X, y)
+
+    def predict_proba(self, X, user_ids=None):
+        return super().predict_proba(X)
+
+
+def small_estimator():
+    return LowRankRewardEstimator(n_components=2, random_state=0, max_iter=50)
+
+
+# --------------------------------------------------------------------------- ECE
+
+
+def test_ece_perfect_and_worst_cases():
+    assert expected_calibration_error([0, 1], [0.0, 1.0]) == 0.0
+    assert expected_calibration_error([1, 0], [0.0, 1.0]) == 1.0
+    # 0.5 on balanced labels is calibrated (and useless): ECE does not measure accuracy
+    assert expected_calibration_error([0, 1, 0, 1], [0.5] * 4) == 0.0
+
+
+def test_ece_hand_computed_bins():
+    y = [1, 1, 0, 0, 1]
+    p = [0.9, 0.7, 0.75, 0.1, 0.15]
+    # bins of width 0.5: {0.1, 0.15} -> |1/2 - 0.125| = 0.375 with weight 2/5;
+    # {0.9, 0.7, 0.75} -> |2/3 - 0.7833| = 0.1167 with weight 3/5
+    expected = 2 / 5 * 0.375 + 3 / 5 * abs(2 / 3 - (0.9 + 0.7 + 0.75) / 3)
+    assert expected_calibration_error(y, p, n_bins=2) == pytest.approx(expected)
+
+
+def test_ece_proba_of_one_in_last_bin_and_two_columns():
+    y, p = np.array([1, 1, 0]), np.array([1.0, 0.95, 0.0])
+    two = np.column_stack([1 - p, p])
+    assert expected_calibration_error(y, p) == pytest.approx(0.05 / 3)
+    assert expected_calibration_error(y, two) == expected_calibration_error(y, p)
+
+
+def test_ece_string_labels_and_pos_label():
+    y = np.array(["b", "a", "b", "b"])
+    p = np.array([0.8, 0.3, 0.6, 0.9])
+    assert expected_calibration_error(y, p, pos_label="b") == pytest.approx(
+        expected_calibration_error((y == "b").astype(int), p))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 20))
+def test_ece_matches_reliability_diagram(seed, n_bins):
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(size=200)
+    y = (rng.uniform(size=200) < p ** 2).astype(int)
+    frac, mean_p = calibration_curve(y, p, n_bins=n_bins)
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    weights = counts[counts > 0] / len(p)
+    assert expected_calibration_error(y, p, n_bins=n_bins) == pytest.approx(
+        np.sum(weights * np.abs(frac - mean_p)))
+
+
+def test_ece_quantile_strategy_and_bad_input():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=1000)
+    y = (rng.uniform(size=1000) < p).astype(int)
+    assert expected_calibration_error(y, p, strategy="quantile") < 0.06
+    with pytest.raises(ValueError, match="strategy"):
+        expected_calibration_error(y, p, strategy="kmeans")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        expected_calibration_error([0, 1], [0.2, 1.2])
+    with pytest.raises(ValueError, match="n_bins"):
+        expected_calibration_error([0, 1], [0.2, 0.8], n_bins=0)
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def test_per_user_and_macro_accuracy():
+    y = np.array([1, 0, 1, 1, 1, 0])
+    pred = np.array([1, 1, 1, 1, 1, 1])
+    users = np.array(["a", "a", "b", "b", "b", "b"])
+    acc = per_user_accuracy(y, pred, users)
+    assert acc.index.tolist() == ["a", "b"]
+    assert acc.tolist() == [0.5, 0.75]
+    assert macro_accuracy(y, pred, users) == pytest.approx(0.625)
+    assert np.mean(y == pred) == pytest.approx(4 / 6)
+
+
+def test_preference_metrics_values():
+    m = preference_metrics([1, 0, 1, 0], [0.8, 0.4, 0.5, 0.1], [1, 1, 2, 2])
+    assert m["n_users"] == 2 and m["n_pairs"] == 4
+    assert m["accuracy"] == 0.75          # 0.5 predicts the negative class
+    assert m["macro_accuracy"] == 0.75
+    expected = -np.mean(np.log([0.8, 0.6, 0.5, 0.9]))
+    assert m["log_loss"] == pytest.approx(expected)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def test_within_user_position_follows_row_order():
+    assert within_user_position([3, 1, 3, 1, 3]).tolist() == [0, 0, 1, 1, 2]
+
+
+def test_split_users_disjoint_deterministic():
+    ids = np.repeat([f"u{i}" for i in range(50)], 3)
+    seen, unseen = split_users(ids, unseen_size=0.2, random_state=0)
+    assert len(unseen) == 10 and len(seen) == 40
+    assert not set(seen) & set(unseen)
+    again = split_users(ids[::-1], unseen_size=0.2, random_state=0)   # row order irrelevant
+    assert seen.tolist() == again[0].tolist() and unseen.tolist() == again[1].tolist()
+    other = split_users(ids, unseen_size=0.2, random_state=1)
+    assert set(other[1]) != set(unseen)
+    with pytest.raises(ValueError, match="unseen_size"):
+        split_users(ids, unseen_size=1.0)
+
+
+def test_fewshot_split_partitions_rows(data):
+    _, _, users, _ = data
+    s = fewshot_split(users, unseen_size=0.25, n_train_pairs=20, shots=(10, 0, 5),
+                      random_state=0)
+    assert s.shots == [0, 5, 10]
+    train, test, unseen = set(s.seen_train), set(s.seen_test), set(s.unseen_test)
+    assert not train & test and not train & unseen and not test & unseen
+    assert set(np.unique(users[s.seen_train])) == set(s.seen_users)
+    assert set(np.unique(users[s.unseen_test])) == set(s.unseen_users)
+    assert len(s.seen_train) == 30 * 20 and len(s.seen_test) == 30 * 10
+    assert len(s.adapt[0]) == 0 and len(s.adapt[5]) == 10 * 5
+    for k in (5, 10):
+        adapt = s.adapt[k]
+        assert set(users[adapt]) == set(s.unseen_users)
+        assert (s.position[adapt] < k).all() and not set(adapt) & unseen
+    assert set(s.adapt[5]) < set(s.adapt[10])
+    assert (s.position[s.unseen_test] >= 20).all()
+    again = fewshot_split(users, unseen_size=0.25, n_train_pairs=20, shots=(0, 5, 10),
+                          random_state=0)
+    for key in ("seen_train", "seen_test", "unseen_test"):
+        np.testing.assert_array_equal(s[key], again[key])
+
+
+def test_fewshot_split_rejects_shots_beyond_training_pairs(data):
+    with pytest.raises(ValueError, match="shots"):
+        fewshot_split(data[2], n_train_pairs=10, shots=(0, 20))
+
+
+# --------------------------------------------------------------------------- curve
+
+
+def test_fewshot_curve_shape_and_sanity(data):
+    X, y, users, _ = data
+    curve = fewshot_curve(small_estimator(), X, y, users, shots=(0, 5, 10),
+                          unseen_size=0.25, n_train_pairs=20)
+    assert curve.columns.tolist() == CURVE_COLUMNS
+    assert curve[["group", "shots"]].values.tolist() == [
+        ["seen", 20], ["unseen", 0], ["unseen", 5], ["unseen", 10]]
+    assert curve["n_users"].tolist() == [30, 10, 10, 10]
+    assert curve["n_pairs"].tolist() == [300, 100, 100, 100]
+    assert curve["accuracy"].between(0.6, 1).all()
+    assert curve["ece"].between(0, 1).all()
+    assert curve.loc[0, "fit_time"] > 0 and np.isnan(curve.loc[0, "adapt_time"])
+    assert curve.loc[1:, "adapt_time"].notna().all()
+
+
+def test_adapted_model_at_zero_shots_is_population_model(data):
+    X, y, users, _ = data
+    s = fewshot_split(users, unseen_size=0.25, n_train_pairs=20, shots=(0,), random_state=0)
+    est = small_estimator()
+    curve = fewshot_curve(est, X, y, users, split=s)
+    test = s.unseen_test
+    population = est.predict_proba(X[test])                     # no ids: population model
+    personal = est.predict_proba(X[test], user_ids=users[test])
+    np.testing.assert_array_equal(population, personal)
+    expected = preference_metrics(y[test], population, users[test])
+    row = curve[curve["group"].eq("unseen")].iloc[0]
+    assert row["accuracy"] == expected["accuracy"]
+    assert row["log_loss"] == expected["log_loss"]
+
+
+def test_fewshot_curve_leaves_fitted_model_untouched(data):
+    X, y, users, _ = data
+    est = small_estimator()
+    fewshot_curve(est, X, y, users, shots=(0, 5), unseen_size=0.25, n_train_pairs=20)
+    assert len(est.users_) == 30                      # adaptation ran on copies
+
+
+def test_fewshot_curve_dataframe_route_and_adapt_hook(data):
+    X, y, users, _ = data
+    df = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
+    df.insert(0, "user_id", users)
+    by_keyword = fewshot_curve(small_estimator(), X, y, users, shots=(0, 5),
+                               unseen_size=0.25, n_train_pairs=20)
+    by_column = fewshot_curve(small_estimator(), df, y, shots=(0, 5),
+                              unseen_size=0.25, n_train_pairs=20)
+    cols = ["accuracy", "macro_accuracy", "log_loss", "ece"]
+    np.testing.assert_allclose(by_keyword[cols], by_column[cols])
+    with pytest.raises(ValueError, match="twice"):
+        fewshot_curve(small_estimator(), df, y, users)
+
+    calls = []
+
+    def ignore_users(fitted, X_k, y_k, ids_k):
+        calls.append(len(y_k))
+        return fitted
+
+    glob = fewshot_curve(UserBlindLogistic(fit_intercept=False), X, y, users,
+                         shots=(0, 5), unseen_size=0.25, n_train_pairs=20,
+                         adapt=ignore_users)
+    assert calls == [50]
+    assert glob.loc[1, "accuracy"] == glob.loc[2, "accuracy"]
+
+
+def test_fewshot_curve_without_partial_fit_users_needs_hook(data):
+    X, y, users, _ = data
+    with pytest.raises(TypeError, match="adapt="):
+        fewshot_curve(UserBlindLogistic(), X, y, users, shots=(0, 5),
+                      unseen_size=0.25, n_train_pairs=20)

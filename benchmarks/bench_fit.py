@@ -119,12 +119,13 @@ def _once(fn, device):
 
 def bench_fold_in(args):
     n_new, shots = args.fold_in_users, args.fold_in_shots
+    base = args.fold_in_base_users
     X, y, users, _ = make_preference_data(
-        n_users=args.n_users + n_new, n_pairs_per_user=max(args.n_pairs, shots + 20),
+        n_users=base + n_new, n_pairs_per_user=max(args.n_pairs, shots + 20),
         n_features=args.n_features, n_components=args.fold_in_rank, random_state=1,
     )
     distinct = pd.unique(users)
-    seen = np.isin(users, distinct[: args.n_users])
+    seen = np.isin(users, distinct[:base])
     rank = pd.Series(users).groupby(users).cumcount().to_numpy()
     shot, test = ~seen & (rank < shots), ~seen & (rank >= shots)
     rows = []
@@ -132,13 +133,14 @@ def bench_fold_in(args):
                             n_components=args.fold_in_rank)),
                        ("published (vectorized Adam)", lambda: published(args).set_params(
                             n_components=args.fold_in_rank))]:
-        base = make().fit(X[seen], y[seen], user_ids=users[seen])
-        population = float(np.mean(base.predict(X[test], user_ids=users[test]) == y[test]))
+        fitted = make().fit(X[seen], y[seen], user_ids=users[seen])
+        population = float(np.mean(fitted.predict(X[test], user_ids=users[test]) == y[test]))
 
-        def fold(base=base):
+        def fold(fitted=fitted):
             import copy
 
-            return copy.deepcopy(base).partial_fit_users(X[shot], y[shot], user_ids=users[shot])
+            return copy.deepcopy(fitted).partial_fit_users(X[shot], y[shot],
+                                                           user_ids=users[shot])
 
         repeats = args.repeats if name == "sklearn_lore" else 1
         seconds, est = timed(fold, args.device, repeats) if repeats > 1 else _once(fold, args.device)
@@ -162,7 +164,8 @@ def to_markdown(fit_rows, fold_rows, args, info):
         fit.to_markdown(index=False, floatfmt=".3f"),
         "",
         f"fold-in: {args.fold_in_users} new users x {args.fold_in_shots} pairs, "
-        f"rank {args.fold_in_rank}, basis fitted on {args.n_users} users",
+        f"rank {args.fold_in_rank}, basis fitted on {args.fold_in_base_users} users x "
+        f"{args.n_pairs} pairs",
         "",
         fold.to_markdown(index=False, floatfmt=".4f"),
     ]
@@ -178,6 +181,9 @@ def main(argv=None):
     p.add_argument("--fold-in-users", type=int, default=500)
     p.add_argument("--fold-in-shots", type=int, default=10)
     p.add_argument("--fold-in-rank", type=int, default=8)
+    p.add_argument("--fold-in-base-users", type=int, default=2000,
+                   help="users whose pairs fit the basis before the fold-in (a rank-8 basis "
+                        "in d=384 is not learnable from a few hundred users)")
     p.add_argument("--device", default=None, help="torch device (cuda); default numpy on CPU")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--loop", action="store_true", help="also time the per-user-loop variant")

@@ -12,6 +12,7 @@
 Agreement of the numpy and torch backends is tested in ``test_estimator.py`` (BackendContract).
 """
 
+import importlib.util
 import warnings
 
 import numpy as np
@@ -765,3 +766,16 @@ def test_forget_then_save_holds_no_trace_of_the_user(to_forget, tmp_path):
     with zipfile.ZipFile(tmp_path / "m.lore") as archive:
         blob = b"".join(archive.read(name) for name in archive.namelist())
     assert "u5".encode("utf-32-le") not in blob and b'"u5"' not in blob
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(identifiable=True))
+def test_numpy_and_torch_backends_agree(case):
+    X, y, users, B = case
+    a = lore(B).fit(X, y, user_ids=users)
+    b = LowRankRewardEstimator(B, random_state=0, backend="torch", device="cpu")
+    b.fit(X, y, user_ids=users)
+    for ids in (users, None):
+        np.testing.assert_allclose(b.predict_proba(X, user_ids=ids),
+                                   a.predict_proba(X, user_ids=ids), atol=1e-6)

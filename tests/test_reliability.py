@@ -9,7 +9,8 @@
 - Streaming: many ``partial_fit`` calls against one ``fit``; what a batch may and may not change.
 - Deletion: ``forget_users``.
 
-Agreement of the numpy and torch backends is tested in ``test_estimator.py`` (BackendContract).
+Agreement of the numpy and torch backends: a property test here, and ``test_estimator.py``
+(BackendContract).
 """
 
 import importlib.util

@@ -477,18 +477,19 @@ def fit_inverse_temperature(t, y, s, bounds=(0.05, 20.0)):
 # streaming curvature
 
 
-def kron_curvature(Z, s, V, W_rows, gram):
+def kron_curvature(F, s, W_rows, gram):
     """Kronecker factors (A, S) of the basis-block Hessian of one batch (numpy).
 
     The exact Hessian is sum_i c_i (z_i z_i^T) (x) (w_i w_i^T) with
     c_i = s_i p_i (1 - p_i); it is approximated by A (x) S with
     S = sum_i c_i w_i w_i^T / sum_i c_i and A = sum_i c_i z_i z_i^T, itself taken as
     the solver's Gram matrix ``gram`` = Z^T diag(s / 4) Z rescaled to the batch's
-    total curvature (saving a second Gram pass). Applying A (x) S to a (d, B)
+    total curvature (saving a second Gram pass); ``F = Z V`` gives the logits.
+    Applying A (x) S to a (d, B)
     matrix D costs A D S. Returned with the batch's total curvature (the weight used
     when factors of several batches are merged).
     """
-    p = expit(np.einsum("nb,nb->n", Z @ V, W_rows))
+    p = expit(np.einsum("nb,nb->n", F, W_rows))
     c = s * p * (1.0 - p)
     total = float(c.sum())
     A = gram * (total / max(float(s.sum()) / 4.0, 1e-300))

@@ -348,7 +348,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         return theta[0], precision + hess[0]
 
-    def _fit_temperature(self, Z, y01, sw, W_rows, P_rows):
+    def _fit_temperature(self, F, y01, sw, W_rows, P_rows):
         """Temperature from approximate leave-one-out logits of the training rows.
 
         Removing one unit of weight of row i moves its user's parameters by about
@@ -360,7 +360,6 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.temperature_ = self.population_temperature_ = 1.0
         if not self.calibrate:
             return
-        F = Z @ self.components_.T
         t = np.einsum("nb,nb->n", F, W_rows)
         G = F
         if self._kind == "simplex":
@@ -450,10 +449,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.user_weights_ = self._weights_from_params(theta)
         self.user_precision_ = hess + P
         self._set_population(mu, len(users) * P, prior_precision=P)
-        self._fit_temperature(Z, y01, sw, self.user_weights_[groups],
+        F = be.to_numpy(F)
+        self._fit_temperature(F, y01, sw, self.user_weights_[groups],
                               self.user_precision_[groups])
         self._stream_curvature = _solver.kron_curvature(
-            Z, sw, res.V, self.user_weights_[groups], res.gram
+            F, sw, self.user_weights_[groups], res.gram
         )
         return self
 
@@ -484,13 +484,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                              hess + self.prior_strength * np.eye(B),
                              prior_precision=self.prior_strength * np.eye(B))
         n = Z.shape[0]
-        self._fit_temperature(Z, y01, sw, np.tile(self.population_weights_, (n, 1)),
+        self._fit_temperature(F, y01, sw, np.tile(self.population_weights_, (n, 1)),
                               np.broadcast_to(self._population_precision, (n, B, B)))
         # here the population is the fitted model itself: use its leave-one-out temperature
         self.population_temperature_ = self.temperature_
-        self._stream_curvature = _solver.kron_curvature(
-            Z, sw, self.components_.T, np.tile(weights, (Z.shape[0], 1)), gram
-        )
+        self._stream_curvature = _solver.kron_curvature(F, sw, np.tile(weights, (n, 1)), gram)
         return self
 
     # ------------------------------------------------------------------
@@ -631,8 +629,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective
         posterior = precisions + res.user_hessian
+        F = be.to_numpy(be.matmul_ZV(rows.Z, be.asarray(res.V)))
         batch_curv = _solver.kron_curvature(
-            Z, sw, res.V, self._weights_from_params(res.theta)[groups], res.gram
+            F, sw, self._weights_from_params(res.theta)[groups], res.gram
         )
         self._stream_curvature = _solver.add_kron_curvature(self._stream_curvature, batch_curv)
         if batch_users is not None:
@@ -672,13 +671,15 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         y01 = self._binary_labels(y)
         groups, batch_users = self._factorize(ids)
         centres, precisions, index = self._batch_priors(batch_users, self.prior_precision_)
-        be = resolve_backend("numpy", None)
+        be = resolve_backend(self.backend, self.device)
         rows = _solver.make_rows(be, Z, y01, sw, groups, len(batch_users))
-        F = Z @ self.components_.T
+        F = be.matmul_ZV(rows.Z, be.asarray(self.components_.T))
         theta, hess = _solver.user_step(
-            be, rows, F, centres.copy(), centres, precisions, self._kind
+            be, rows, F, be.asarray(centres), be.asarray(centres), be.asarray(precisions),
+            self._kind,
         )
-        self._update_users(batch_users, index, theta, precisions + hess)
+        self._update_users(batch_users, index, be.to_numpy(theta),
+                           precisions + be.to_numpy(hess))
         return self
 
     def _batch_priors(self, batch_users, new_precision):

@@ -114,7 +114,7 @@ def _show_best_of_n(df, y, truth, masks, args):
     for user in (est.users_[a], est.users_[b], None):
         best, _ = best_of_n(pipe, prompt, candidates, user)
         label = f"user {user}" if user is not None else "population"
-        print(f"  {label:>12}: {best}")
+        print(f"  {label:>12}: {best.replace(chr(10), ' / ')}")
 
 
 def run_csv(args):

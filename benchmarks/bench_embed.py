@@ -10,12 +10,10 @@ the cache and the output frame. On CUDA everything runs in float16.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -25,6 +23,7 @@ import torch  # noqa: E402
 
 from sklearn_lore import SentencePairEmbedder  # noqa: E402
 from sklearn_lore.embedding import clear_embedding_cache  # noqa: E402
+from _report import write_report  # noqa: E402
 
 WORDS = ("model reward user prefers answer short long polite detailed joke recipe code "
          "explain summary careful friendly formal casual example question helpful").split()
@@ -107,12 +106,7 @@ def main(argv=None):
     text = (f"device {device} ({gpu}), dtype {emb._device_dtype()[1]}, {len(texts)} texts, "
             f"~{n_tokens:.0f} tokens each, batch {args.batch_size}\n\n"
             + table.to_markdown(index=False, floatfmt=".2f"))
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"device": device, "gpu": gpu, "rows": rows,
-                                                    "tokens": n_tokens}, indent=2))
+    write_report(args.out, text, {"device": device, "gpu": gpu, "rows": rows, "tokens": n_tokens})
     return 0
 
 

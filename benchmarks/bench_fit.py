@@ -36,6 +36,7 @@ from bench_jester import cpu_name  # noqa: E402
 
 from sklearn_lore import LowRankRewardEstimator  # noqa: E402
 from sklearn_lore.datasets import make_preference_data  # noqa: E402
+from _report import write_report  # noqa: E402
 
 
 def machine(device):
@@ -193,12 +194,8 @@ def main(argv=None):
     fit_rows = bench_fit(args)
     fold_rows = bench_fold_in(args)
     text = to_markdown(fit_rows, fold_rows, args, info)
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(
-        {"machine": info, "args": vars(args), "fit": fit_rows, "fold_in": fold_rows}, indent=2))
+    write_report(args.out, text,
+                 {"machine": info, "args": vars(args), "fit": fit_rows, "fold_in": fold_rows})
     return 0
 
 

@@ -18,7 +18,6 @@ a 2-core CPU. ``--max-pairs`` subsamples for a quick run.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -40,6 +39,7 @@ from sklearn_lore.datasets import (  # noqa: E402
     simulate_users_on_pairs,
 )
 from sklearn_lore.embedding import clear_embedding_cache  # noqa: E402
+from _report import write_report  # noqa: E402
 
 
 def lore_pipeline():
@@ -117,11 +117,7 @@ def main(argv=None):
                      f" ({grid_s / cold_s:.2f}x one cold fit); texts encoded during the search:"
                      f" {misses}; best {search.best_params_}")
     text = "\n".join(lines)
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    write_report(args.out, text, result)
     return 0
 
 

@@ -8,16 +8,14 @@ recipe): held-out accuracy for seen users' new pairs and fit time.
 """
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from sklearn_lore import LowRankRewardEstimator
 from sklearn_lore.datasets import load_jester, make_preference_data, pairs_from_ratings
+from _report import write_report  # noqa: E402
 
 
 def first_pairs(users, n_train):
@@ -57,18 +55,14 @@ def main(argv=None):
     for truth in ("simplex", "free"):
         X, y, users, _ = make_preference_data(n_users=200, n_pairs_per_user=50, n_features=64,
                                               n_components=4, weights=truth, random_state=0)
-        run(f"planted {truth} weights (200 users, d=64, rank 4)", X, y, users, 40, rows)
+        run(f"planted {truth} weights (200 users, d=64, planted rank 4)", X, y, users, 40, rows)
     if args.jester:
         X, y, users = jester_subsample(args.jester, args.jester_users)
         run(f"Jester, first {args.jester_users} users (28 train pairs each)", X, y, users, 28,
             rows)
     table = pd.DataFrame(rows)
     text = table.to_markdown(index=False, floatfmt=".3f")
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    write_report(args.out, text, rows)
     return 0
 
 

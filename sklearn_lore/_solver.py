@@ -313,9 +313,9 @@ class FitResult:
     gram: np.ndarray
 
 
-def fit_alternating(be, rows, V0, theta0, kind, alpha, lam, max_iter, tol, *, prior=None,
+def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None,
                     anchor=None, log=None):
-    """Alternating minimization of J from ``V0``; returns a :class:`FitResult` (numpy).
+    """Alternating minimization of J from the basis ``V0``; returns a :class:`FitResult`.
 
     Every outer round solves the user block exactly (batched Newton; it needs only
     ``F = Z V``, no pass over the data) and then takes one L-BFGS step on the basis
@@ -338,8 +338,8 @@ def fit_alternating(be, rows, V0, theta0, kind, alpha, lam, max_iter, tol, *, pr
         centres, precision = None, lam * be.eye(B)
     else:
         centres, precision = prior
-    theta = centres if theta0 is None and centres is not None else theta0
-    state = {"theta": be.zeros((rows.n_groups, B)) if theta is None else theta}
+    # users start at their prior centre: no per-user random draw, row order irrelevant
+    state = {"theta": be.zeros((rows.n_groups, B)) if centres is None else centres}
 
     def unpack(x):
         if optimize_mu:

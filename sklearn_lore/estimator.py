@@ -435,7 +435,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                                    self.random_state)
         rows = _solver.make_rows(be, Z, y01, sw, groups, len(users))
         res = _solver.fit_alternating(
-            be, rows, V0, None, self._kind, self.alpha, self.prior_strength,
+            be, rows, V0, self._kind, self.alpha, self.prior_strength,
             self.max_iter, self.tol, log=self._log,
         )
         self.components_ = res.V.T.copy()
@@ -621,7 +621,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         A, S, _ = self._stream_curvature
         anchor = (be.asarray(V_prev), be.asarray(A), be.asarray(S), self.alpha)
         res = _solver.fit_alternating(
-            be, rows, V_prev, None, self._kind, 0.0, self.prior_strength,
+            be, rows, V_prev, self._kind, 0.0, self.prior_strength,
             self.max_iter, self.tol, prior=(be.asarray(centres), be.asarray(precisions)),
             anchor=anchor, log=self._log,
         )

@@ -29,8 +29,11 @@ Objective (minimized)::
 the L2 strength on the basis. Both are in units of comparisons: a user with n pairs
 weighs its data against a prior worth about ``lam`` pairs. The ``||mu||`` term removes
 the scale symmetry V -> cV, Theta -> Theta / c that would otherwise let a single user
-escape the basis penalty; for free weights the optimal mu is sum_g theta_g / (G + 1).
-For simplex weights mu is the log of the population weights (not optimized jointly).
+escape the basis penalty; for free weights mu is optimized jointly (its block optimum is
+sum_g theta_g / (G + 1)); for simplex weights mu = 0 (uniform weights) during the fit.
+After the alternating fit, with V fixed, the prior (mu, P) is re-estimated by empirical
+Bayes (Laplace EM over the users) and the users re-solved under it; streaming updates and
+fold-in use per-user Gaussian priors (centre, precision) in place of (mu, lam * I).
 
 Derivatives used by the solvers:
 

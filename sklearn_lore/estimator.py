@@ -332,19 +332,19 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             return logw - logw.mean(axis=1, keepdims=True)
         return W.copy()
 
-    def _fit_population(self, Z, y01, sw, V, prior=None):
-        """Population weights: one weighting of the basis fitted to all rows pooled.
+    def _update_population(self, F, y01, sw):
+        """Streaming update of the population: a pseudo-user that sees every row.
 
-        This is the best single user of the basis (the global model within the
-        basis), what an unknown user gets; as a pseudo-user it is updated like the
-        others in streaming. Returns its parameters and posterior precision.
+        One weighting of the basis, fitted to the batch's rows pooled (``F = Z V``)
+        with the population's current weights and precision as its prior, so it
+        accumulates over batches like any known user. Returns its parameters and
+        posterior precision.
         """
         be = resolve_backend("numpy", None)
-        rows = _solver.make_rows(be, Z, y01, sw, np.zeros(Z.shape[0], dtype=np.intp), 1)
-        B = self.n_components
-        centre, precision = prior if prior is not None else (np.zeros(B), self.prior_strength * np.eye(B))
+        rows = _solver.make_rows(be, F, y01, sw, np.zeros(F.shape[0], dtype=np.intp), 1)
+        centre, precision = self.prior_mean_, self._population_precision
         theta, hess = _solver.user_step(
-            be, rows, Z @ V, centre[None, :].copy(), centre, precision, self._kind
+            be, rows, F, centre[None, :].copy(), centre, precision, self._kind
         )
         return theta[0], precision + hess[0]
 
@@ -636,8 +636,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self._stream_curvature = _solver.add_kron_curvature(self._stream_curvature, batch_curv)
         if batch_users is not None:
             self._update_users(batch_users, index, res.theta, posterior)
-        prior = (self.prior_mean_, self._population_precision)
-        self._set_population(*self._fit_population(Z, y01, sw, res.V, prior))
+        self._set_population(*self._update_population(F, y01, sw))
 
     def partial_fit_users(self, X, y, sample_weight=None, *, user_ids=None):
         """Adapt users from a few comparisons with the basis frozen (fold-in).

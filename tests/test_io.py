@@ -316,6 +316,17 @@ def text_pairs(n=60, seed=0):
     return pd.DataFrame(rows), np.asarray(labels)
 
 
+def fitted_text_pipeline(model):
+    """Pipeline(embedder of ``model``, LowRankRewardEstimator(2)) fitted on text_pairs()."""
+    df, y = text_pairs()
+    return Pipeline(
+        [
+            ("embed", SentencePairEmbedder(model)),
+            ("lore", LowRankRewardEstimator(2, random_state=0)),
+        ]
+    ).fit(df, y)
+
+
 @pytest.fixture
 def named_model(monkeypatch):
     """Embedders call fake_encode instead of loading their model (which never exists)."""
@@ -345,17 +356,12 @@ def test_pipeline_round_trip_stores_the_model_by_name(named_model, tmp_path, no_
 
 
 def test_pipeline_file_holds_no_embeddings(named_model, tmp_path):
-    df, y = text_pairs()
-    pipe = Pipeline(
-        [
-            ("embed", SentencePairEmbedder(named_model)),
-            ("lore", LowRankRewardEstimator(2, random_state=0)),
-        ]
-    ).fit(df, y)
+    pipe = fitted_text_pipeline(named_model)
     save(pipe, tmp_path / "p.lore")
     with zipfile.ZipFile(tmp_path / "p.lore") as archive:
         shapes = [np.load(archive.open(n)).shape for n in archive.namelist() if n.endswith(".npy")]
-    assert all(len(df) not in shape for shape in shapes)  # nothing per row, no text vectors
+    n_rows = len(text_pairs()[0])
+    assert all(n_rows not in shape for shape in shapes)  # nothing per row, no text vectors
 
 
 def test_reward_model_embedder_and_path_params_round_trip(tmp_path):
@@ -413,13 +419,7 @@ def test_classes_outside_the_allow_list_cannot_be_saved(tmp_path):
 
 def test_pipeline_memory_is_neither_saved_nor_loaded(named_model, tmp_path):
     # A joblib cache unpickles its entries on fit: a file must not be able to point at one.
-    df, y = text_pairs()
-    pipe = Pipeline(
-        [
-            ("embed", SentencePairEmbedder(named_model)),
-            ("lore", LowRankRewardEstimator(2, random_state=0)),
-        ]
-    ).fit(df, y)
+    pipe = fitted_text_pipeline(named_model)
     with pytest.raises(TypeError, match="memory is set.*memory=None"):
         save(clone(pipe).set_params(memory=str(tmp_path / "cache")), tmp_path / "p.lore")
     save(pipe, tmp_path / "p.lore")
@@ -517,13 +517,7 @@ def test_manifest_naming_a_class_outside_the_allow_list(name, saved, monkeypatch
 
 
 def test_nested_estimator_outside_the_allow_list(named_model, tmp_path):
-    df, y = text_pairs()
-    pipe = Pipeline(
-        [
-            ("embed", SentencePairEmbedder(named_model)),
-            ("lore", LowRankRewardEstimator(2, random_state=0)),
-        ]
-    ).fit(df, y)
+    pipe = fitted_text_pipeline(named_model)
     save(pipe, tmp_path / "p.lore")
 
     def edit(manifest):

@@ -127,7 +127,7 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10):
         p = be.sigmoid(t)
         grad_w = be.segment_sum(rows.seg, (rows.s * (p - rows.y))[:, None] * F)
         curv = rows.s * p * (1.0 - p)
-        H_w = be.segment_sum(rows.seg, (curv[:, None] * F)[:, :, None] * F[:, None, :])
+        H_w = be.segment_outer(rows.seg, curv, F)
         prior_grad = obj.prior_gradient(be, theta - mu, precision)
         if kind == "simplex":
             grad, H = _simplex_newton_system(be, W, grad_w, H_w, precision, eye)
@@ -143,7 +143,8 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10):
             step = be.solve(H_w + precision, grad)
         decrement = be.sum(grad * step, axis=1)
         if be.abs_max(decrement) <= tol:
-            break
+            # converged where H_w was just computed: it is the data Hessian there
+            return theta, _param_hessian(be, W, H_w, kind)
         theta = _line_search_users(
             be, rows, F, theta, mu, precision, kind, f_g, step, decrement, tol
         )
@@ -192,11 +193,15 @@ def _user_hessian(be, rows, F, theta, kind):
     W = obj.user_weights_from_params(be, theta, kind)
     t = obj.row_logits(be, F, W[rows.groups])
     p = be.sigmoid(t)
-    H = be.segment_sum(rows.seg, ((rows.s * p * (1.0 - p))[:, None] * F)[:, :, None] * F[:, None, :])
+    return _param_hessian(be, W, be.segment_outer(rows.seg, rows.s * p * (1.0 - p), F), kind)
+
+
+def _param_hessian(be, W, H_w, kind):
+    """Gauss-Newton data Hessian in parameter space from the one in weight space."""
     if kind == "simplex":
         J = _softmax_jacobian(be, W, be.eye(W.shape[1]))
-        H = J @ H @ J
-    return H
+        return J @ H_w @ J
+    return H_w
 
 
 # ---------------------------------------------------------------------------
@@ -397,20 +402,20 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
     )
 
 
-def empirical_bayes_prior(be, rows, F, theta, kind, lam, max_iter=30, tol=1e-6):
+def empirical_bayes_prior(be, rows, F, theta, kind, lam, max_iter=30, tol=1e-6, sigma0=None):
     """Gaussian prior N(mu, Sigma) over users' parameters by Laplace EM, basis fixed.
 
     E-step: every user's MAP parameters and posterior covariance (H_u + P)^-1 under
     the current prior (one batched user step). M-step: mu = mean of the MAPs,
     Sigma = their covariance plus the mean posterior covariance. Starts from the
-    fit's prior (mu = mean of ``theta``, Sigma = I / lam). Returns numpy
+    fit's prior (mu = mean of ``theta``, Sigma = I / lam, or ``sigma0``). Returns numpy
     ``(theta, hessian, mu, precision, n_iter)`` with the users refitted under the
     final prior.
     """
     B, G = F.shape[1], rows.n_groups
     theta = be.asarray(theta)
     mu = be.to_numpy(be.sum(theta, axis=0)) / G
-    sigma = np.eye(B) / lam
+    sigma = np.eye(B) / lam if sigma0 is None else np.array(sigma0, dtype=float)
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         P = np.linalg.inv(sigma)
@@ -427,6 +432,125 @@ def empirical_bayes_prior(be, rows, F, theta, kind, lam, max_iter=30, tol=1e-6):
     P = np.linalg.inv(sigma)
     theta, hess = user_step(be, rows, F, theta, be.asarray(mu), be.asarray(P), kind)
     return be.to_numpy(theta), be.to_numpy(hess), mu, P, n_iter
+
+
+SHRINKAGE_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0)
+
+
+def _content_keys(Z, y):
+    """A pseudo-random key per row that depends on its content only (not its position)."""
+    r = np.random.RandomState(12345).standard_normal(Z.shape[1])
+    return Z @ r + 0.5 * np.asarray(y, dtype=float)
+
+
+def _rank_within(groups, keys):
+    """Rank of each row among its group's rows, ordered by ``keys``."""
+    order = np.lexsort((keys, groups))
+    rank = np.empty(len(groups), dtype=np.intp)
+    sorted_groups = groups[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_groups)) + 1]
+    first = np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
+    rank[order] = np.arange(len(groups)) - first
+    return rank
+
+
+def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
+                       grid=SHRINKAGE_GRID, shots=(5, 10, 20), n_splits=5,
+                       min_held_users=100, max_iter=20, tol=1e-3):
+    """Scale of the new-user prior precision, chosen on held-out users (cross-fitting).
+
+    The empirical-Bayes spread of the fitted users' weights is estimated with the
+    basis those users were fitted with, so it is too wide when the basis itself is
+    poorly determined (a rank-B basis in d dimensions from few users): new users
+    adapted under it can do worse than the population. Here the users are cut into
+    ``n_splits`` folds; for as many folds as it takes to hold out
+    ``min_held_users`` users (all folds for small data, one for large), the basis is
+    refitted without the fold (warm-started from ``V``, tolerance ``tol``) with its
+    own empirical-Bayes prior, and each held-out user is adapted on k of their pairs
+    (k in ``shots``, at most half of them) and scored on the others. The returned
+    scale c in ``grid`` is the largest whose pooled held-out log-loss (after a
+    fitted temperature: a measure of ranking that does not punish a mere scale of
+    the logits) is within one standard error of the best scale's, users taken as
+    the sampling unit: where the data cannot tell two scales apart, the one that
+    shrinks more is safer. The new-user prior precision is then c P. Folds and adaptation pairs
+    depend on the rows' content only, so the choice does not change with row order
+    or user labels. Returns ``(c, table)`` with ``table`` mapping each c to its
+    held-out log-loss, or ``(1.0, {})`` when there are too few users to split.
+    """
+    keys = _content_keys(Z, y)
+    counts = np.bincount(groups, minlength=n_groups)
+    user_keys = np.bincount(groups, weights=keys, minlength=n_groups)
+    user_rank = np.empty(n_groups, dtype=np.intp)
+    user_rank[np.argsort(user_keys, kind="stable")] = np.arange(n_groups)
+    fold = user_rank % n_splits
+    if n_groups < 2 * n_splits or (counts >= 2).sum() < n_splits:
+        return 1.0, {}
+    per_fold = max(n_groups // n_splits, 1)
+    n_folds = min(n_splits, -(-min_held_users // per_fold))
+    logits = {c: [] for c in grid}
+    labels, weights, owners = [], [], []
+    for f in range(n_folds):
+        held = ((fold == f) & (counts >= 2))[groups]
+        if not held.any():
+            continue
+        _crossfit_fold(be, Z, y, s, groups, held, keys, V, P, kind, alpha, lam, grid,
+                       shots, max_iter, tol, logits, labels, weights, owners)
+    if not labels:
+        return 1.0, {}
+    yy, ss, owner = np.concatenate(labels), np.concatenate(weights), np.concatenate(owners)
+    _, owner = np.unique(owner, return_inverse=True)
+    per_user = {}
+    for c in grid:
+        t = np.concatenate(logits[c])
+        q = np.clip(expit(fit_inverse_temperature(t, yy, ss) * t), 1e-12, 1 - 1e-12)
+        loss = -ss * (yy * np.log(q) + (1 - yy) * np.log1p(-q))
+        per_user[c] = np.bincount(owner, weights=loss)
+    total = ss.sum()
+    table = {c: float(per_user[c].sum() / total) for c in grid}
+    best = min(grid, key=table.get)
+    # one-standard-error rule, users as the sampling unit: the strongest shrinkage
+    # whose held-out loss the data cannot tell from the best one's
+    choice = best
+    for c in grid:
+        diff = per_user[c] - per_user[best]
+        se = np.sqrt(len(diff)) * diff.std() / total
+        if c > choice and table[c] - table[best] <= se:
+            choice = c
+    return float(choice), table
+
+
+def _crossfit_fold(be, Z, y, s, groups, held, keys, V, P, kind, alpha, lam, grid, shots,
+                   max_iter, tol, logits, labels, weights, owners):
+    """One fold of :func:`crossfit_shrinkage`: appends held-out logits per scale."""
+
+    def regroup(mask):
+        distinct, inverse = np.unique(groups[mask], return_inverse=True)
+        return inverse.astype(np.intp), len(distinct)
+
+    g_tr, n_tr = regroup(~held)
+    rows_tr = make_rows(be, Z[~held], y[~held], s[~held], g_tr, n_tr)
+    res = fit_alternating(be, rows_tr, V, kind, alpha, lam, max_iter, tol)
+    F_tr = be.matmul_ZV(rows_tr.Z, be.asarray(res.V))
+    _, _, mu, P_cf, _ = empirical_bayes_prior(be, rows_tr, F_tr, res.theta, kind, lam,
+                                              max_iter=10, sigma0=np.linalg.inv(P))
+    g_h, n_h = regroup(held)
+    yh, sh = y[held], s[held]
+    Fh = Z[held] @ res.V
+    rank = _rank_within(g_h, keys[held])
+    n_u = np.bincount(g_h)[g_h]
+    mu_be = be.asarray(mu)
+    start = be.asarray(np.tile(mu, (n_h, 1)))
+    for k in shots:
+        adapt = rank < np.minimum(k, n_u // 2)
+        rows_k = make_rows(be, Fh[adapt], yh[adapt], sh[adapt], g_h[adapt], n_h)
+        F_k = be.asarray(Fh[adapt])
+        for c in grid:
+            theta, _ = user_step(be, rows_k, F_k, start, mu_be, be.asarray(c * P_cf), kind)
+            W = be.to_numpy(obj.user_weights_from_params(be, theta, kind))
+            logits[c].append(np.einsum("nb,nb->n", Fh[~adapt], W[g_h[~adapt]]))
+        labels.append(yh[~adapt])
+        weights.append(sh[~adapt])
+        owners.append(groups[held][~adapt])
 
 
 def fit_single_model(be, rows, alpha, max_iter=1000, gtol=1e-10):

@@ -50,7 +50,21 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     prior_strength : float, default=1.0
         Precision of the prior that shrinks each user's parameters toward the
         population, in units of comparisons: a user with n pairs weighs them
-        against a prior worth about ``prior_strength`` pairs.
+        against a prior worth about ``prior_strength`` pairs. This is the prior of
+        the fit itself and of users new to a :meth:`partial_fit` stream; new users
+        of :meth:`partial_fit_users` get the empirical-Bayes prior (see
+        ``shrinkage``).
+    shrinkage : "auto" or float, default="auto"
+        Scale of the precision of the prior of new users folded in with
+        :meth:`partial_fit_users`: ``prior_precision_`` is ``shrinkage_`` times the
+        empirical-Bayes precision estimated from the fitted users. The spread of
+        fitted users' weights overstates how far a new user may safely move when the
+        basis itself is poorly determined (few users for a large rank), so
+        ``"auto"`` chooses the scale among 1, 2, 4, ..., 1024 by cross-fitting:
+        one user in five is held out, the basis is refitted without them
+        (warm-started, loose tolerance), and the held-out users are adapted on 5,
+        10 and 20 of their pairs and scored on the others. It costs part of a fit;
+        a float fixes the scale (1.0: the empirical-Bayes prior as estimated).
     user_col : str, default="user_id"
         Column of a DataFrame ``X`` that holds the user ids.
     backend : {"auto", "numpy", "torch"}, default="auto"
@@ -95,7 +109,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     prior_mean_ : ndarray of shape (n_components,)
         Prior centre of a new user's parameters (the population, in parameter space).
     prior_precision_ : ndarray of shape (n_components, n_components)
-        Prior precision of a new user's parameters.
+        Prior precision of a new user's parameters: ``shrinkage_`` times the
+        empirical-Bayes precision.
+    shrinkage_ : float
+        The scale applied (chosen by cross-fitting when ``shrinkage="auto"``).
     n_iter_ : int
         Outer rounds run by the last fit.
     objective_ : float
@@ -129,6 +146,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         "user_weights": [StrOptions({"free", "simplex"})],
         "alpha": [Interval(numbers.Real, 0, None, closed="neither")],
         "prior_strength": [Interval(numbers.Real, 0, None, closed="neither")],
+        "shrinkage": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="neither")],
         "user_col": [str],
         "backend": [StrOptions({"auto", "numpy", "torch"})],
         "device": [str, None],
@@ -146,6 +164,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         user_weights="free",
         alpha=1.0,
         prior_strength=1.0,
+        shrinkage="auto",
         user_col="user_id",
         backend="auto",
         device=None,
@@ -159,6 +178,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.user_weights = user_weights
         self.alpha = alpha
         self.prior_strength = prior_strength
+        self.shrinkage = shrinkage
         self.user_col = user_col
         self.backend = backend
         self.device = device
@@ -448,7 +468,14 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         self.user_weights_ = self._weights_from_params(theta)
         self.user_precision_ = hess + P
-        self._set_population(mu, len(users) * P, prior_precision=P)
+        if self.shrinkage == "auto":
+            self.shrinkage_, _ = _solver.crossfit_shrinkage(
+                be, Z, y01, sw, groups, len(users), res.V, P, self._kind, self.alpha,
+                self.prior_strength,
+            )
+        else:
+            self.shrinkage_ = float(self.shrinkage)
+        self._set_population(mu, len(users) * P, prior_precision=self.shrinkage_ * P)
         F = be.to_numpy(F)
         self._fit_temperature(F, y01, sw, self.user_weights_[groups],
                               self.user_precision_[groups])
@@ -476,6 +503,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.user_precision_ = np.zeros((0, B, B))
         self.n_iter_ = n_iter
         self.objective_ = objective
+        self.shrinkage_ = 1.0 if self.shrinkage == "auto" else float(self.shrinkage)
         weights = np.eye(B)[0]
         F = Z @ self.components_.T
         p = _solver.expit(F[:, 0])

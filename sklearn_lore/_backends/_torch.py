@@ -119,6 +119,10 @@ class TorchBackend:
                           device=values.device)
         return out.index_add_(0, groups, values)
 
+    def segment_outer(self, seg, c, F):
+        """Per-group weighted outer products sum_i c_i f_i f_i^T -> (n_groups, B, B)."""
+        return self.segment_sum(seg, (c[:, None] * F)[:, :, None] * F[:, None, :])
+
     # the two passes over the data -------------------------------------------
     def matmul_ZV(self, Z, V):
         if isinstance(Z, _HostChunks):

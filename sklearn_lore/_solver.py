@@ -456,7 +456,7 @@ def _rank_within(groups, keys):
 
 def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
                        grid=SHRINKAGE_GRID, shots=(5, 10, 20), n_splits=5,
-                       min_held_users=100, max_iter=20, tol=1e-3):
+                       min_held_users=60, max_iter=20, tol=1e-3):
     """Scale of the new-user prior precision, chosen on held-out users (cross-fitting).
 
     The empirical-Bayes spread of the fitted users' weights is estimated with the

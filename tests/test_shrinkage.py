@@ -1,0 +1,116 @@
+"""The new-user prior: empirical Bayes scaled by a cross-fitted ``shrinkage``.
+
+A user folded in with a few pairs must not do worse than the population model. The
+empirical-Bayes spread of the fitted users' weights is too wide when the basis is
+poorly determined (few users for a large rank in many dimensions); ``shrinkage="auto"``
+detects that on held-out users and shrinks new users harder.
+"""
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklearn_lore import LowRankRewardEstimator
+from sklearn_lore.datasets import make_preference_data
+
+SHOTS = 10
+
+
+def _seen_and_new(n_seen, n_features, n_components, n_pairs=30, n_new=300):
+    X, y, users, _ = make_preference_data(
+        n_users=n_seen + n_new, n_pairs_per_user=n_pairs, n_features=n_features,
+        n_components=n_components, random_state=1,
+    )
+    seen = np.isin(users, pd.unique(users)[:n_seen])
+    rank = pd.Series(users).groupby(users).cumcount().to_numpy()
+    shot, test = ~seen & (rank < SHOTS), ~seen & (rank >= SHOTS)
+    return X, y, users, seen, shot, test
+
+
+def _population_and_fold_in(est, X, y, users, shot, test):
+    population = np.mean(est.predict(X[test], user_ids=users[test]) == y[test])
+    folded = copy.deepcopy(est).partial_fit_users(X[shot], y[shot], user_ids=users[shot])
+    return population, np.mean(folded.predict(X[test], user_ids=users[test]) == y[test])
+
+
+@pytest.fixture(scope="module")
+def unreliable_basis():
+    """Rank 8 in 128 dimensions from 50 users: the basis is mostly noise."""
+    return _seen_and_new(50, 128, 8)
+
+
+def test_auto_shrinkage_protects_new_users_when_the_basis_is_unreliable(unreliable_basis):
+    X, y, users, seen, shot, test = unreliable_basis
+    kw = dict(random_state=0)
+    plain = LowRankRewardEstimator(shrinkage=1.0, **kw).fit(X[seen], y[seen], user_ids=users[seen])
+    auto = LowRankRewardEstimator(**kw).fit(X[seen], y[seen], user_ids=users[seen])
+    pop_plain, fold_plain = _population_and_fold_in(plain, X, y, users, shot, test)
+    pop_auto, fold_auto = _population_and_fold_in(auto, X, y, users, shot, test)
+    assert pop_plain == pop_auto  # the population model does not depend on shrinkage
+    # the failure the guard exists for: the plain empirical-Bayes prior loses to the
+    # population on 300 new users x 20 test pairs
+    assert fold_plain < pop_plain - 0.02
+    assert auto.shrinkage_ >= 8.0
+    assert fold_auto >= pop_auto - 0.005
+
+
+def test_auto_shrinkage_keeps_personalization_with_a_good_basis():
+    X, y, users, seen, shot, test = _seen_and_new(300, 16, 3)
+    est = LowRankRewardEstimator(random_state=0).fit(X[seen], y[seen], user_ids=users[seen])
+    population, folded = _population_and_fold_in(est, X, y, users, shot, test)
+    assert est.shrinkage_ <= 2.0
+    assert folded > population + 0.05
+
+
+def test_prior_precision_is_the_scaled_empirical_bayes_precision(problem_small):
+    X, y, users = problem_small
+    one = LowRankRewardEstimator(3, shrinkage=1.0, random_state=0).fit(X, y, user_ids=users)
+    three = LowRankRewardEstimator(3, shrinkage=3.0, random_state=0).fit(X, y, user_ids=users)
+    assert one.shrinkage_ == 1.0 and three.shrinkage_ == 3.0
+    np.testing.assert_allclose(three.prior_precision_, 3.0 * one.prior_precision_)
+    # only new users are affected: the fitted users and the population are not
+    np.testing.assert_array_equal(three.user_weights_, one.user_weights_)
+    np.testing.assert_array_equal(three.population_weights_, one.population_weights_)
+
+
+def test_auto_shrinkage_ignores_row_order_and_user_labels(problem_small):
+    X, y, users = problem_small
+    est = LowRankRewardEstimator(3, random_state=0).fit(X, y, user_ids=users)
+    perm = np.random.RandomState(0).permutation(len(y))
+    relabel = {u: f"other-{i}" for i, u in enumerate(np.unique(users)[::-1])}
+    shuffled = LowRankRewardEstimator(3, random_state=0).fit(
+        X[perm], y[perm], user_ids=np.array([relabel[u] for u in users[perm]])
+    )
+    assert shuffled.shrinkage_ == est.shrinkage_
+    np.testing.assert_allclose(shuffled.prior_precision_, est.prior_precision_, rtol=1e-6,
+                               atol=1e-8)
+
+
+def test_too_few_users_keep_the_empirical_bayes_prior():
+    X, y, users, _ = make_preference_data(n_users=6, n_pairs_per_user=20, n_features=8,
+                                          random_state=0)
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+    assert est.shrinkage_ == 1.0
+
+
+def test_without_user_ids_the_shrinkage_is_the_given_scale(problem_small):
+    X, y, _ = problem_small
+    assert LowRankRewardEstimator(2, random_state=0).fit(X, y).shrinkage_ == 1.0
+    assert LowRankRewardEstimator(2, shrinkage=5.0, random_state=0).fit(X, y).shrinkage_ == 5.0
+
+
+@pytest.mark.parametrize("bad", ["bogus", 0.0, -1.0, None])
+def test_invalid_shrinkage_is_rejected_at_fit(bad, problem_small):
+    X, y, users = problem_small
+    est = LowRankRewardEstimator(2, shrinkage=bad)
+    with pytest.raises(ValueError, match="shrinkage"):
+        est.fit(X, y, user_ids=users)
+
+
+@pytest.fixture(scope="module")
+def problem_small():
+    X, y, users, _ = make_preference_data(n_users=40, n_pairs_per_user=30, n_features=12,
+                                          n_components=3, random_state=3)
+    return X, y, users

@@ -472,9 +472,9 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     fitted temperature: a measure of ranking that does not punish a mere scale of
     the logits) is within one standard error of the best scale's, users taken as
     the sampling unit: where the data cannot tell two scales apart, the one that
-    shrinks more is safer. The new-user prior precision is then c P. Folds and adaptation pairs
-    depend on the rows' content only, so the choice does not change with row order
-    or user labels. Returns ``(c, table)`` with ``table`` mapping each c to its
+    shrinks more is safer. The new-user prior precision is then c P. Folds and
+    adaptation pairs depend on the rows' content only, so the choice does not change
+    with row order or user labels. Returns ``(c, table)`` with ``table`` mapping each c to its
     held-out log-loss, or ``(1.0, {})`` when there are too few users to split.
     """
     keys = _content_keys(Z, y)
@@ -487,21 +487,18 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
         return 1.0, {}
     per_fold = max(n_groups // n_splits, 1)
     n_folds = min(n_splits, -(-min_held_users // per_fold))
-    logits = {c: [] for c in grid}
-    labels, weights, owners = [], [], []
-    for f in range(n_folds):
-        held = ((fold == f) & (counts >= 2))[groups]
-        if not held.any():
-            continue
-        _crossfit_fold(be, Z, y, s, groups, held, keys, V, P, kind, alpha, lam, grid,
-                       shots, max_iter, tol, logits, labels, weights, owners)
-    if not labels:
+    folds = [
+        _crossfit_fold(be, Z, y, s, groups, held, keys, V, P, kind, alpha, lam, grid, shots,
+                       max_iter, tol)
+        for held in (((fold == f) & (counts >= 2))[groups] for f in range(n_folds))
+        if held.any()
+    ]
+    if not folds:
         return 1.0, {}
-    yy, ss, owner = np.concatenate(labels), np.concatenate(weights), np.concatenate(owners)
+    logits, yy, ss, owner = (np.concatenate(part, axis=-1) for part in zip(*folds))
     _, owner = np.unique(owner, return_inverse=True)
     per_user = {}
-    for c in grid:
-        t = np.concatenate(logits[c])
+    for c, t in zip(grid, logits):
         q = np.clip(expit(fit_inverse_temperature(t, yy, ss) * t), 1e-12, 1 - 1e-12)
         loss = -ss * (yy * np.log(q) + (1 - yy) * np.log1p(-q))
         per_user[c] = np.bincount(owner, weights=loss)
@@ -520,8 +517,12 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
 
 
 def _crossfit_fold(be, Z, y, s, groups, held, keys, V, P, kind, alpha, lam, grid, shots,
-                   max_iter, tol, logits, labels, weights, owners):
-    """One fold of :func:`crossfit_shrinkage`: appends held-out logits per scale."""
+                   max_iter, tol):
+    """One fold of :func:`crossfit_shrinkage` (``held``: the rows of its held-out users).
+
+    Returns the held-out logits under each scale (len(grid), n), and the labels,
+    weights and user index of those n rows, every shot count's rows one after another.
+    """
 
     def regroup(mask):
         distinct, inverse = np.unique(groups[mask], return_inverse=True)
@@ -534,23 +535,28 @@ def _crossfit_fold(be, Z, y, s, groups, held, keys, V, P, kind, alpha, lam, grid
     _, _, mu, P_cf, _ = empirical_bayes_prior(be, rows_tr, F_tr, res.theta, kind, lam,
                                               max_iter=10, sigma0=np.linalg.inv(P))
     g_h, n_h = regroup(held)
-    yh, sh = y[held], s[held]
+    yh, sh, owner = y[held], s[held], groups[held]
     Fh = Z[held] @ res.V
     rank = _rank_within(g_h, keys[held])
     n_u = np.bincount(g_h)[g_h]
     mu_be = be.asarray(mu)
     start = be.asarray(np.tile(mu, (n_h, 1)))
+    logits, test = [], []
     for k in shots:
         adapt = rank < np.minimum(k, n_u // 2)
         rows_k = make_rows(be, Fh[adapt], yh[adapt], sh[adapt], g_h[adapt], n_h)
         F_k = be.asarray(Fh[adapt])
+        per_scale = []
         for c in grid:
             theta, _ = user_step(be, rows_k, F_k, start, mu_be, be.asarray(c * P_cf), kind)
             W = be.to_numpy(obj.user_weights_from_params(be, theta, kind))
-            logits[c].append(np.einsum("nb,nb->n", Fh[~adapt], W[g_h[~adapt]]))
-        labels.append(yh[~adapt])
-        weights.append(sh[~adapt])
-        owners.append(groups[held][~adapt])
+            per_scale.append(np.einsum("nb,nb->n", Fh[~adapt], W[g_h[~adapt]]))
+        logits.append(np.stack(per_scale))
+        test.append(~adapt)
+    test = np.concatenate(test)
+    n_shots = len(shots)
+    return (np.concatenate(logits, axis=1), np.tile(yh, n_shots)[test],
+            np.tile(sh, n_shots)[test], np.tile(owner, n_shots)[test])
 
 
 def fit_single_model(be, rows, alpha, max_iter=1000, gtol=1e-10):

@@ -65,6 +65,15 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         (warm-started, loose tolerance), and the held-out users are adapted on 5,
         10 and 20 of their pairs and scored on the others. It costs part of a fit;
         a float fixes the scale (1.0: the empirical-Bayes prior as estimated).
+    stream_memory : int, default=20000
+        Rows that :meth:`partial_fit` remembers. While all the rows streamed since
+        the first :meth:`partial_fit` call fit in it, every call refits the model on
+        all of them (warm-started from the current basis), so many small calls give
+        what one :meth:`fit` on the same rows gives. The first call that would exceed
+        it drops the memory, and from then on each call updates the model from its
+        own batch with Laplace priors (memory-free). 0 never remembers rows.
+        Remembered rows are part of the model's state: they are pickled and saved
+        with it, and :meth:`forget_users` deletes a user's rows from them.
     user_col : str, default="user_id"
         Column of a DataFrame ``X`` that holds the user ids.
     backend : {"auto", "numpy", "torch"}, default="auto"
@@ -147,6 +156,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         "alpha": [Interval(numbers.Real, 0, None, closed="neither")],
         "prior_strength": [Interval(numbers.Real, 0, None, closed="neither")],
         "shrinkage": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="neither")],
+        "stream_memory": [Interval(numbers.Integral, 0, None, closed="left")],
         "user_col": [str],
         "backend": [StrOptions({"auto", "numpy", "torch"})],
         "device": [str, None],
@@ -165,6 +175,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         alpha=1.0,
         prior_strength=1.0,
         shrinkage="auto",
+        stream_memory=20000,
         user_col="user_id",
         backend="auto",
         device=None,
@@ -179,6 +190,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.alpha = alpha
         self.prior_strength = prior_strength
         self.shrinkage = shrinkage
+        self.stream_memory = stream_memory
         self.user_col = user_col
         self.backend = backend
         self.device = device
@@ -443,16 +455,22 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
         self.classes_ = self._set_classes(y)
         y01 = self._binary_labels(y)
+        self._stream_memory = None
         return self._fit_first_batch(Z, y01, sw, ids)
 
-    def _fit_first_batch(self, Z, y01, sw, ids):
-        """Alternating minimization from a spectral start (``fit``, first ``partial_fit``)."""
+    def _fit_first_batch(self, Z, y01, sw, ids, V0=None, shrinkage=None):
+        """Alternating minimization from a spectral start, or from ``V0`` (d, B).
+
+        ``shrinkage``, when given, replaces ``self.shrinkage`` (a refit that keeps
+        the scale chosen earlier).
+        """
         if ids is None:
             return self._fit_without_users(Z, y01, sw)
         groups, users = self._factorize(ids)
         be = resolve_backend(self.backend, self.device)
-        V0 = _solver.spectral_init(Z, y01, sw, groups, len(users), self.n_components,
-                                   self.random_state)
+        if V0 is None:
+            V0 = _solver.spectral_init(Z, y01, sw, groups, len(users), self.n_components,
+                                       self.random_state)
         rows = _solver.make_rows(be, Z, y01, sw, groups, len(users))
         res = _solver.fit_alternating(
             be, rows, V0, self._kind, self.alpha, self.prior_strength,
@@ -468,13 +486,15 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         self.user_weights_ = self._weights_from_params(theta)
         self.user_precision_ = hess + P
-        if self.shrinkage == "auto":
+        shrinkage = self.shrinkage if shrinkage is None else shrinkage
+        if shrinkage == "auto":
             self.shrinkage_, _ = _solver.crossfit_shrinkage(
                 be, Z, y01, sw, groups, len(users), res.V, P, self._kind, self.alpha,
                 self.prior_strength,
             )
+            self._shrinkage_rows = len(y01)
         else:
-            self.shrinkage_ = float(self.shrinkage)
+            self.shrinkage_ = float(shrinkage)
         self._set_population(mu, len(users) * P, prior_precision=self.shrinkage_ * P)
         F = be.to_numpy(F)
         self._fit_temperature(F, y01, sw, self.user_weights_[groups],
@@ -583,13 +603,17 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     def partial_fit(self, X, y, classes=None, sample_weight=None, *, user_ids=None):
         """Update the model with one mini-batch of comparisons (streaming).
 
-        The first call initializes the basis from the batch (``classes`` is then
-        required). Every later call refits the batch's users and the basis on the
-        batch only, with priors that carry what earlier batches taught: each known
-        user starts from its weights and precision (``user_precision_``), the basis
-        from its current value with a Kronecker-factored curvature of all earlier
-        batches (a Laplace approximation). Users absent from the batch keep their
-        weights. Memory does not grow with the number of rows seen.
+        The first call fits the batch like :meth:`fit` (``classes`` is then
+        required). While every row streamed so far fits in ``stream_memory`` rows,
+        each later call refits the model on all of them, warm-started from the
+        current basis: many small calls reach what one fit on the same rows reaches.
+        After that (or with ``stream_memory=0``, or after :meth:`fit`) each call
+        refits the batch's users and the basis on the batch only, with priors that
+        carry what earlier batches taught: each known user starts from its weights
+        and precision (``user_precision_``), the basis from its current value with a
+        Kronecker-factored curvature of all earlier batches (a Laplace
+        approximation); users absent from the batch keep their weights exactly, and
+        memory does not grow with the number of rows seen.
 
         Parameters
         ----------
@@ -620,16 +644,55 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 )
             self.classes_ = classes
         y01 = self._binary_labels(y)
-        if first:
-            return self._fit_first_batch(Z, y01, sw, ids)
-        if (ids is None) != (len(self.users_) == 0):
+        if not first and (ids is None) != (len(self.users_) == 0):
             raise ValueError(
                 "Give user ids in every partial_fit call or in none: this model was "
                 + ("trained with" if len(self.users_) else "trained without")
                 + " user ids."
             )
-        self._stream_update(Z, y01, sw, ids)
+        batch = (Z, y01, sw, ids)
+        if first:
+            memory = batch
+        elif getattr(self, "_stream_memory", None) is not None:
+            memory = tuple(
+                None if old is None else np.concatenate([old, new])
+                for old, new in zip(self._stream_memory, batch)
+            )
+        else:
+            memory = None
+        if memory is not None and len(memory[1]) > self.stream_memory:
+            memory = None
+        if first:
+            self._fit_first_batch(*batch)
+        elif memory is not None:
+            self._refit_memory(memory)
+        else:
+            self._stream_update(*batch)
+        self._stream_memory = memory
         return self
+
+    def _refit_memory(self, memory):
+        """Refit on every remembered row, warm-started from the current basis.
+
+        Users known but absent from the memory (folded in with
+        :meth:`partial_fit_users`) keep their weights and precision. The
+        cross-fitted ``shrinkage_`` is chosen again only when the memory has doubled
+        since it was last chosen, so a stream pays for a few cross-fits, not one per
+        call.
+        """
+        Z, y01, sw, ids = memory
+        known = self.users_, self.user_weights_, self.user_precision_
+        keep_scale = len(y01) < 2 * getattr(self, "_shrinkage_rows", 0)
+        self._fit_first_batch(Z, y01, sw, ids, V0=self.components_.T,
+                              shrinkage=self.shrinkage_ if keep_scale else None)
+        outside = self._user_index(known[0]) < 0
+        if outside.any():
+            extra = known[0][outside]
+            if self.users_.dtype != extra.dtype:
+                self.users_, extra = self.users_.astype(object), extra.astype(object)
+            self.users_ = np.concatenate([self.users_, extra])
+            self.user_weights_ = np.vstack([self.user_weights_, known[1][outside]])
+            self.user_precision_ = np.concatenate([self.user_precision_, known[2][outside]])
 
     def _stream_update(self, Z, y01, sw, ids):
         if ids is None:
@@ -740,7 +803,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         """Delete users' personal weights (a data-deletion request).
 
         The rows of ``users_``, ``user_weights_`` and ``user_precision_`` that belong
-        to these users are removed, and the new-user prior is recomputed from the
+        to these users are removed, so are their comparisons remembered by
+        :meth:`partial_fit` (``stream_memory``), and the new-user prior is recomputed from the
         remaining users. A forgotten user is then predicted like any unknown user
         (the population weights), and a later :meth:`partial_fit_users` or
         :meth:`partial_fit` with their id starts from the population prior, as for a
@@ -796,6 +860,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             )
         keep = np.ones(len(self.users_), dtype=bool)
         keep[index] = False
+        memory = getattr(self, "_stream_memory", None)
+        if memory is not None:
+            forgotten = pd.Index(pd.Series(self.users_[~keep], dtype=object))
+            rows = forgotten.get_indexer(pd.Series(memory[3], dtype=object)) < 0
+            self._stream_memory = tuple(part[rows] for part in memory)
         self.users_ = self.users_[keep]
         self.user_weights_ = self.user_weights_[keep]
         self.user_precision_ = self.user_precision_[keep]

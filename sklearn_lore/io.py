@@ -560,6 +560,16 @@ def _check_lore_state(est, where):
             raise ValueError(f"{where}._stream_curvature: expected a tuple (A, S, scale).")
         _check_shape(curvature[0], (d, d), f"{where}._stream_curvature[0]")
         _check_shape(curvature[1], (B, B), f"{where}._stream_curvature[1]")
+    memory = getattr(est, "_stream_memory", None)
+    if memory is not None:
+        if not (isinstance(memory, tuple) and len(memory) == 4):
+            raise ValueError(f"{where}._stream_memory: expected a tuple (Z, y, weights, ids).")
+        n = len(memory[1]) if hasattr(memory[1], "__len__") else -1
+        _check_shape(memory[0], (n, d), f"{where}._stream_memory[0]")
+        _check_shape(memory[1], (n,), f"{where}._stream_memory[1]")
+        _check_shape(memory[2], (n,), f"{where}._stream_memory[2]")
+        if memory[3] is not None:
+            _check_shape(memory[3], (n,), f"{where}._stream_memory[3]")
     if hasattr(est, "_population_precision"):
         _check_shape(est._population_precision, (B, B), f"{where}._population_precision")
     _check_finite(vars(est), where)

@@ -725,3 +725,18 @@ def test_duplicate_member_names_are_rejected(saved):
             dst.writestr("manifest.json", b"{}")
     with pytest.raises(ValueError, match="bad or missing manifest"):
         load(out)
+
+
+def test_a_stream_memory_inconsistent_with_the_model_is_rejected(tmp_path):
+    X, y, users, _ = make_preference_data(n_users=6, n_pairs_per_user=10, n_features=5,
+                                          random_state=0)
+    est = LowRankRewardEstimator(2, random_state=0).partial_fit(
+        X, y, classes=[0, 1], user_ids=users)
+    path = tmp_path / "stream.lore"
+    save(est, path)
+    assert len(load(path)._stream_memory[1]) == len(y)  # the memory travels with the model
+    Z, y01, sw, ids = est._stream_memory
+    est._stream_memory = (Z, y01[:-1], sw, ids)  # one label short
+    save(est, path)
+    with pytest.raises(ValueError, match=r"_stream_memory\[\d\]: expected an array of shape"):
+        load(path)

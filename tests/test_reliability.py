@@ -856,3 +856,11 @@ def test_numpy_and_torch_backends_agree(case):
     for ids in (users, None):
         np.testing.assert_allclose(b.predict_proba(X, user_ids=ids),
                                    a.predict_proba(X, user_ids=ids), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "all", None])
+def test_invalid_stream_memory_is_rejected(bad):
+    X, y, users = data(n_users=4, n_pairs=6)
+    est = LowRankRewardEstimator(2, stream_memory=bad)
+    with pytest.raises(ValueError, match="stream_memory"):
+        est.partial_fit(X, y, classes=[0, 1], user_ids=users)

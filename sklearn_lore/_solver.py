@@ -474,8 +474,10 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     the sampling unit: where the data cannot tell two scales apart, the one that
     shrinks more is safer. The new-user prior precision is then c P. Folds and
     adaptation pairs depend on the rows' content only, so the choice does not change
-    with row order or user labels. Returns ``(c, table)`` with ``table`` mapping each c to its
-    held-out log-loss, or ``(1.0, {})`` when there are too few users to split.
+    with row order or user labels. Returns ``(c, table, temperature)`` with
+    ``table`` mapping each c to its held-out log-loss and ``temperature`` the one
+    fitted to the held-out users' logits under c (the calibration of adapted new
+    users), or ``(1.0, {}, None)`` when there are too few users to split.
     """
     keys = _content_keys(Z, y)
     counts = np.bincount(groups, minlength=n_groups)
@@ -484,7 +486,7 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     user_rank[np.argsort(user_keys, kind="stable")] = np.arange(n_groups)
     fold = user_rank % n_splits
     if n_groups < 2 * n_splits or (counts >= 2).sum() < n_splits:
-        return 1.0, {}
+        return 1.0, {}, None
     per_fold = max(n_groups // n_splits, 1)
     n_folds = min(n_splits, -(-min_held_users // per_fold))
     folds = [
@@ -494,12 +496,13 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
         if held.any()
     ]
     if not folds:
-        return 1.0, {}
+        return 1.0, {}, None
     logits, yy, ss, owner = (np.concatenate(part, axis=-1) for part in zip(*folds))
     _, owner = np.unique(owner, return_inverse=True)
-    per_user = {}
+    per_user, tau = {}, {}
     for c, t in zip(grid, logits):
-        q = np.clip(expit(fit_inverse_temperature(t, yy, ss) * t), 1e-12, 1 - 1e-12)
+        tau[c] = fit_inverse_temperature(t, yy, ss)
+        q = np.clip(expit(tau[c] * t), 1e-12, 1 - 1e-12)
         loss = -ss * (yy * np.log(q) + (1 - yy) * np.log1p(-q))
         per_user[c] = np.bincount(owner, weights=loss)
     total = ss.sum()
@@ -513,7 +516,7 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
         se = np.sqrt(len(diff)) * diff.std() / total
         if c > choice and table[c] - table[best] <= se:
             choice = c
-    return float(choice), table
+    return float(choice), table, 1.0 / tau[choice]
 
 
 def _crossfit_fold(be, Z, y, s, groups, held, keys, V, P, kind, alpha, lam, grid, shots,
@@ -625,6 +628,27 @@ def kron_curvature(F, s, W_rows, gram):
     A = gram * (total / max(float(s.sum()) / 4.0, 1e-300))
     S = (W_rows.T @ (c[:, None] * W_rows)) / max(total, 1e-300)
     return A, S, total
+
+
+def basis_leverage(be, Z, A, S, alpha):
+    """Leverage of each row on the basis, for leave-one-out logits (numpy out).
+
+    The basis block of the Hessian, sum_i c_i (z_i z_i^T) (x) (w_i w_i^T) + alpha I,
+    is taken in its Kronecker form A (x) S + alpha I (:func:`kron_curvature`), whose
+    inverse is diagonal in the eigenvectors U of A and Q of S. A row's logit
+    gradient with respect to V is z_i w_i^T, so its leverage on the basis is
+    ``sum_l R_il (Q^T w_i)_l^2`` with ``R_il = sum_k (U^T z_i)_k^2 / (a_k s_l + alpha)``;
+    the same ``R`` gives how much the basis moves any other weighting's logit.
+    Returns ``R`` (N, B) and ``Q`` (B, B); one pass over the data and one
+    eigen-decomposition of A (on the backend).
+    """
+    a, U = be.eigh(be.asarray(A))
+    a = np.maximum(be.to_numpy(a), 0.0)
+    sig, Q = np.linalg.eigh(S)
+    denom = np.outer(a, np.maximum(sig, 0.0)) + alpha
+    M = 1.0 / np.maximum(denom, 1e-10 * denom.max() + 1e-300)
+    R = be.to_numpy(be.row_leverage(Z, U, be.asarray(M)))
+    return R, Q
 
 
 def add_kron_curvature(old, new):

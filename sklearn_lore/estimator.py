@@ -17,6 +17,9 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from . import _solver
 from ._backends import resolve_backend
 
+# 1 - c h, floored: a leave-one-out shift is at most 20 times the first-order one
+_LEVERAGE_FLOOR = 0.05
+
 logger = logging.getLogger(__name__)
 
 
@@ -91,12 +94,15 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Seeds the spectral initialization (randomized SVD and the fill of basis
         columns beyond the data's rank). The solver itself is deterministic.
     calibrate : bool, default=True
-        Learn a temperature that calibrates the probabilities: the logits are
-        divided by ``temperature_``, fitted on approximate leave-one-out logits of
-        the training rows (each user's weights without that row, one Newton step
-        away) and never below 1, so it corrects the overconfidence of users fitted
-        on few pairs without a validation split; unknown users get
-        ``population_temperature_``. Predicted labels do not change.
+        Learn temperatures that calibrate the probabilities (the logits are divided
+        by them; predicted labels do not change). Users of the fit get
+        ``temperature_``, fitted on approximate leave-one-out logits of the training
+        rows (the user's weights and the basis without that row, a Newton step
+        away) and never below 1: it corrects the overconfidence of users fitted on
+        few pairs and of a basis fitted on few users, without a validation split.
+        Users added by :meth:`partial_fit_users` get ``fold_in_temperature_``, fitted
+        to the held-out users of the cross-fit (``shrinkage="auto"``); unknown users
+        get ``population_temperature_``.
     verbose : int, default=0
         Log the objective every round at INFO level when > 0.
 
@@ -127,7 +133,14 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     objective_ : float
         Final objective divided by the total sample weight.
     temperature_ : float
-        The logits of known users are divided by it (1.0 when ``calibrate=False``).
+        The logits of the users of the fit are divided by it (1.0 when
+        ``calibrate=False``).
+    fold_in_temperature_ : float
+        The same for users first seen by :meth:`partial_fit_users` (new users
+        adapted from a few pairs): the temperature of the cross-fit's held-out users
+        under the chosen ``shrinkage_``; ``temperature_`` when no cross-fit ran.
+    user_temperature_ : ndarray of shape (n_users,)
+        Each known user's temperature (``temperature_`` or ``fold_in_temperature_``).
     population_temperature_ : float
         The same for unknown users and rows without ids (the population model).
     n_features_in_ : int
@@ -345,7 +358,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             idx = self._user_index(ids)
             known = idx >= 0
             W[known] = self.user_weights_[idx[known]]
-            T[known] = self.temperature_
+            T[known] = self._user_temperatures()[idx[known]]
         return W, T
 
     @property
@@ -380,33 +393,55 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         return theta[0], precision + hess[0]
 
-    def _fit_temperature(self, F, y01, sw, W_rows, P_rows):
+    def _fit_temperature(self, F, y01, sw, W_rows, P_rows, basis=None):
         """Temperature from approximate leave-one-out logits of the training rows.
 
-        Removing one unit of weight of row i moves its user's parameters by about
-        P_u^-1 J_u F_i (p_i - y_i) (one Newton step; J_u the softmax Jacobian for
-        simplex weights, the identity otherwise), so its held-out logit is
-        t_i + h_i (p_i - y_i) with h_i = (J_u F_i)^T P_u^-1 (J_u F_i). The inverse
-        temperature is the 1-d logistic regression of y on those logits.
+        Removing one unit of weight of row i moves its user's parameters by one
+        Newton step, P_u,-i^-1 J_u F_i (p_i - y_i) with P_u,-i = P_u minus that unit's
+        curvature (J_u the softmax Jacobian for simplex weights, the identity
+        otherwise), so its held-out logit is t_i + h_i (p_i - y_i) / (1 - c_i h_i)
+        with h_i = (J_u F_i)^T P_u^-1 (J_u F_i) and c_i = p_i (1 - p_i)
+        (Sherman-Morrison). ``basis = (R, Q)`` (:func:`_solver.basis_leverage`) adds
+        the same for the basis, which was fitted on that row too: with few users
+        in many dimensions it is the larger part of the overfit. The inverse
+        temperature is the 1-d logistic regression of y on those logits; rows
+        without a user (``P_rows`` None) count the basis part alone.
         """
         self.temperature_ = self.population_temperature_ = 1.0
         if not self.calibrate:
             return
         t = np.einsum("nb,nb->n", F, W_rows)
-        G = F
-        if self._kind == "simplex":
-            G = W_rows * (F - np.einsum("nb,nb->n", W_rows, F)[:, None])
-        h = np.einsum("ni,ni->n", G, np.linalg.solve(P_rows, G[..., None])[..., 0])
-        t_loo = t + h * (_solver.expit(t) - y01)
-        # leave-one-out sees users' overfitting but not the shift between a user's
+        p = _solver.expit(t)
+        # one unit of weight left out (a row of weight 2 counts as two rows)
+        c = p * (1.0 - p)
+        residual = p - y01
+        shift = np.zeros_like(t)
+        if P_rows is not None:
+            G = F
+            if self._kind == "simplex":
+                G = W_rows * (F - np.einsum("nb,nb->n", W_rows, F)[:, None])
+            h = np.einsum("ni,ni->n", G, np.linalg.solve(P_rows, G[..., None])[..., 0])
+            shift += residual * h / np.maximum(1.0 - c * h, _LEVERAGE_FLOOR)
+        t_pop = F @ self.population_weights_
+        pop_shift = 0.0
+        if basis is not None:
+            R, Q = basis
+            WQ = W_rows @ Q
+            h_basis = np.einsum("nl,nl->n", R, WQ * WQ)
+            # the Kronecker form may overstate a row's leverage: at most 20-fold
+            scale = residual / np.maximum(1.0 - c * h_basis, _LEVERAGE_FLOOR)
+            shift += scale * h_basis
+            pop_shift = scale * ((R * WQ) @ (Q.T @ self.population_weights_))
+        # leave-one-out sees overfitting but not the shift between a user's
         # training pairs and new ones, so it may only soften (on Jester it asked to
         # sharpen by 25% where held-out pairs wanted 4%)
-        self.temperature_ = 1.0 / _solver.fit_inverse_temperature(t_loo, y01, sw,
+        self.temperature_ = 1.0 / _solver.fit_inverse_temperature(t + shift, y01, sw,
                                                                   bounds=(0.05, 1.0))
-        # unknown users: the population's own temperature on the pooled rows (its B
-        # weights were not fitted to any single user, so no leave-one-out is needed)
-        t_pop = F @ self.population_weights_
-        self.population_temperature_ = 1.0 / _solver.fit_inverse_temperature(t_pop, y01, sw)
+        # unknown users: the population's own temperature on the pooled rows, with
+        # the basis left out of each row (the B population weights are not fitted
+        # to any single user)
+        self.population_temperature_ = 1.0 / _solver.fit_inverse_temperature(
+            t_pop + pop_shift, y01, sw)
 
     def _set_population(self, theta_pop, precision_pop, prior_precision=None):
         """Population weights, the prior centre for new users and its precision.
@@ -487,8 +522,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.user_weights_ = self._weights_from_params(theta)
         self.user_precision_ = hess + P
         shrinkage = self.shrinkage if shrinkage is None else shrinkage
+        fold_in_temperature = None
         if shrinkage == "auto":
-            self.shrinkage_, _ = _solver.crossfit_shrinkage(
+            self.shrinkage_, _, fold_in_temperature = _solver.crossfit_shrinkage(
                 be, Z, y01, sw, groups, len(users), res.V, P, self._kind, self.alpha,
                 self.prior_strength,
             )
@@ -497,10 +533,17 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.shrinkage_ = float(shrinkage)
         self._set_population(mu, len(users) * P, prior_precision=self.shrinkage_ * P)
         F = be.to_numpy(F)
-        self._fit_temperature(F, y01, sw, self.user_weights_[groups],
-                              self.user_precision_[groups])
-        self._stream_curvature = _solver.kron_curvature(
-            F, sw, self.user_weights_[groups], res.gram
+        W_rows = self.user_weights_[groups]
+        self._stream_curvature = _solver.kron_curvature(F, sw, W_rows, res.gram)
+        basis = None
+        if self.calibrate:
+            A, S, _ = self._stream_curvature
+            basis = _solver.basis_leverage(be, rows.Z, A, S, self.alpha)
+        self._fit_temperature(F, y01, sw, W_rows, self.user_precision_[groups], basis)
+        self.user_temperature_ = np.full(len(users), self.temperature_)
+        self.fold_in_temperature_ = (
+            fold_in_temperature if fold_in_temperature is not None and self.calibrate
+            else self.temperature_
         )
         return self
 
@@ -532,11 +575,19 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                              hess + self.prior_strength * np.eye(B),
                              prior_precision=self.prior_strength * np.eye(B))
         n = Z.shape[0]
-        self._fit_temperature(F, y01, sw, np.tile(self.population_weights_, (n, 1)),
-                              np.broadcast_to(self._population_precision, (n, B, B)))
+        W_rows = np.tile(weights, (n, 1))
+        self._stream_curvature = _solver.kron_curvature(F, sw, W_rows, gram)
+        basis = None
+        if self.calibrate:
+            A, S, _ = self._stream_curvature
+            basis = _solver.basis_leverage(be, rows.Z, A, S, self.alpha)
+        # the fitted model is the direction u alone (the weights are fixed): its
+        # leave-one-out logits come from the basis part
+        self._fit_temperature(F, y01, sw, W_rows, None, basis)
         # here the population is the fitted model itself: use its leave-one-out temperature
         self.population_temperature_ = self.temperature_
-        self._stream_curvature = _solver.kron_curvature(F, sw, np.tile(weights, (n, 1)), gram)
+        self.user_temperature_ = np.zeros(0)
+        self.fold_in_temperature_ = self.temperature_
         return self
 
     # ------------------------------------------------------------------
@@ -681,10 +732,15 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         call.
         """
         Z, y01, sw, ids = memory
-        known = self.users_, self.user_weights_, self.user_precision_
+        known = (self.users_, self.user_weights_, self.user_precision_,
+                 self._user_temperatures())
+        fold_in_temperature = self.fold_in_temperature_
         keep_scale = len(y01) < 2 * getattr(self, "_shrinkage_rows", 0)
         self._fit_first_batch(Z, y01, sw, ids, V0=self.components_.T,
                               shrinkage=self.shrinkage_ if keep_scale else None)
+        if keep_scale and self.shrinkage == "auto":
+            # the cross-fit that chose the scale also calibrated new users: keep both
+            self.fold_in_temperature_ = fold_in_temperature
         outside = self._user_index(known[0]) < 0
         if outside.any():
             extra = known[0][outside]
@@ -693,6 +749,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.users_ = np.concatenate([self.users_, extra])
             self.user_weights_ = np.vstack([self.user_weights_, known[1][outside]])
             self.user_precision_ = np.concatenate([self.user_precision_, known[2][outside]])
+            self.user_temperature_ = np.concatenate([self.user_temperature_,
+                                                     known[3][outside]])
+
+    def _user_temperatures(self):
+        """Each known user's temperature (models saved before it existed: ``temperature_``)."""
+        T = getattr(self, "user_temperature_", None)
+        return np.full(len(self.users_), self.temperature_) if T is None else T
 
     def _stream_update(self, Z, y01, sw, ids):
         if ids is None:
@@ -726,7 +789,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         self._stream_curvature = _solver.add_kron_curvature(self._stream_curvature, batch_curv)
         if batch_users is not None:
-            self._update_users(batch_users, index, res.theta, posterior)
+            self._update_users(batch_users, index, res.theta, posterior, self.temperature_)
         self._set_population(*self._update_population(F, y01, sw))
 
     def partial_fit_users(self, X, y, sample_weight=None, *, user_ids=None):
@@ -769,7 +832,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self._kind,
         )
         self._update_users(batch_users, index, be.to_numpy(theta),
-                           precisions + be.to_numpy(hess))
+                           precisions + be.to_numpy(hess),
+                           getattr(self, "fold_in_temperature_", self.temperature_))
         return self
 
     def _batch_priors(self, batch_users, new_precision):
@@ -783,8 +847,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         precisions[known] = self.user_precision_[index[known]]
         return centres, precisions, index
 
-    def _update_users(self, batch_users, index, theta, precision):
+    def _update_users(self, batch_users, index, theta, precision, new_temperature):
+        """Write a batch's users back; new ones are appended with ``new_temperature``."""
         known = index >= 0
+        self.user_temperature_ = self._user_temperatures()
         W = self._weights_from_params(theta)
         self.user_weights_ = self.user_weights_.copy()
         self.user_precision_ = self.user_precision_.copy()
@@ -798,6 +864,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.users_ = np.concatenate([self.users_, new_users])
             self.user_weights_ = np.vstack([self.user_weights_, W[~known]])
             self.user_precision_ = np.concatenate([self.user_precision_, precision[~known]])
+            self.user_temperature_ = np.concatenate(
+                [self.user_temperature_, np.full(int((~known).sum()), new_temperature)])
 
     def forget_users(self, user_ids):
         """Delete users' personal weights (a data-deletion request).
@@ -865,6 +933,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             forgotten = pd.Index(pd.Series(self.users_[~keep], dtype=object))
             rows = forgotten.get_indexer(pd.Series(memory[3], dtype=object)) < 0
             self._stream_memory = tuple(part[rows] for part in memory)
+        self.user_temperature_ = self._user_temperatures()[keep]
         self.users_ = self.users_[keep]
         self.user_weights_ = self.user_weights_[keep]
         self.user_precision_ = self.user_precision_[keep]

@@ -550,6 +550,8 @@ def _check_lore_state(est, where):
     }
     if hasattr(est, "feature_names_in_"):
         expected["feature_names_in_"] = (d,)
+    if hasattr(est, "user_temperature_"):
+        expected["user_temperature_"] = (n_users,)
     for name, shape in expected.items():
         _check_shape(_attribute(est, name, where), shape, f"{where}.{name}")
     if len(set(est.users_.tolist())) != n_users:

@@ -93,6 +93,17 @@ class NumpyBackend:
         Cp = c[seg.pad] * seg.mask
         return np.matmul((Fp * Cp[:, :, None]).transpose(0, 2, 1), Fp)
 
+    def eigh(self, A):
+        """Eigenvalues and eigenvectors of a symmetric matrix."""
+        return np.linalg.eigh(A)
+
+    def row_leverage(self, Z, U, M, chunk=4096):
+        """((Z U) ** 2) @ M in row chunks, (N, B): per-row quadratic forms in U's basis."""
+        out = np.empty((Z.shape[0], M.shape[1]))
+        for start in range(0, Z.shape[0], chunk):
+            out[start:start + chunk] = np.square(Z[start:start + chunk] @ U) @ M
+        return out
+
     def matmul_ZV(self, Z, V):
         """First pass over the data: Z @ V, (N, B)."""
         return Z @ V

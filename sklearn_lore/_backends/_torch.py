@@ -123,6 +123,18 @@ class TorchBackend:
         """Per-group weighted outer products sum_i c_i f_i f_i^T -> (n_groups, B, B)."""
         return self.segment_sum(seg, (c[:, None] * F)[:, :, None] * F[:, None, :])
 
+    def eigh(self, A):
+        """Eigen-decomposition on the device (in the data's precision on a GPU)."""
+        vals, vecs = torch.linalg.eigh(A.to(self.data_dtype))
+        return vals.to(torch.float64), vecs.to(torch.float64)
+
+    def row_leverage(self, Z, U, M):
+        """((Z U) ** 2) @ M in row chunks, (N, B), streamed for host-resident Z."""
+        Ud, Md = U.to(self.data_dtype), M.to(self.data_dtype)
+        chunks = Z._chunks() if isinstance(Z, _HostChunks) else _row_chunks(Z, 8192)
+        parts = [(torch.square(Zc @ Ud) @ Md).to(torch.float64) for _, _, Zc in chunks]
+        return torch.cat(parts, dim=0)
+
     # the two passes over the data -------------------------------------------
     def matmul_ZV(self, Z, V):
         if isinstance(Z, _HostChunks):
@@ -133,6 +145,11 @@ class TorchBackend:
         if isinstance(Z, _HostChunks):
             return Z.matmul_ZtR(R)
         return (Z.T @ R.to(Z.dtype)).to(torch.float64)
+
+
+def _row_chunks(Z, chunk):
+    for start in range(0, Z.shape[0], chunk):
+        yield start, min(start + chunk, Z.shape[0]), Z[start:start + chunk]
 
 
 class _HostChunks:

@@ -1,0 +1,150 @@
+"""Calibration: leave-one-out temperature with the basis, and the fold-in temperature."""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+
+from sklearn_lore import LowRankRewardEstimator, _solver
+from sklearn_lore._backends import torch_available
+from sklearn_lore._backends._numpy import NumpyBackend
+from sklearn_lore.datasets import make_preference_data
+from sklearn_lore.model_selection import fewshot_curve, fewshot_split
+
+
+def _kron_case(seed=0, d=5, B=2, n=7):
+    rng = np.random.RandomState(seed)
+    M = rng.standard_normal((d, d))
+    A = M @ M.T + 0.1 * np.eye(d)
+    N = rng.standard_normal((B, B))
+    S = N @ N.T + 0.1 * np.eye(B)
+    return rng.standard_normal((n, d)), rng.standard_normal((n, B)), A, S
+
+
+def test_basis_leverage_matches_the_exact_kronecker_inverse():
+    Z, W, A, S, alpha = *_kron_case(), 0.3
+    R, Q = _solver.basis_leverage(NumpyBackend(), Z, A, S, alpha)
+    H = np.kron(A, S) + alpha * np.eye(A.shape[0] * S.shape[0])
+    w_other = np.array([0.7, -0.2])
+    WQ = W @ Q
+    for i in range(len(Z)):
+        g = np.kron(Z[i], W[i])
+        exact = g @ np.linalg.solve(H, g)
+        assert np.isclose(R[i] @ WQ[i] ** 2, exact, rtol=1e-10)
+        # the same R reads how the basis moves another weighting's logit
+        cross = np.kron(Z[i], w_other) @ np.linalg.solve(H, g)
+        assert np.isclose((R[i] * WQ[i]) @ (Q.T @ w_other), cross, rtol=1e-10)
+
+
+@pytest.mark.skipif(not torch_available(), reason="torch is not installed")
+@pytest.mark.parametrize("max_data_bytes", [None, 64])
+def test_basis_leverage_torch_matches_numpy(max_data_bytes):
+    from sklearn_lore._backends._torch import TorchBackend
+
+    Z, _, A, S = _kron_case(seed=1, n=40)
+    ref, _ = _solver.basis_leverage(NumpyBackend(), Z, A, S, 0.5)
+    be = TorchBackend("cpu", max_data_bytes=max_data_bytes)
+    got, _ = _solver.basis_leverage(be, be.as_data(Z), A, S, 0.5)
+    np.testing.assert_allclose(got, ref, rtol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def few_users_many_dims():
+    """120 planted users in 150 dimensions, rank 4: the basis itself overfits."""
+    X, y, users, _ = make_preference_data(n_users=120, n_pairs_per_user=40,
+                                          n_features=150, n_components=4, random_state=0)
+    split = fewshot_split(users, unseen_size=0.25, n_train_pairs=25, shots=(0, 5, 10),
+                          random_state=0)
+    return X, y, users, split
+
+
+def test_calibrated_where_the_basis_overfits(few_users_many_dims):
+    X, y, users, split = few_users_many_dims
+    curves = {
+        cal: fewshot_curve(LowRankRewardEstimator(4, random_state=0, calibrate=cal),
+                           X, y, users, split=split).set_index(["group", "shots"])
+        for cal in (True, False)
+    }
+    on, off = curves[True], curves[False]
+    # uncalibrated, held-out pairs of seen users are worse than a coin flip
+    assert off.loc[("seen", 25), "log_loss"] > np.log(2)
+    for line in [("seen", 25), ("unseen", 0), ("unseen", 5), ("unseen", 10)]:
+        assert on.loc[line, "log_loss"] < np.log(2) - 0.02, line
+        assert on.loc[line, "log_loss"] < off.loc[line, "log_loss"] - 0.05, line
+        assert on.loc[line, "ece"] < 0.1, line
+        # a temperature never changes a predicted label
+        assert on.loc[line, "accuracy"] == off.loc[line, "accuracy"]
+
+
+def test_fold_in_users_get_the_fold_in_temperature(few_users_many_dims):
+    X, y, users, split = few_users_many_dims
+    est = LowRankRewardEstimator(4, random_state=0).fit(
+        X[split.seen_train], y[split.seen_train], user_ids=users[split.seen_train])
+    assert est.temperature_ > 1.5
+    assert est.fold_in_temperature_ != est.temperature_
+    np.testing.assert_array_equal(est.user_temperature_,
+                                  np.full(len(est.users_), est.temperature_))
+    rows = split.adapt[5]
+    seen_user = est.users_[0]
+    extra = np.flatnonzero(users == seen_user)[:3]
+    batch = np.r_[rows, extra]
+    adapted = copy.deepcopy(est).partial_fit_users(X[batch], y[batch], user_ids=users[batch])
+    index = adapted._user_index(np.unique(users[rows]))
+    np.testing.assert_array_equal(adapted.user_temperature_[index],
+                                  adapted.fold_in_temperature_)
+    assert adapted.user_temperature_[adapted._user_index([seen_user])[0]] == est.temperature_
+    # logits of a folded-in user are the raw reward margins over its temperature
+    new_user = users[rows[0]]
+    k = adapted._user_index([new_user])[0]
+    test = split.unseen_test[users[split.unseen_test] == new_user]
+    raw = (X[test] @ adapted.components_.T) @ adapted.user_weights_[k]
+    np.testing.assert_allclose(adapted.decision_function(X[test], user_ids=users[test]),
+                               raw / adapted.fold_in_temperature_)
+
+
+def test_temperatures_follow_users_through_forget_and_pickle(few_users_many_dims):
+    X, y, users, split = few_users_many_dims
+    est = LowRankRewardEstimator(4, random_state=0).fit(
+        X[split.seen_train], y[split.seen_train], user_ids=users[split.seen_train])
+    est.partial_fit_users(X[split.adapt[5]], y[split.adapt[5]], user_ids=users[split.adapt[5]])
+    before = est.predict_proba(X, user_ids=users)
+    gone = [est.users_[0]]
+    est2 = pickle.loads(pickle.dumps(est)).forget_users(gone)
+    assert len(est2.user_temperature_) == len(est2.users_)
+    kept = ~np.isin(users, gone)
+    np.testing.assert_allclose(est2.predict_proba(X[kept], user_ids=users[kept]), before[kept])
+
+
+def test_model_without_user_temperatures_predicts_with_temperature_(few_users_many_dims):
+    """A model pickled before per-user temperatures existed: every user gets temperature_."""
+    X, y, users, split = few_users_many_dims
+    est = LowRankRewardEstimator(4, random_state=0).fit(
+        X[split.seen_train], y[split.seen_train], user_ids=users[split.seen_train])
+    old = copy.deepcopy(est)
+    del old.user_temperature_, old.fold_in_temperature_
+    np.testing.assert_allclose(old.predict_proba(X, user_ids=users),
+                               est.predict_proba(X, user_ids=users))
+    old.partial_fit_users(X[split.adapt[5]], y[split.adapt[5]], user_ids=users[split.adapt[5]])
+    assert len(old.user_temperature_) == len(old.users_)
+    np.testing.assert_allclose(old.user_temperature_, old.temperature_)
+
+
+def test_calibrate_false_leaves_every_temperature_at_one(few_users_many_dims):
+    X, y, users, split = few_users_many_dims
+    est = LowRankRewardEstimator(4, random_state=0, calibrate=False).fit(
+        X[split.seen_train], y[split.seen_train], user_ids=users[split.seen_train])
+    est.partial_fit_users(X[split.adapt[5]], y[split.adapt[5]], user_ids=users[split.adapt[5]])
+    assert est.temperature_ == est.fold_in_temperature_ == est.population_temperature_ == 1.0
+    np.testing.assert_array_equal(est.user_temperature_, 1.0)
+
+
+def test_no_users_model_uses_the_basis_leverage():
+    """Without ids the model is one ridge direction in d dimensions: its leave-one-out
+    logits come from the direction's leverage, which softens a model fitted on few rows."""
+    X, y, users, _ = make_preference_data(n_users=1, n_pairs_per_user=80, n_features=60,
+                                          n_components=1, random_state=3)
+    est = LowRankRewardEstimator(2, random_state=0, alpha=0.1).fit(X, y)
+    assert est.temperature_ > 1.0
+    assert est.population_temperature_ == est.temperature_ == est.fold_in_temperature_
+    assert est.user_temperature_.shape == (0,)

@@ -456,7 +456,7 @@ def _rank_within(groups, keys):
 
 def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
                        grid=SHRINKAGE_GRID, shots=(5, 10, 20), n_splits=5,
-                       min_held_users=60, max_iter=20, tol=1e-3):
+                       min_held_users=60, max_iter=100, tol=1e-3, random_state=None):
     """Scale of the new-user prior precision, chosen on held-out users (cross-fitting).
 
     The empirical-Bayes spread of the fitted users' weights is estimated with the
@@ -465,8 +465,8 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     adapted under it can do worse than the population. Here the users are cut into
     ``n_splits`` folds; for as many folds as it takes to hold out
     ``min_held_users`` users (all folds for small data, one for large), the basis is
-    refitted without the fold (warm-started from ``V``, tolerance ``tol``) with its
-    own empirical-Bayes prior, and each held-out user is adapted on k of their pairs
+    refitted without the fold with its own empirical-Bayes prior, and each held-out
+    user is adapted on k of their pairs
     (k in ``shots``, at most half of them) and scored on the others. The returned
     scale c in ``grid`` is the largest whose pooled held-out log-loss (after a
     fitted temperature: a measure of ranking that does not punish a mere scale of
@@ -474,7 +474,15 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     the sampling unit: where the data cannot tell two scales apart, the one that
     shrinks more is safer. The new-user prior precision is then c P. Folds and
     adaptation pairs depend on the rows' content only, so the choice does not change
-    with row order or user labels. Returns ``(c, table, temperature)`` with
+    with row order or user labels.
+
+    The refit starts from its own spectral initialization (``random_state``), not
+    from ``V``: the full basis has seen the held-out users' pairs, and a refit
+    warm-started from it keeps some of them (in a basis learned from few users it
+    made adaptation look better than it is and picked too little shrinkage); from
+    a cold start the loose tolerance ``tol`` is enough. ``V`` gives the rank.
+
+    Returns ``(c, table, temperature)`` with
     ``table`` mapping each c to its held-out log-loss and ``temperature`` the one
     fitted to the held-out users' logits under c (the calibration of adapted new
     users), or ``(1.0, {}, None)`` when there are too few users to split.
@@ -490,8 +498,8 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     per_fold = max(n_groups // n_splits, 1)
     n_folds = min(n_splits, -(-min_held_users // per_fold))
     folds = [
-        _crossfit_fold(be, Z, y, s, groups, held, keys, V, P, kind, alpha, lam, grid, shots,
-                       max_iter, tol)
+        _crossfit_fold(be, Z, y, s, groups, held, keys, V.shape[1], P, kind, alpha, lam, grid,
+                       shots, max_iter, tol, random_state)
         for held in (((fold == f) & (counts >= 2))[groups] for f in range(n_folds))
         if held.any()
     ]
@@ -519,8 +527,8 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     return float(choice), table, 1.0 / tau[choice]
 
 
-def _crossfit_fold(be, Z, y, s, groups, held, keys, V, P, kind, alpha, lam, grid, shots,
-                   max_iter, tol):
+def _crossfit_fold(be, Z, y, s, groups, held, keys, rank, P, kind, alpha, lam, grid, shots,
+                   max_iter, tol, random_state):
     """One fold of :func:`crossfit_shrinkage` (``held``: the rows of its held-out users).
 
     Returns the held-out logits under each scale (len(grid), n), and the labels,
@@ -533,7 +541,8 @@ def _crossfit_fold(be, Z, y, s, groups, held, keys, V, P, kind, alpha, lam, grid
 
     g_tr, n_tr = regroup(~held)
     rows_tr = make_rows(be, Z[~held], y[~held], s[~held], g_tr, n_tr)
-    res = fit_alternating(be, rows_tr, V, kind, alpha, lam, max_iter, tol)
+    V0 = spectral_init(Z[~held], y[~held], s[~held], g_tr, n_tr, rank, random_state)
+    res = fit_alternating(be, rows_tr, V0, kind, alpha, lam, max_iter, tol)
     F_tr = be.matmul_ZV(rows_tr.Z, be.asarray(res.V))
     _, _, mu, P_cf, _ = empirical_bayes_prior(be, rows_tr, F_tr, res.theta, kind, lam,
                                               max_iter=10, sigma0=np.linalg.inv(P))

@@ -87,9 +87,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         available. Checked at fit time.
     max_iter : int, default=300
         Maximum number of outer rounds (one user step and one basis step each).
-    tol : float, default=1e-5
+    tol : float, default=1e-4
         Stop when the relative change of the objective stays below ``tol`` for
-        three rounds.
+        three rounds. Tighter values fit the training pairs more closely without
+        predicting held-out pairs better (measured on Jester and planted data, see
+        docs/benchmarks.md) and take several times more rounds. :meth:`partial_fit`
+        solves its first call and its memory-free updates to ``tol / 10``: a stream
+        keeps each call's error.
     random_state : int, RandomState instance or None, default=None
         Seeds the spectral initialization (randomized SVD and the fill of basis
         columns beyond the data's rank). The solver itself is deterministic.
@@ -193,7 +197,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         backend="auto",
         device=None,
         max_iter=300,
-        tol=1e-5,
+        tol=1e-4,
         random_state=None,
         calibrate=True,
         verbose=0,
@@ -493,11 +497,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self._stream_memory = None
         return self._fit_first_batch(Z, y01, sw, ids)
 
-    def _fit_first_batch(self, Z, y01, sw, ids, V0=None, shrinkage=None):
+    def _fit_first_batch(self, Z, y01, sw, ids, V0=None, shrinkage=None, tol=None):
         """Alternating minimization from a spectral start, or from ``V0`` (d, B).
 
-        ``shrinkage``, when given, replaces ``self.shrinkage`` (a refit that keeps
-        the scale chosen earlier).
+        ``tol`` replaces ``self.tol`` when given. ``shrinkage``, when given, replaces
+        ``self.shrinkage`` (a refit that keeps the scale chosen earlier).
         """
         if ids is None:
             return self._fit_without_users(Z, y01, sw)
@@ -509,7 +513,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         rows = _solver.make_rows(be, Z, y01, sw, groups, len(users))
         res = _solver.fit_alternating(
             be, rows, V0, self._kind, self.alpha, self.prior_strength,
-            self.max_iter, self.tol, log=self._log,
+            self.max_iter, self.tol if tol is None else tol, log=self._log,
         )
         self.components_ = res.V.T.copy()
         self.users_ = users
@@ -526,7 +530,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         if shrinkage == "auto":
             self.shrinkage_, _, fold_in_temperature = _solver.crossfit_shrinkage(
                 be, Z, y01, sw, groups, len(users), res.V, P, self._kind, self.alpha,
-                self.prior_strength,
+                self.prior_strength, random_state=self.random_state,
             )
             self._shrinkage_rows = len(y01)
         else:
@@ -714,7 +718,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         if memory is not None and len(memory[1]) > self.stream_memory:
             memory = None
         if first:
-            self._fit_first_batch(*batch)
+            # a stream builds on this first fit: solve it as tightly as its updates
+            self._fit_first_batch(*batch, tol=self.tol / 10)
         elif memory is not None:
             self._refit_memory(memory)
         else:
@@ -774,9 +779,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         V_prev = self.components_.T
         A, S, _ = self._stream_curvature
         anchor = (be.asarray(V_prev), be.asarray(A), be.asarray(S), self.alpha)
+        # each call's errors stay in the model for the rest of the stream: solve the
+        # batch ten times tighter than a fit (a batch is small, so this is cheap)
         res = _solver.fit_alternating(
             be, rows, V_prev, self._kind, 0.0, self.prior_strength,
-            self.max_iter, self.tol, prior=(be.asarray(centres), be.asarray(precisions)),
+            self.max_iter, self.tol / 10, prior=(be.asarray(centres), be.asarray(precisions)),
             anchor=anchor, log=self._log,
         )
         self.components_ = res.V.T.copy()

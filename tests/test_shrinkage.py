@@ -114,3 +114,26 @@ def problem_small():
     X, y, users, _ = make_preference_data(n_users=40, n_pairs_per_user=30, n_features=12,
                                           n_components=3, random_state=3)
     return X, y, users
+
+
+def test_crossfit_refits_do_not_start_from_the_full_basis(unreliable_basis):
+    """The full basis has seen the held-out users' pairs: a fold that started from it
+    would keep some of them and favour too little shrinkage. The folds start from their
+    own spectral initialization, so the choice does not depend on the basis passed."""
+    from sklearn_lore import _solver
+    from sklearn_lore._backends._numpy import NumpyBackend
+
+    X, y, users, seen, _, _ = unreliable_basis
+    est = LowRankRewardEstimator(random_state=0).fit(X[seen], y[seen], user_ids=users[seen])
+    groups = est._user_index(users[seen])
+    args = (X[seen], (y[seen] == est.classes_[1]).astype(float), np.ones(seen.sum()), groups,
+            len(est.users_))
+    P = est.prior_precision_ / est.shrinkage_
+    rest = (est._kind, est.alpha, est.prior_strength)
+    fitted = _solver.crossfit_shrinkage(NumpyBackend(), *args, est.components_.T, P, *rest,
+                                        random_state=0)
+    other = np.random.RandomState(5).standard_normal(est.components_.T.shape)
+    unrelated = _solver.crossfit_shrinkage(NumpyBackend(), *args, other, P, *rest,
+                                           random_state=0)
+    assert fitted[0] == unrelated[0] == est.shrinkage_
+    assert fitted[1] == unrelated[1]

@@ -35,11 +35,11 @@ class Rows:
     s_total: float
 
 
-def make_rows(be, Z, y, s, groups, n_groups):
-    """Move numpy inputs to the backend once per fit."""
+def make_rows(be, Z, y, s, groups, n_groups, *, data=None):
+    """Move numpy inputs to the backend once per fit (``data``: Z already there)."""
     groups_be = be.as_index(groups)
     return Rows(
-        Z=be.as_data(Z),
+        Z=be.as_data(Z) if data is None else data,
         y=be.asarray(y),
         s=be.asarray(s),
         groups=groups_be,
@@ -59,20 +59,17 @@ def svd_flip_rows(vt):
     return vt * np.where(signs == 0, 1.0, signs)[:, None]
 
 
-def spectral_init(Z, y, s, groups, n_groups, n_components, random_state):
+def spectral_init(be, Z, y, s, groups, n_groups, n_components, random_state):
     """Top singular directions of the users' aggregated preference signals.
 
     Each user contributes ``sum_i s_i (2 y_i - 1) z_i``, the direction its
-    comparisons point to; the top right singular vectors of that (G, d) matrix
-    give distinct, deterministic basis columns (signs fixed by ``svd_flip``).
-    Columns beyond the matrix rank are filled from ``random_state``.
+    comparisons point to (one pass over the backend data ``Z``); the top right
+    singular vectors of that (G, d) matrix give distinct, deterministic basis
+    columns (signs fixed by ``svd_flip``). Columns beyond the matrix rank are
+    filled from ``random_state``.
     """
-    import scipy.sparse as sp
-
-    n, d = Z.shape
-    coef = s * (2.0 * y - 1.0)
-    agg = sp.csr_matrix((coef, (groups, np.arange(n))), shape=(n_groups, n)) @ Z
-    agg = np.asarray(agg)
+    d = Z.shape[1]
+    agg = be.group_sums(Z, groups, s * (2.0 * y - 1.0), n_groups)
     rank = min(n_components, *agg.shape)
     rng = check_random_state(random_state)
     if rank > 0 and np.any(agg):
@@ -437,10 +434,10 @@ def empirical_bayes_prior(be, rows, F, theta, kind, lam, max_iter=30, tol=1e-6, 
 SHRINKAGE_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0)
 
 
-def _content_keys(Z, y):
+def _content_keys(be, Z, y):
     """A pseudo-random key per row that depends on its content only (not its position)."""
-    r = np.random.RandomState(12345).standard_normal(Z.shape[1])
-    return Z @ r + 0.5 * np.asarray(y, dtype=float)
+    r = np.random.RandomState(12345).standard_normal((Z.shape[1], 1))
+    return be.to_numpy(be.matmul_ZV(Z, be.asarray(r)))[:, 0] + 0.5 * np.asarray(y, dtype=float)
 
 
 def _rank_within(groups, keys):
@@ -474,7 +471,9 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     the sampling unit: where the data cannot tell two scales apart, the one that
     shrinks more is safer. The new-user prior precision is then c P. Folds and
     adaptation pairs depend on the rows' content only, so the choice does not change
-    with row order or user labels.
+    with row order or user labels. ``Z`` is the rows' backend data
+    (``make_rows(...).Z``): folds are gathered where the data live (on the GPU,
+    not through the host).
 
     The refit starts from its own spectral initialization (``random_state``), not
     from ``V``: the full basis has seen the held-out users' pairs, and a refit
@@ -487,7 +486,7 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     fitted to the held-out users' logits under c (the calibration of adapted new
     users), or ``(1.0, {}, None)`` when there are too few users to split.
     """
-    keys = _content_keys(Z, y)
+    keys = _content_keys(be, Z, y)
     counts = np.bincount(groups, minlength=n_groups)
     user_keys = np.bincount(groups, weights=keys, minlength=n_groups)
     user_rank = np.empty(n_groups, dtype=np.intp)
@@ -540,32 +539,40 @@ def _crossfit_fold(be, Z, y, s, groups, held, keys, rank, P, kind, alpha, lam, g
         return inverse.astype(np.intp), len(distinct)
 
     g_tr, n_tr = regroup(~held)
-    rows_tr = make_rows(be, Z[~held], y[~held], s[~held], g_tr, n_tr)
-    V0 = spectral_init(Z[~held], y[~held], s[~held], g_tr, n_tr, rank, random_state)
+    Z_tr = be.take_rows(Z, np.flatnonzero(~held))
+    rows_tr = make_rows(be, None, y[~held], s[~held], g_tr, n_tr, data=Z_tr)
+    V0 = spectral_init(be, Z_tr, y[~held], s[~held], g_tr, n_tr, rank, random_state)
     res = fit_alternating(be, rows_tr, V0, kind, alpha, lam, max_iter, tol)
     F_tr = be.matmul_ZV(rows_tr.Z, be.asarray(res.V))
     _, _, mu, P_cf, _ = empirical_bayes_prior(be, rows_tr, F_tr, res.theta, kind, lam,
                                               max_iter=10, sigma0=np.linalg.inv(P))
     g_h, n_h = regroup(held)
     yh, sh, owner = y[held], s[held], groups[held]
-    Fh = Z[held] @ res.V
+    Fh = be.to_numpy(be.matmul_ZV(be.take_rows(Z, np.flatnonzero(held)), be.asarray(res.V)))
     rank = _rank_within(g_h, keys[held])
     n_u = np.bincount(g_h)[g_h]
-    mu_be = be.asarray(mu)
-    start = be.asarray(np.tile(mu, (n_h, 1)))
-    logits, test = [], []
-    for k in shots:
-        adapt = rank < np.minimum(k, n_u // 2)
-        rows_k = make_rows(be, Fh[adapt], yh[adapt], sh[adapt], g_h[adapt], n_h)
-        F_k = be.asarray(Fh[adapt])
-        per_scale = []
-        for c in grid:
-            theta, _ = user_step(be, rows_k, F_k, start, mu_be, be.asarray(c * P_cf), kind)
-            W = be.to_numpy(obj.user_weights_from_params(be, theta, kind))
-            per_scale.append(np.einsum("nb,nb->n", Fh[~adapt], W[g_h[~adapt]]))
-        logits.append(np.stack(per_scale))
-        test.append(~adapt)
-    test = np.concatenate(test)
+    # every (shot count, scale, user) is its own group of one batched user step
+    n_grid = len(grid)
+    adapts = [rank < np.minimum(k, n_u // 2) for k in shots]
+    blocks = [(j, ci, np.flatnonzero(a)) for j, a in enumerate(adapts) for ci in range(n_grid)]
+    rows_idx = np.concatenate([idx for _, _, idx in blocks])
+    group_idx = np.concatenate([(j * n_grid + ci) * n_h + g_h[idx] for j, ci, idx in blocks])
+    n_groups = len(shots) * n_grid * n_h
+    rows_all = make_rows(be, Fh[rows_idx], yh[rows_idx], sh[rows_idx], group_idx, n_groups)
+    scales = np.repeat(np.tile(np.asarray(grid, dtype=float), len(shots)), n_h)
+    precision = be.asarray(scales[:, None, None] * P_cf[None])
+    start = be.asarray(np.tile(mu, (n_groups, 1)))
+    theta, _ = user_step(be, rows_all, be.asarray(Fh[rows_idx]), start, be.asarray(mu),
+                         precision, kind)
+    W = be.to_numpy(obj.user_weights_from_params(be, theta, kind))
+    logits = []
+    for j, adapt in enumerate(adapts):
+        test_rows = np.flatnonzero(~adapt)
+        logits.append(np.stack([
+            np.einsum("nb,nb->n", Fh[test_rows], W[(j * n_grid + ci) * n_h + g_h[test_rows]])
+            for ci in range(n_grid)
+        ]))
+    test = np.concatenate([~a for a in adapts])
     n_shots = len(shots)
     return (np.concatenate(logits, axis=1), np.tile(yh, n_shots)[test],
             np.tile(sh, n_shots)[test], np.tile(owner, n_shots)[test])

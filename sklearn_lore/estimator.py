@@ -507,10 +507,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             return self._fit_without_users(Z, y01, sw)
         groups, users = self._factorize(ids)
         be = resolve_backend(self.backend, self.device)
-        if V0 is None:
-            V0 = _solver.spectral_init(Z, y01, sw, groups, len(users), self.n_components,
-                                       self.random_state)
         rows = _solver.make_rows(be, Z, y01, sw, groups, len(users))
+        if V0 is None:
+            V0 = _solver.spectral_init(be, rows.Z, y01, sw, groups, len(users),
+                                       self.n_components, self.random_state)
         res = _solver.fit_alternating(
             be, rows, V0, self._kind, self.alpha, self.prior_strength,
             self.max_iter, self.tol if tol is None else tol, log=self._log,
@@ -529,7 +529,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         fold_in_temperature = None
         if shrinkage == "auto":
             self.shrinkage_, _, fold_in_temperature = _solver.crossfit_shrinkage(
-                be, Z, y01, sw, groups, len(users), res.V, P, self._kind, self.alpha,
+                be, rows.Z, y01, sw, groups, len(users), res.V, P, self._kind, self.alpha,
                 self.prior_strength, random_state=self.random_state,
             )
             self._shrinkage_rows = len(y01)

@@ -18,6 +18,16 @@ class NumpyBackend:
         """The rows matrix used by the passes over the data."""
         return np.ascontiguousarray(Z, dtype=np.float64)
 
+    def take_rows(self, Z, index):
+        """The rows ``index`` of a data matrix, as a data matrix."""
+        return Z[index]
+
+    def group_sums(self, Z, groups, coef, n_groups):
+        """sum_i coef_i z_i per group -> numpy (n_groups, d): one pass over the data."""
+        n = Z.shape[0]
+        indicator = sp.csr_matrix((coef, (groups, np.arange(n))), shape=(n_groups, n))
+        return np.asarray(indicator @ Z)
+
     def as_index(self, a):
         return np.asarray(a, dtype=np.intp)
 

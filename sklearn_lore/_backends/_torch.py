@@ -47,12 +47,44 @@ class TorchBackend:
         return 0.5 * free
 
     def as_data(self, Z):
-        """Z on the device when it fits the memory budget, else chunked from host."""
-        Zt = torch.tensor(np.asarray(Z), dtype=self.data_dtype)
-        nbytes = Zt.element_size() * Zt.numel()
-        if nbytes <= self._data_budget():
-            return Zt.to(self.device_)
-        return _HostChunks(Zt, self)
+        """Z (numpy or a host tensor) on the device when it fits the memory budget,
+        else kept in host memory and streamed through the device in chunks.
+
+        To the device it travels in row chunks of its own dtype and is cast there,
+        so the host never holds a second, converted copy of the whole matrix.
+        """
+        if not isinstance(Z, torch.Tensor):
+            Z = np.ascontiguousarray(Z)
+            # torch cannot share read-only memory (a memory-mapped file, say)
+            Z = torch.from_numpy(Z if Z.flags.writeable else Z.copy())
+        host = Z
+        n, d = host.shape
+        nbytes = torch.empty((), dtype=self.data_dtype).element_size() * n * d
+        if nbytes > self._data_budget():
+            return _HostChunks(host.to(self.data_dtype), self)
+        if self.device_.type == "cpu":
+            return host.to(self.data_dtype)
+        out = torch.empty((n, d), dtype=self.data_dtype, device=self.device_)
+        step = max((64 << 20) // max(host.element_size() * d, 1), 1)
+        for start in range(0, n, step):
+            out[start:start + step] = host[start:start + step].to(self.device_).to(
+                self.data_dtype)
+        return out
+
+    def take_rows(self, Z, index):
+        """The rows ``index`` of a data matrix, gathered where the matrix lives."""
+        if isinstance(Z, _HostChunks):
+            return self.as_data(Z.Z[torch.as_tensor(np.asarray(index, dtype=np.int64))])
+        return Z[self.as_index(index)]
+
+    def group_sums(self, Z, groups, coef, n_groups):
+        """sum_i coef_i z_i per group -> numpy (n_groups, d), in row chunks on the device."""
+        g, c = self.as_index(groups), self.asarray(coef)
+        out = torch.zeros((n_groups, Z.shape[1]), dtype=torch.float64, device=self.device_)
+        chunks = Z._chunks() if isinstance(Z, _HostChunks) else _row_chunks(Z, 8192)
+        for start, stop, Zc in chunks:
+            out.index_add_(0, g[start:stop], c[start:stop, None] * Zc.to(torch.float64))
+        return self.to_numpy(out)
 
     def as_index(self, a):
         return torch.as_tensor(np.asarray(a, dtype=np.int64), device=self.device_)

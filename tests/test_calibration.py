@@ -148,3 +148,24 @@ def test_no_users_model_uses_the_basis_leverage():
     assert est.temperature_ > 1.0
     assert est.population_temperature_ == est.temperature_ == est.fold_in_temperature_
     assert est.user_temperature_.shape == (0,)
+
+
+def test_temperatures_survive_save_and_load(few_users_many_dims, tmp_path):
+    from sklearn_lore import io
+
+    X, y, users, split = few_users_many_dims
+    est = LowRankRewardEstimator(4, random_state=0).fit(
+        X[split.seen_train], y[split.seen_train], user_ids=users[split.seen_train])
+    est.partial_fit_users(X[split.adapt[5]], y[split.adapt[5]], user_ids=users[split.adapt[5]])
+    io.save(est, tmp_path / "model.lore")
+    loaded = io.load(tmp_path / "model.lore")
+    np.testing.assert_array_equal(loaded.user_temperature_, est.user_temperature_)
+    assert loaded.fold_in_temperature_ == est.fold_in_temperature_
+    np.testing.assert_array_equal(loaded.predict_proba(X, user_ids=users),
+                                  est.predict_proba(X, user_ids=users))
+    # a file whose temperatures do not match its users is rejected
+    broken = copy.deepcopy(est)
+    broken.user_temperature_ = broken.user_temperature_[:-1]
+    io.save(broken, tmp_path / "broken.lore")
+    with pytest.raises(ValueError, match="user_temperature_"):
+        io.load(tmp_path / "broken.lore")

@@ -1,0 +1,144 @@
+"""Where one fit spends its time: wall time per solver phase, and torch op counts.
+
+Wraps the solver's phases (spectral start, alternating fit, empirical-Bayes prior,
+cross-fit, basis leverage) with timers that synchronize the GPU at their edges, fits
+``LowRankRewardEstimator`` once to warm up and once measured, and prints a table.
+With ``--count-ops`` (torch backend) it also counts the torch operations and host
+syncs each phase dispatches: on a GPU a small operation costs a kernel launch, so the
+count bounds the time the solver can take however fast the card is. Nested phases
+(the cross-fit runs its own alternating fit) are counted in both.
+
+    python benchmarks/profile_fit.py --n-users 200 --n-features 384     # numpy
+    python benchmarks/profile_fit.py --device cuda --n-users 1000 --n-features 4096 \\
+        --n-components 8 --out "$OUT/profile_gpu"
+"""
+
+import argparse
+import collections
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import write_report  # noqa: E402
+
+from sklearn_lore import LowRankRewardEstimator, _solver  # noqa: E402
+from sklearn_lore.datasets import make_preference_data  # noqa: E402
+
+PHASES = ["spectral_init", "fit_alternating", "empirical_bayes_prior", "crossfit_shrinkage",
+          "basis_leverage", "user_step"]
+
+
+def _sync(device):
+    if device and str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+class _Counter:
+    """A torch dispatch mode counting every operation and every host sync."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                counter.ops += 1
+                if func.__name__.startswith("_local_scalar_dense"):
+                    counter.syncs += 1
+                return func(*args, **(kwargs or {}))
+
+        self.ops, self.syncs, self.mode = 0, 0, Mode()
+
+
+def profile(args):
+    X, y, users, _ = make_preference_data(
+        n_users=args.n_users, n_pairs_per_user=args.n_pairs, n_features=args.n_features,
+        n_components=args.n_components, random_state=0,
+    )
+    backend = "torch" if args.device else "numpy"
+    params = dict(backend=backend, device=args.device, random_state=0)
+    if args.shrinkage != "auto":
+        params["shrinkage"] = float(args.shrinkage)
+    LowRankRewardEstimator(args.n_components, **params).fit(X, y, user_ids=users)  # warm-up
+    counter = _Counter() if args.count_ops else None
+    stats = collections.defaultdict(lambda: [0, 0.0, 0, 0])
+    originals = {name: getattr(_solver, name) for name in PHASES}
+
+    def wrap(name, fn):
+        def timed(*a, **k):
+            _sync(args.device)
+            ops, syncs = (counter.ops, counter.syncs) if counter else (0, 0)
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            _sync(args.device)
+            entry = stats[name]
+            entry[0] += 1
+            entry[1] += time.perf_counter() - t0
+            if counter:
+                entry[2] += counter.ops - ops
+                entry[3] += counter.syncs - syncs
+            return out
+        return timed
+
+    for name, fn in originals.items():
+        setattr(_solver, name, wrap(name, fn))
+    try:
+        with counter.mode if counter else contextlib.nullcontext():
+            _sync(args.device)
+            t0 = time.perf_counter()
+            est = LowRankRewardEstimator(args.n_components, **params).fit(X, y, user_ids=users)
+            _sync(args.device)
+            total = time.perf_counter() - t0
+    finally:
+        for name, fn in originals.items():
+            setattr(_solver, name, fn)
+    rows = [{"phase": name, "calls": v[0], "seconds": v[1], "torch_ops": v[2], "host_syncs": v[3]}
+            for name, v in stats.items()]
+    rows.append({"phase": "whole fit", "calls": 1, "seconds": total,
+                 "torch_ops": counter.ops if counter else 0,
+                 "host_syncs": counter.syncs if counter else 0})
+    return rows, est
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n-users", type=int, default=200)
+    p.add_argument("--n-pairs", type=int, default=40)
+    p.add_argument("--n-features", type=int, default=384)
+    p.add_argument("--n-components", type=int, default=4)
+    p.add_argument("--device", default=None, help="torch device; default numpy on the CPU")
+    p.add_argument("--shrinkage", default="auto")
+    p.add_argument("--count-ops", action="store_true",
+                   help="count torch operations (torch backend; slows the run down)")
+    p.add_argument("--out", default="benchmarks/results/profile")
+    args = p.parse_args(argv)
+    import pandas as pd
+
+    rows, est = profile(args)
+    device = args.device or "cpu (numpy)"
+    if args.device and args.device.startswith("cuda"):
+        import torch
+
+        device += f" ({torch.cuda.get_device_name(0)})"
+    text = "\n".join([
+        f"fit {args.n_users} users x {args.n_pairs} pairs, d = {args.n_features}, rank "
+        f"{args.n_components}, device {device}; rounds {est.n_iter_}, shrinkage_ "
+        f"{est.shrinkage_:g}" + ("; op counts slow the timed run" if args.count_ops else ""),
+        "",
+        pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"),
+    ])
+    write_report(args.out, text, {"args": vars(args), "rows": rows,
+                                  "n_iter": int(est.n_iter_)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,8 +3,8 @@
 Wraps the solver's phases (spectral start, alternating fit, empirical-Bayes prior,
 cross-fit, basis leverage) with timers that synchronize the GPU at their edges, fits
 ``LowRankRewardEstimator`` once to warm up and once measured, and prints a table.
-With ``--count-ops`` (torch backend) it also counts the torch operations and host
-syncs each phase dispatches: on a GPU a small operation costs a kernel launch, so the
+With ``--count-ops`` (torch backend) it also counts the torch operations (views,
+which launch nothing, excluded) and host syncs each phase dispatches: on a GPU a small operation costs a kernel launch, so the
 count bounds the time the solver can take however fast the card is. Nested phases
 (the cross-fit runs its own alternating fit) are counted in both.
 
@@ -41,7 +41,7 @@ def _sync(device):
 
 
 class _Counter:
-    """A torch dispatch mode counting every operation and every host sync."""
+    """A torch dispatch mode counting operations (views excluded) and host syncs."""
 
     def __init__(self):
         from torch.utils._python_dispatch import TorchDispatchMode
@@ -50,7 +50,9 @@ class _Counter:
 
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                counter.ops += 1
+                # views (reshape, unsqueeze, transpose) change metadata only: no kernel
+                if not getattr(func, "is_view", False):
+                    counter.ops += 1
                 if func.__name__.startswith("_local_scalar_dense"):
                     counter.syncs += 1
                 return func(*args, **(kwargs or {}))
@@ -70,7 +72,7 @@ def profile(args):
     LowRankRewardEstimator(args.n_components, **params).fit(X, y, user_ids=users)  # warm-up
     counter = _Counter() if args.count_ops else None
     stats = collections.defaultdict(lambda: [0, 0.0, 0, 0])
-    originals = {name: getattr(_solver, name) for name in PHASES}
+    originals = {name: getattr(_solver, name) for name in PHASES if hasattr(_solver, name)}
 
     def wrap(name, fn):
         def timed(*a, **k):

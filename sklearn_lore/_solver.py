@@ -119,8 +119,14 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10):
     """
     B = theta.shape[1]
     eye = be.eye(B)
+    f_g = None
     for _ in range(max_iter):
-        f_g, W, t = _group_objective(be, rows, F, theta, mu, precision, kind)
+        if f_g is None:
+            f_g, W, t = _group_objective(be, rows, F, theta, mu, precision, kind)
+        else:
+            # the line search already evaluated each user's objective where it stopped
+            W = obj.user_weights_from_params(be, theta, kind)
+            t = obj.row_logits(be, F, W[rows.groups])
         p = be.sigmoid(t)
         grad_w = be.segment_sum(rows.seg, (rows.s * (p - rows.y))[:, None] * F)
         curv = rows.s * p * (1.0 - p)
@@ -142,7 +148,7 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10):
         if be.abs_max(decrement) <= tol:
             # converged where H_w was just computed: it is the data Hessian there
             return theta, _param_hessian(be, W, H_w, kind)
-        theta = _line_search_users(
+        theta, f_g = _line_search_users(
             be, rows, F, theta, mu, precision, kind, f_g, step, decrement, tol
         )
     return theta, _user_hessian(be, rows, F, theta, kind)
@@ -170,20 +176,26 @@ def _line_search_users(be, rows, F, theta, mu, precision, kind, f_g, step, decre
     """Per-user backtracking (Armijo) along the Newton directions, all users at once.
 
     Users whose Newton decrement is already below ``tol`` do not move; a small
-    slack absorbs rounding in the per-user objective.
+    slack absorbs rounding in the per-user objective. Returns the new parameters and
+    each user's objective there (the trial value where the user was accepted, the
+    old one where it did not move), so the next Newton iteration need not recompute it.
     """
     alpha = decrement * 0.0 + 1.0
-    accepted = decrement <= tol
+    still = decrement > tol
+    accepted = ~still
+    f_out = f_g
     slack = 1e-12 * (be.abs_max(f_g) + 1.0)
     for _ in range(40):
         trial = theta - alpha[:, None] * step
         f_new, _, _ = _group_objective(be, rows, F, trial, mu, precision, kind)
-        accepted = accepted | (f_new <= f_g - 1e-4 * alpha * decrement + slack)
+        now = accepted | (f_new <= f_g - 1e-4 * alpha * decrement + slack)
+        f_out = be.where(now & ~accepted, f_new, f_out)
+        accepted = now
         if bool(accepted.all()):
             break
         alpha = be.where(accepted, alpha, 0.5 * alpha)
-    alpha = be.where(accepted & (decrement > tol), alpha, 0.0 * alpha)
-    return theta - alpha[:, None] * step
+    alpha = be.where(accepted & still, alpha, 0.0 * alpha)
+    return theta - alpha[:, None] * step, f_out
 
 
 def _user_hessian(be, rows, F, theta, kind):
@@ -284,18 +296,19 @@ def lbfgs(be, fg, x, max_iter=100, gtol=1e-7, ftol=1e-12, memory=10, callback=No
 
 
 def _two_loop(be, g, pairs, precond):
+    """The L-BFGS direction H g; its inner products stay on the device (no sync)."""
     q = g
     coeffs = []
     for s_vec, y_vec, rho in reversed(pairs):
-        a = rho * be.vdot(s_vec, q)
+        a = rho * be.dot(s_vec, q)
         coeffs.append(a)
         q = q - a * y_vec
     q = precond(q)
     if pairs:
-        s_vec, y_vec, _ = pairs[-1]
-        q = q * (be.vdot(s_vec, y_vec) / be.vdot(y_vec, precond(y_vec)))
+        s_vec, y_vec, rho = pairs[-1]
+        q = q * ((1.0 / rho) / be.dot(y_vec, precond(y_vec)))
     for (s_vec, y_vec, rho), a in zip(pairs, reversed(coeffs)):
-        b = rho * be.vdot(y_vec, q)
+        b = rho * be.dot(y_vec, q)
         q = q + (a - b) * s_vec
     return q
 

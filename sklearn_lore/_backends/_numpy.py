@@ -49,6 +49,10 @@ class NumpyBackend:
     def abs_max(self, a):
         return float(np.max(np.abs(a))) if a.size else 0.0
 
+    def dot(self, a, b):
+        """Inner product (a backend scalar: here a float)."""
+        return float(np.vdot(a, b))
+
     def vdot(self, a, b):
         return float(np.vdot(a, b))
 

@@ -108,8 +108,12 @@ class TorchBackend:
     def abs_max(self, a):
         return float(a.abs().max()) if a.numel() else 0.0
 
+    def dot(self, a, b):
+        """Inner product as a 0-d device tensor (no host sync)."""
+        return torch.dot(a.reshape(-1), b.reshape(-1))
+
     def vdot(self, a, b):
-        return float((a * b).sum())
+        return float(self.dot(a, b))
 
     def softplus(self, t):
         return torch.logaddexp(torch.zeros((), dtype=t.dtype, device=t.device), t)

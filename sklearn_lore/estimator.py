@@ -832,11 +832,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         groups, batch_users = self._factorize(ids)
         centres, precisions, index = self._batch_priors(batch_users, self.prior_precision_)
         be = resolve_backend(self.backend, self.device)
-        rows = _solver.make_rows(be, Z, y01, sw, groups, len(batch_users))
-        F = be.matmul_ZV(rows.Z, be.asarray(self.components_.T))
+        # the user step needs only F = Z V (n, B): computed here, the rows never travel
+        # to the device, which for a few comparisons costs more than the step itself
+        F = np.asarray(Z @ self.components_.T.astype(Z.dtype), dtype=np.float64)
+        rows = _solver.make_rows(be, F, y01, sw, groups, len(batch_users))
         theta, hess = _solver.user_step(
-            be, rows, F, be.asarray(centres), be.asarray(centres), be.asarray(precisions),
-            self._kind,
+            be, rows, be.asarray(F), be.asarray(centres), be.asarray(centres),
+            be.asarray(precisions), self._kind,
         )
         self._update_users(batch_users, index, be.to_numpy(theta),
                            precisions + be.to_numpy(hess),

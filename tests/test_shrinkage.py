@@ -86,6 +86,8 @@ def test_auto_shrinkage_ignores_row_order_and_user_labels(problem_small):
     assert shuffled.shrinkage_ == est.shrinkage_
     np.testing.assert_allclose(shuffled.prior_precision_, est.prior_precision_, rtol=1e-6,
                                atol=1e-8)
+    # the cross-fit that chose the scale also calibrates new users, just as invariantly
+    assert shuffled.fold_in_temperature_ == pytest.approx(est.fold_in_temperature_, rel=1e-6)
 
 
 def test_too_few_users_keep_the_empirical_bayes_prior():

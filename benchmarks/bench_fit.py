@@ -89,6 +89,7 @@ def bench_fit(args):
         n_users=args.n_users, n_pairs_per_user=args.n_pairs, n_features=args.n_features,
         n_components=args.n_components, random_state=0,
     )
+    X = X.astype(args.dtype)
     train = per_user_split(users, 0.8)
     Xtr, ytr, utr = X[train], y[train], users[train]
     test = (X[~train], y[~train])
@@ -127,6 +128,7 @@ def bench_fold_in(args):
         n_users=base + n_new, n_pairs_per_user=max(args.n_pairs, shots + 20),
         n_features=args.n_features, n_components=args.fold_in_rank, random_state=1,
     )
+    X = X.astype(args.dtype)
     distinct = pd.unique(users)
     seen = np.isin(users, distinct[:base])
     rank = pd.Series(users).groupby(users).cumcount().to_numpy()
@@ -163,7 +165,8 @@ def to_markdown(fit_rows, fold_rows, args, info):
         f"machine: {json.dumps(info)}",
         "",
         f"fit: {args.n_users} users x {args.n_pairs} pairs (80% train), d = {args.n_features}, "
-        f"rank {args.n_components}, device {args.device or 'cpu (numpy backend)'}",
+        f"rank {args.n_components}, device {args.device or 'cpu (numpy backend)'}, "
+        f"{args.dtype} inputs",
         "",
         fit.to_markdown(index=False, floatfmt=".3f"),
         "",
@@ -190,6 +193,9 @@ def main(argv=None):
                         "in d=384 is not learnable from a few hundred users)")
     p.add_argument("--device", default=None, help="torch device (cuda); default numpy on CPU")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                   help="dtype of the embedding differences given to every model (sentence "
+                        "embeddings are float32)")
     p.add_argument("--loop", action="store_true", help="also time the per-user-loop variant")
     p.add_argument("--out", default="benchmarks/results/fit")
     args = p.parse_args(argv)

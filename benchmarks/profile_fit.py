@@ -65,6 +65,7 @@ def profile(args):
         n_users=args.n_users, n_pairs_per_user=args.n_pairs, n_features=args.n_features,
         n_components=args.n_components, random_state=0,
     )
+    X = X.astype(args.dtype)
     backend = "torch" if args.device else "numpy"
     params = dict(backend=backend, device=args.device, random_state=0)
     if args.shrinkage != "auto":
@@ -118,6 +119,8 @@ def main(argv=None):
     p.add_argument("--n-components", type=int, default=4)
     p.add_argument("--device", default=None, help="torch device; default numpy on the CPU")
     p.add_argument("--shrinkage", default="auto")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                   help="dtype of the input rows (sentence embeddings are float32)")
     p.add_argument("--count-ops", action="store_true",
                    help="count torch operations (torch backend; slows the run down)")
     p.add_argument("--out", default="benchmarks/results/profile")
@@ -132,7 +135,8 @@ def main(argv=None):
         device += f" ({torch.cuda.get_device_name(0)})"
     text = "\n".join([
         f"fit {args.n_users} users x {args.n_pairs} pairs, d = {args.n_features}, rank "
-        f"{args.n_components}, device {device}; rounds {est.n_iter_}, shrinkage_ "
+        f"{args.n_components}, device {device}, {args.dtype} inputs; rounds {est.n_iter_}, "
+        f"shrinkage_ "
         f"{est.shrinkage_:g}" + ("; op counts slow the timed run" if args.count_ops else ""),
         "",
         pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"),

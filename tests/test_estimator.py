@@ -353,3 +353,77 @@ def test_torch_missing_fails_at_fit(monkeypatch):
     est = LowRankRewardEstimator(backend="torch")
     with pytest.raises(ImportError, match="needs PyTorch"):
         est.fit(np.eye(4), [0, 1, 0, 1])
+
+
+def test_user_index_is_cached_and_follows_every_change_of_users():
+    import pickle
+
+    X, y, users, _ = make_preference_data(n_users=12, n_pairs_per_user=15, n_features=6,
+                                          n_components=2, random_state=4)
+    old = np.isin(users, np.unique(users)[:8])
+    est = LowRankRewardEstimator(2, random_state=0).fit(X[old], y[old], user_ids=users[old])
+    first = est.predict_proba(X, user_ids=users)
+    index = est._loaded_user_index[1]
+    est.predict_proba(X, user_ids=users)
+    assert est._loaded_user_index[1] is index  # built once, reused
+    # new users: the cached index must not hide them
+    est.partial_fit_users(X[~old], y[~old], user_ids=users[~old])
+    assert set(est._user_index(users[~old])) == set(range(8, 12))
+    # forgotten users: the cached index must not keep them
+    gone = est.users_[0]
+    est.forget_users([gone])
+    assert est._user_index([gone])[0] == -1
+    np.testing.assert_allclose(est.predict_proba(X[users == gone], user_ids=users[users == gone]),
+                               est.predict_proba(X[users == gone]))
+    # a refit replaces the users: the index follows
+    est.fit(X[old], y[old], user_ids=users[old])
+    np.testing.assert_allclose(est.predict_proba(X, user_ids=users)[old], first[old])
+    # the cache is process-local: not pickled
+    assert "_loaded_user_index" not in pickle.loads(pickle.dumps(est)).__dict__
+
+
+def test_fold_ins_append_into_buffers_with_the_same_result():
+    """Per-user arrays grow in spare rows (no copy of every user per call); the model
+    is the one that copying would give, and it pickles and saves as plain arrays."""
+    import copy
+    import pickle
+
+    from sklearn_lore import io
+
+    X, y, users, _ = make_preference_data(n_users=30, n_pairs_per_user=12, n_features=6,
+                                          n_components=2, random_state=6)
+    base = np.isin(users, np.unique(users)[:10])
+    est = LowRankRewardEstimator(2, random_state=0).fit(X[base], y[base], user_ids=users[base])
+    ref = copy.deepcopy(est)
+    for i, user in enumerate(np.unique(users[~base])):
+        rows = np.flatnonzero(users == user)
+        for model in (est, ref):
+            model.partial_fit_users(X[rows[:6]], y[rows[:6]], user_ids=users[rows[:6]])
+        ref.__dict__.pop("_loaded_user_buffers", None)  # ref copies every time
+        if i % 3 == 0:  # a known user's second batch, updated in place
+            for model in (est, ref):
+                model.partial_fit_users(X[rows[6:]], y[rows[6:]], user_ids=users[rows[6:]])
+            ref.__dict__.pop("_loaded_user_buffers", None)
+    assert len(est.users_) == 30
+    assert est.user_weights_.base is not None  # a view of a buffer with spare rows
+    for name in ("user_weights_", "user_precision_", "user_temperature_"):
+        np.testing.assert_array_equal(getattr(est, name), getattr(ref, name))
+    np.testing.assert_array_equal(est.predict_proba(X, user_ids=users),
+                                  ref.predict_proba(X, user_ids=users))
+    again = pickle.loads(pickle.dumps(est))
+    assert "_loaded_user_buffers" not in again.__dict__
+    np.testing.assert_array_equal(again.predict_proba(X, user_ids=users),
+                                  est.predict_proba(X, user_ids=users))
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "model.lore"
+    io.save(est, path)
+    np.testing.assert_array_equal(io.load(path).predict_proba(X, user_ids=users),
+                                  est.predict_proba(X, user_ids=users))
+    # deleting users after buffered appends, then appending again
+    est.forget_users(list(est.users_[:3]))
+    last = np.flatnonzero(users == est.users_[-1])
+    est.partial_fit_users(X[last], y[last], user_ids=np.full(len(last), "late-user"))
+    assert est.users_[-1] == "late-user" and len(est.users_) == 28
+    assert len(est.user_weights_) == len(est.user_precision_) == len(est.user_temperature_) == 28

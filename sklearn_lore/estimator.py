@@ -917,14 +917,16 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
 
         Reused while the public arrays are still the views handed out last time and
         the room suffices; otherwise (after a fit, a deletion, a load, or when full)
-        the users are copied into buffers of twice the size.
+        the users are copied into buffers a quarter larger than needed (geometric
+        growth: each user is copied a bounded number of times on average, and the
+        spare memory stays at a quarter of the per-user arrays).
         """
         current = (self.user_weights_, self.user_precision_, self._user_temperatures())
         cached = getattr(self, "_loaded_user_buffers", None)
         if (cached is not None and all(a is b for a, b in zip(current, cached[1]))
                 and len(cached[0][0]) >= n_rows):
             return cached[0]
-        capacity = max(2 * n_rows, 16)
+        capacity = n_rows + max(n_rows // 4, 16)
         buffers = []
         for array in current:
             buffer = np.empty((capacity,) + array.shape[1:], dtype=np.float64)

@@ -864,3 +864,49 @@ def test_invalid_stream_memory_is_rejected(bad):
     est = LowRankRewardEstimator(2, stream_memory=bad)
     with pytest.raises(ValueError, match="stream_memory"):
         est.partial_fit(X, y, classes=[0, 1], user_ids=users)
+
+
+@pytest.fixture(scope="module")
+def serving_model():
+    X, y, users, _ = make_preference_data(n_users=16, n_pairs_per_user=8, n_features=5,
+                                          n_components=2, random_state=9)
+    base = np.isin(users, np.unique(users)[:6])
+    est = LowRankRewardEstimator(2, random_state=0).fit(X[base], y[base], user_ids=users[base])
+    return est, X, y, users
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["fold-in", "forget"]),
+                          st.lists(st.integers(0, 15), min_size=1, max_size=4, unique=True)),
+                min_size=1, max_size=8))
+def test_any_sequence_of_fold_ins_and_deletions_matches_copying(serving_model, steps):
+    """The per-user arrays live in buffers updated in place; whatever the sequence of
+    fold-ins (new and known users) and deletions, the model equals one whose arrays are
+    copied at every call, and its id index matches ``users_``."""
+    import copy
+
+    est0, X, y, users = serving_model
+    names = np.unique(users)
+    est, ref = copy.deepcopy(est0), copy.deepcopy(est0)
+    for action, picks in steps:
+        chosen = names[picks]
+        if action == "forget":
+            chosen = [u for u in chosen if u in set(est.users_.tolist())]
+            if not chosen:
+                continue
+            for model in (est, ref):
+                model.forget_users(chosen)
+        else:
+            rows = np.flatnonzero(np.isin(users, chosen))
+            for model in (est, ref):
+                model.partial_fit_users(X[rows], y[rows], user_ids=users[rows])
+        ref.__dict__.pop("_loaded_user_buffers", None)
+        ref.__dict__.pop("_loaded_user_index", None)
+        assert est.users_.tolist() == ref.users_.tolist()
+        for name in ("user_weights_", "user_precision_", "user_temperature_"):
+            np.testing.assert_array_equal(getattr(est, name), getattr(ref, name))
+        expected = {u: i for i, u in enumerate(est.users_.tolist())}
+        assert est._id_positions() == expected
+    np.testing.assert_array_equal(est.predict_proba(X, user_ids=users),
+                                  ref.predict_proba(X, user_ids=users))

@@ -476,8 +476,8 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     ``n_splits`` folds; for as many folds as it takes to hold out
     ``min_held_users`` users (all folds for small data, one for large), the basis is
     refitted without the fold with its own empirical-Bayes prior, and each held-out
-    user is adapted on k of their pairs
-    (k in ``shots``, at most half of them) and scored on the others. The returned
+    user is adapted on k of their pairs (k in ``shots``, at most half of them) and
+    scored on the others. The returned
     scale c in ``grid`` is the largest whose pooled held-out log-loss (after a
     fitted temperature: a measure of ranking that does not punish a mere scale of
     the logits) is within one standard error of the best scale's, users taken as
@@ -494,10 +494,10 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     made adaptation look better than it is and picked too little shrinkage); from
     a cold start the loose tolerance ``tol`` is enough. ``V`` gives the rank.
 
-    Returns ``(c, table, temperature)`` with
-    ``table`` mapping each c to its held-out log-loss and ``temperature`` the one
-    fitted to the held-out users' logits under c (the calibration of adapted new
-    users), or ``(1.0, {}, None)`` when there are too few users to split.
+    Returns ``(c, table, temperature)`` with ``table`` mapping each c to its held-out
+    log-loss and ``temperature`` the one fitted to the held-out users' logits under c
+    (the calibration of adapted new users), or ``(1.0, {}, None)`` when there are too
+    few users to split.
     """
     keys = _content_keys(be, Z, y)
     counts = np.bincount(groups, minlength=n_groups)
@@ -647,8 +647,7 @@ def kron_curvature(F, s, W_rows, gram):
     S = sum_i c_i w_i w_i^T / sum_i c_i and A = sum_i c_i z_i z_i^T, itself taken as
     the solver's Gram matrix ``gram`` = Z^T diag(s / 4) Z rescaled to the batch's
     total curvature (saving a second Gram pass); ``F = Z V`` gives the logits.
-    Applying A (x) S to a (d, B)
-    matrix D costs A D S. Returned with the batch's total curvature (the weight used
+    Applying A (x) S to a (d, B) matrix D costs A D S. Returned with the batch's total curvature (the weight used
     when factors of several batches are merged).
     """
     p = expit(np.einsum("nb,nb->n", F, W_rows))

@@ -64,9 +64,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         fitted users' weights overstates how far a new user may safely move when the
         basis itself is poorly determined (few users for a large rank), so
         ``"auto"`` chooses the scale among 1, 2, 4, ..., 1024 by cross-fitting:
-        one user in five is held out, the basis is refitted without them
-        (warm-started, loose tolerance), and the held-out users are adapted on 5,
-        10 and 20 of their pairs and scored on the others. It costs part of a fit;
+        folds of users are held out (as many as hold out about 60 users), the basis
+        is refitted without them (from its own spectral start, loose tolerance), and
+        the held-out users are adapted on 5, 10 and 20 of their pairs and scored on
+        the others. It costs part of a fit;
         a float fixes the scale (1.0: the empirical-Bayes prior as estimated).
     stream_memory : int, default=20000
         Rows that :meth:`partial_fit` remembers. While all the rows streamed since

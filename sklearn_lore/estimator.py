@@ -418,6 +418,16 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         return theta[0], precision + hess[0]
 
+    def _fit_curvature_and_temperature(self, be, Z, F, y01, sw, W_rows, P_rows, gram):
+        """The basis curvature of the fitted rows (streaming prior and calibration),
+        then the temperatures from leave-one-out logits with the basis leverage."""
+        self._stream_curvature = _solver.kron_curvature(F, sw, W_rows, gram)
+        basis = None
+        if self.calibrate:
+            A, S, _ = self._stream_curvature
+            basis = _solver.basis_leverage(be, Z, A, S, self.alpha)
+        self._fit_temperature(F, y01, sw, W_rows, P_rows, basis)
+
     def _fit_temperature(self, F, y01, sw, W_rows, P_rows, basis=None):
         """Temperature from approximate leave-one-out logits of the training rows.
 
@@ -557,14 +567,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         else:
             self.shrinkage_ = float(shrinkage)
         self._set_population(mu, len(users) * P, prior_precision=self.shrinkage_ * P)
-        F = be.to_numpy(F)
-        W_rows = self.user_weights_[groups]
-        self._stream_curvature = _solver.kron_curvature(F, sw, W_rows, res.gram)
-        basis = None
-        if self.calibrate:
-            A, S, _ = self._stream_curvature
-            basis = _solver.basis_leverage(be, rows.Z, A, S, self.alpha)
-        self._fit_temperature(F, y01, sw, W_rows, self.user_precision_[groups], basis)
+        self._fit_curvature_and_temperature(be, rows.Z, be.to_numpy(F), y01, sw,
+                                            self.user_weights_[groups],
+                                            self.user_precision_[groups], res.gram)
         self.user_temperature_ = np.full(len(users), self.temperature_)
         self.fold_in_temperature_ = (
             fold_in_temperature if fold_in_temperature is not None and self.calibrate
@@ -599,16 +604,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self._set_population(self._params_from_weights(weights[None])[0],
                              hess + self.prior_strength * np.eye(B),
                              prior_precision=self.prior_strength * np.eye(B))
-        n = Z.shape[0]
-        W_rows = np.tile(weights, (n, 1))
-        self._stream_curvature = _solver.kron_curvature(F, sw, W_rows, gram)
-        basis = None
-        if self.calibrate:
-            A, S, _ = self._stream_curvature
-            basis = _solver.basis_leverage(be, rows.Z, A, S, self.alpha)
         # the fitted model is the direction u alone (the weights are fixed): its
-        # leave-one-out logits come from the basis part
-        self._fit_temperature(F, y01, sw, W_rows, None, basis)
+        # leave-one-out logits come from the basis part (no user precisions)
+        self._fit_curvature_and_temperature(be, rows.Z, F, y01, sw,
+                                            np.tile(weights, (Z.shape[0], 1)), None, gram)
         # here the population is the fitted model itself: use its leave-one-out temperature
         self.population_temperature_ = self.temperature_
         self.user_temperature_ = np.zeros(0)

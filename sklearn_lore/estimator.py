@@ -768,14 +768,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.fold_in_temperature_ = fold_in_temperature
         outside = self._user_index(known[0]) < 0
         if outside.any():
-            extra = known[0][outside]
-            if self.users_.dtype != extra.dtype:
-                self.users_, extra = self.users_.astype(object), extra.astype(object)
-            self.users_ = np.concatenate([self.users_, extra])
-            self.user_weights_ = np.vstack([self.user_weights_, known[1][outside]])
-            self.user_precision_ = np.concatenate([self.user_precision_, known[2][outside]])
-            self.user_temperature_ = np.concatenate([self.user_temperature_,
-                                                     known[3][outside]])
+            self._update_users(known[0][outside], np.full(int(outside.sum()), -1),
+                               known[1][outside], known[2][outside], known[3][outside])
 
     def _user_temperatures(self):
         """Each known user's temperature (models saved before it existed: ``temperature_``)."""
@@ -816,7 +810,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         self._stream_curvature = _solver.add_kron_curvature(self._stream_curvature, batch_curv)
         if batch_users is not None:
-            self._update_users(batch_users, index, res.theta, posterior, self.temperature_)
+            self._update_users(batch_users, index, self._weights_from_params(res.theta),
+                               posterior, self.temperature_)
         self._set_population(*self._update_population(F, y01, sw))
 
     def partial_fit_users(self, X, y, sample_weight=None, *, user_ids=None):
@@ -863,7 +858,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             be, rows, be.asarray(F), be.asarray(centres), be.asarray(centres),
             be.asarray(precisions), self._kind,
         )
-        self._update_users(batch_users, index, be.to_numpy(theta),
+        self._update_users(batch_users, index, self._weights_from_params(be.to_numpy(theta)),
                            precisions + be.to_numpy(hess),
                            getattr(self, "fold_in_temperature_", self.temperature_))
         return self
@@ -879,19 +874,20 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         precisions[known] = self.user_precision_[index[known]]
         return centres, precisions, index
 
-    def _update_users(self, batch_users, index, theta, precision, new_temperature):
-        """Write a batch's users back; new ones are appended with ``new_temperature``.
+    def _update_users(self, batch_users, index, W, precision, new_temperature):
+        """Write a batch's users' weights ``W`` and precisions back (``index``: their
+        rows in ``users_``, -1 for new users, appended with ``new_temperature``, a
+        value or one per new user).
 
         The per-user arrays are views of buffers with spare rows (``_user_buffers``):
         known users are updated in place and new users appended without copying
-        every user, so a fold-in costs the same with a million users as with a
+        every user, so a fold-in costs about the same with a million users as with a
         thousand (the first one after a fit or a load makes the buffers).
         """
         known = index >= 0
         new = ~known
         n_old, n_new = len(self.users_), int(new.sum())
         buffers = self._user_buffers(n_old + n_new)
-        W = self._weights_from_params(theta)
         rows = np.r_[index[known], n_old + np.arange(n_new)]
         order = np.r_[np.flatnonzero(known), np.flatnonzero(new)]
         buffers[0][rows] = W[order]

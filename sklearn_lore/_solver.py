@@ -35,11 +35,11 @@ class Rows:
     s_total: float
 
 
-def make_rows(be, Z, y, s, groups, n_groups, *, data=None):
-    """Move numpy inputs to the backend once per fit (``data``: Z already there)."""
+def make_rows(be, Z, y, s, groups, n_groups):
+    """Move numpy inputs to the backend once per fit (Z may already be backend data)."""
     groups_be = be.as_index(groups)
     return Rows(
-        Z=be.as_data(Z) if data is None else data,
+        Z=be.as_data(Z),
         y=be.asarray(y),
         s=be.asarray(s),
         groups=groups_be,
@@ -553,7 +553,7 @@ def _crossfit_fold(be, Z, y, s, groups, held, keys, rank, P, kind, alpha, lam, g
 
     g_tr, n_tr = regroup(~held)
     Z_tr = be.take_rows(Z, np.flatnonzero(~held))
-    rows_tr = make_rows(be, None, y[~held], s[~held], g_tr, n_tr, data=Z_tr)
+    rows_tr = make_rows(be, Z_tr, y[~held], s[~held], g_tr, n_tr)
     V0 = spectral_init(be, Z_tr, y[~held], s[~held], g_tr, n_tr, rank, random_state)
     res = fit_alternating(be, rows_tr, V0, kind, alpha, lam, max_iter, tol)
     F_tr = be.matmul_ZV(rows_tr.Z, be.asarray(res.V))
@@ -647,8 +647,8 @@ def kron_curvature(F, s, W_rows, gram):
     S = sum_i c_i w_i w_i^T / sum_i c_i and A = sum_i c_i z_i z_i^T, itself taken as
     the solver's Gram matrix ``gram`` = Z^T diag(s / 4) Z rescaled to the batch's
     total curvature (saving a second Gram pass); ``F = Z V`` gives the logits.
-    Applying A (x) S to a (d, B) matrix D costs A D S. Returned with the batch's total curvature (the weight used
-    when factors of several batches are merged).
+    Applying A (x) S to a (d, B) matrix D costs A D S. Returned with the batch's
+    total curvature (the weight used when factors of several batches are merged).
     """
     p = expit(np.einsum("nb,nb->n", F, W_rows))
     c = s * p * (1.0 - p)

@@ -52,7 +52,12 @@ class TorchBackend:
 
         To the device it travels in row chunks of its own dtype and is cast there,
         so the host never holds a second, converted copy of the whole matrix.
+        Backend data (on this device in its dtype, or host chunks) comes back as is.
         """
+        on_device = (isinstance(Z, torch.Tensor) and Z.device == self.device_
+                     and Z.dtype == self.data_dtype)
+        if on_device or isinstance(Z, _HostChunks):
+            return Z
         if not isinstance(Z, torch.Tensor):
             Z = np.ascontiguousarray(Z)
             # torch cannot share read-only memory (a memory-mapped file, say)
@@ -81,8 +86,7 @@ class TorchBackend:
         """sum_i coef_i z_i per group -> numpy (n_groups, d), in row chunks on the device."""
         g, c = self.as_index(groups), self.asarray(coef)
         out = torch.zeros((n_groups, Z.shape[1]), dtype=torch.float64, device=self.device_)
-        chunks = Z._chunks() if isinstance(Z, _HostChunks) else _row_chunks(Z, 8192)
-        for start, stop, Zc in chunks:
+        for start, stop, Zc in _row_chunks(Z):
             out.index_add_(0, g[start:stop], c[start:stop, None] * Zc.to(torch.float64))
         return self.to_numpy(out)
 
@@ -167,8 +171,7 @@ class TorchBackend:
     def row_leverage(self, Z, U, M):
         """((Z U) ** 2) @ M in row chunks, (N, B), streamed for host-resident Z."""
         Ud, Md = U.to(self.data_dtype), M.to(self.data_dtype)
-        chunks = Z._chunks() if isinstance(Z, _HostChunks) else _row_chunks(Z, 8192)
-        parts = [(torch.square(Zc @ Ud) @ Md).to(torch.float64) for _, _, Zc in chunks]
+        parts = [(torch.square(Zc @ Ud) @ Md).to(torch.float64) for _, _, Zc in _row_chunks(Z)]
         return torch.cat(parts, dim=0)
 
     # the two passes over the data -------------------------------------------
@@ -183,7 +186,11 @@ class TorchBackend:
         return (Z.T @ R.to(Z.dtype)).to(torch.float64)
 
 
-def _row_chunks(Z, chunk):
+def _row_chunks(Z, chunk=8192):
+    """(start, stop, rows on the device) over a data matrix, host-resident or not."""
+    if isinstance(Z, _HostChunks):
+        yield from Z._chunks()
+        return
     for start in range(0, Z.shape[0], chunk):
         yield start, min(start + chunk, Z.shape[0]), Z[start:start + chunk]
 

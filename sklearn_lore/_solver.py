@@ -326,6 +326,7 @@ class FitResult:
     n_iter: int
     objective: float
     gram: np.ndarray
+    F: object  # Z V at the solution, a backend array (the last pass, kept)
 
 
 def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None,
@@ -365,7 +366,7 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
         V, mu = unpack(x)
         F = be.matmul_ZV(rows.Z, V)
         theta, hess = user_step(be, rows, F, state["theta"], mu, precision, kind)
-        state.update(theta=theta, hess=hess)
+        state.update(theta=theta, hess=hess, F=F)
         W_rows = obj.user_weights_from_params(be, theta, kind)[rows.groups]
         t = obj.row_logits(be, F, W_rows)
         value = obj.pair_loss(be, t, rows.y, rows.s) + 0.5 * alpha * be.sum(V * V)
@@ -409,6 +410,7 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
         n_iter=n_iter,
         objective=f,
         gram=be.to_numpy(state["gram"]),
+        F=state["F"],
     )
 
 
@@ -556,8 +558,7 @@ def _crossfit_fold(be, Z, y, s, groups, held, keys, rank, P, kind, alpha, lam, g
     rows_tr = make_rows(be, Z_tr, y[~held], s[~held], g_tr, n_tr)
     V0 = spectral_init(be, Z_tr, y[~held], s[~held], g_tr, n_tr, rank, random_state)
     res = fit_alternating(be, rows_tr, V0, kind, alpha, lam, max_iter, tol)
-    F_tr = be.matmul_ZV(rows_tr.Z, be.asarray(res.V))
-    _, _, mu, P_cf, _ = empirical_bayes_prior(be, rows_tr, F_tr, res.theta, kind, lam,
+    _, _, mu, P_cf, _ = empirical_bayes_prior(be, rows_tr, res.F, res.theta, kind, lam,
                                               max_iter=10, sigma0=np.linalg.inv(P))
     g_h, n_h = regroup(held)
     yh, sh, owner = y[held], s[held], groups[held]

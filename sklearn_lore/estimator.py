@@ -550,9 +550,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.users_ = users
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective
-        F = be.matmul_ZV(rows.Z, be.asarray(res.V))
         theta, hess, mu, P, _ = _solver.empirical_bayes_prior(
-            be, rows, F, res.theta, self._kind, self.prior_strength
+            be, rows, res.F, res.theta, self._kind, self.prior_strength
         )
         self.user_weights_ = self._weights_from_params(theta)
         self.user_precision_ = hess + P
@@ -567,7 +566,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         else:
             self.shrinkage_ = float(shrinkage)
         self._set_population(mu, len(users) * P, prior_precision=self.shrinkage_ * P)
-        self._fit_curvature_and_temperature(be, rows.Z, be.to_numpy(F), y01, sw,
+        self._fit_curvature_and_temperature(be, rows.Z, be.to_numpy(res.F), y01, sw,
                                             self.user_weights_[groups],
                                             self.user_precision_[groups], res.gram)
         self.user_temperature_ = np.full(len(users), self.temperature_)
@@ -804,7 +803,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective
         posterior = precisions + res.user_hessian
-        F = be.to_numpy(be.matmul_ZV(rows.Z, be.asarray(res.V)))
+        F = be.to_numpy(res.F)
         batch_curv = _solver.kron_curvature(
             F, sw, self._weights_from_params(res.theta)[groups], res.gram
         )

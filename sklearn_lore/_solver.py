@@ -217,7 +217,7 @@ def _param_hessian(be, W, H_w, kind):
 # basis step
 
 
-def _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anchor):
+def _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anchor, gram=None):
     """Approximate inverse Hessian of the basis block for L-BFGS, K-FAC style.
 
     The basis Hessian sum_i c_i (z_i z_i^T) (x) (w_i w_i^T) + alpha I is
@@ -228,12 +228,13 @@ def _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anch
     Applying its inverse to a (d, B) matrix costs two small products; it makes the
     number of rounds insensitive to how anisotropic the embeddings are. Only the
     relative scaling of directions matters: L-BFGS rescales the step itself.
+    ``gram``, when given, is that Gram matrix already computed (a backend array).
     """
-    state["gram"] = be.gram(rows.Z, rows.s / 4.0)
+    state["gram"] = be.gram(rows.Z, rows.s / 4.0) if gram is None else gram
     A = state["gram"] + alpha * be.eye(d)
     if anchor is not None:
         A = A + anchor[1] + anchor[3] * be.eye(d)
-    A_inv = be.inv(A) * rows.s_total
+    A_solve = be.spd_solver(A)
     counts = be.segment_sum(rows.seg, rows.s[:, None])[:, 0]
 
     def apply(q):
@@ -241,7 +242,7 @@ def _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anch
         S = (W * counts[:, None]).T @ W / rows.s_total
         eye = be.eye(S.shape[0])
         S_inv = be.inv(S + (1e-1 * be.scalar(be.sum(S * eye)) / S.shape[0] + 1e-12) * eye)
-        qV = A_inv @ q[:d] @ S_inv
+        qV = A_solve(q[:d]) @ S_inv * rows.s_total
         if not optimize_mu:
             return qV
         q_mu = q[d] * rows.s_total / (lam * (rows.n_groups + 1))
@@ -330,7 +331,7 @@ class FitResult:
 
 
 def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None,
-                    anchor=None, log=None):
+                    anchor=None, gram=None, log=None):
     """Alternating minimization of J from the basis ``V0``; returns a :class:`FitResult`.
 
     Every outer round solves the user block exactly (batched Newton; it needs only
@@ -347,6 +348,8 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
     user (streaming and fold-in); mu is then not optimized. ``anchor`` is the
     streaming basis prior ``(V_prev, A, S, a0)``: 1/2 <D, A D S> + a0/2 ||D||^2
     with D = V - V_prev (a Kronecker-factored curvature of earlier batches).
+    ``gram``: the rows' Gram matrix Z^T diag(s / 4) Z if already known (backend
+    array), else one pass computes it.
     """
     B, d = V0.shape[1], V0.shape[0]
     optimize_mu = kind == "free" and prior is None
@@ -397,7 +400,8 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
         recent = np.abs(np.diff(trace[-4:]))
         return len(recent) == 3 and bool(np.all(recent <= tol * max(abs(f), 1e-12)))
 
-    precond = _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anchor)
+    precond = _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anchor,
+                                   gram)
     x, f, _, n_iter = lbfgs(be, fg, x0, max_iter=max_iter, gtol=1e-9, callback=callback,
                             precond=precond)
     fg(x)
@@ -468,7 +472,8 @@ def _rank_within(groups, keys):
 
 def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
                        grid=SHRINKAGE_GRID, shots=(5, 10, 20), n_splits=5,
-                       min_held_users=60, max_iter=100, tol=1e-3, random_state=None):
+                       min_held_users=60, max_iter=100, tol=1e-3, random_state=None,
+                       gram=None):
     """Scale of the new-user prior precision, chosen on held-out users (cross-fitting).
 
     The empirical-Bayes spread of the fitted users' weights is estimated with the
@@ -495,6 +500,9 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     warm-started from it keeps some of them (in a basis learned from few users it
     made adaptation look better than it is and picked too little shrinkage); from
     a cold start the loose tolerance ``tol`` is enough. ``V`` gives the rank.
+    ``gram``, the full data's Gram matrix Z^T diag(s / 4) Z (numpy, the fit's),
+    gives each refit its own by subtracting the held-out rows' part: a pass over
+    the held-out rows instead of the training ones. It holds no labels.
 
     Returns ``(c, table, temperature)`` with ``table`` mapping each c to its held-out
     log-loss and ``temperature`` the one fitted to the held-out users' logits under c
@@ -513,7 +521,7 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     n_folds = min(n_splits, -(-min_held_users // per_fold))
     folds = [
         _crossfit_fold(be, Z, y, s, groups, held, keys, V.shape[1], P, kind, alpha, lam, grid,
-                       shots, max_iter, tol, random_state)
+                       shots, max_iter, tol, random_state, gram)
         for held in (((fold == f) & (counts >= 2))[groups] for f in range(n_folds))
         if held.any()
     ]
@@ -542,7 +550,7 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
 
 
 def _crossfit_fold(be, Z, y, s, groups, held, keys, rank, P, kind, alpha, lam, grid, shots,
-                   max_iter, tol, random_state):
+                   max_iter, tol, random_state, gram=None):
     """One fold of :func:`crossfit_shrinkage` (``held``: the rows of its held-out users).
 
     Returns the held-out logits under each scale (len(grid), n), and the labels,
@@ -557,12 +565,16 @@ def _crossfit_fold(be, Z, y, s, groups, held, keys, rank, P, kind, alpha, lam, g
     Z_tr = be.take_rows(Z, np.flatnonzero(~held))
     rows_tr = make_rows(be, Z_tr, y[~held], s[~held], g_tr, n_tr)
     V0 = spectral_init(be, Z_tr, y[~held], s[~held], g_tr, n_tr, rank, random_state)
-    res = fit_alternating(be, rows_tr, V0, kind, alpha, lam, max_iter, tol)
+    Z_h = be.take_rows(Z, np.flatnonzero(held))
+    gram_tr = None
+    if gram is not None:
+        gram_tr = be.asarray(gram) - be.gram(Z_h, be.asarray(s[held] / 4.0))
+    res = fit_alternating(be, rows_tr, V0, kind, alpha, lam, max_iter, tol, gram=gram_tr)
     _, _, mu, P_cf, _ = empirical_bayes_prior(be, rows_tr, res.F, res.theta, kind, lam,
                                               max_iter=10, sigma0=np.linalg.inv(P))
     g_h, n_h = regroup(held)
     yh, sh, owner = y[held], s[held], groups[held]
-    Fh = be.to_numpy(be.matmul_ZV(be.take_rows(Z, np.flatnonzero(held)), be.asarray(res.V)))
+    Fh = be.to_numpy(be.matmul_ZV(Z_h, be.asarray(res.V)))
     rank = _rank_within(g_h, keys[held])
     n_u = np.bincount(g_h)[g_h]
     # every (shot count, scale, user) is its own group of one batched user step
@@ -602,7 +614,7 @@ def fit_single_model(be, rows, alpha, max_iter=1000, gtol=1e-10):
     """
     d = rows.Z.shape[1]
     gram = be.gram(rows.Z, rows.s / 4.0)
-    A_inv = be.inv(gram + alpha * be.eye(d)) * rows.s_total
+    A_solve = be.spd_solver(gram + alpha * be.eye(d))
 
     def fg(u):
         t = be.matmul_ZV(rows.Z, u)[:, 0]
@@ -611,7 +623,7 @@ def fit_single_model(be, rows, alpha, max_iter=1000, gtol=1e-10):
         return be.scalar(value) / rows.s_total, g / rows.s_total, None
 
     u, f, _, n_iter = lbfgs(be, fg, be.zeros((d, 1)), max_iter=max_iter, gtol=gtol,
-                            ftol=0.0, precond=lambda q: A_inv @ q)
+                            ftol=0.0, precond=lambda q: A_solve(q) * rows.s_total)
     return be.to_numpy(u)[:, 0], f, n_iter, be.to_numpy(gram)
 
 

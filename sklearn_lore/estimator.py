@@ -560,7 +560,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         if shrinkage == "auto":
             self.shrinkage_, _, fold_in_temperature = _solver.crossfit_shrinkage(
                 be, rows.Z, y01, sw, groups, len(users), res.V, P, self._kind, self.alpha,
-                self.prior_strength, random_state=self.random_state,
+                self.prior_strength, random_state=self.random_state, gram=res.gram,
             )
             self._shrinkage_rows = len(y01)
         else:

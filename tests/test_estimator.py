@@ -247,8 +247,35 @@ class BackendContract:
         assert np.all(np.isfinite(est.predict_proba(X, user_ids=users)))
 
 
+    def test_gram_and_spd_solver_match_dense_algebra(self, data):
+        from sklearn_lore._backends import resolve_backend
+
+        X, _, _ = data
+        be = resolve_backend(self.params["backend"], self.params.get("device"))
+        Z = be.as_data(X)
+        c = np.linspace(0.0, 2.0, len(X))  # a zero weight included
+        G = be.to_numpy(be.gram(Z, be.asarray(c)))
+        np.testing.assert_allclose(G, X.T @ (c[:, None] * X), rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(G, G.T, rtol=1e-12, atol=1e-10)
+        A = G + np.eye(X.shape[1])
+        q = np.random.RandomState(2).standard_normal((X.shape[1], 3))
+        solve = be.spd_solver(be.asarray(A))
+        np.testing.assert_allclose(be.to_numpy(solve(be.asarray(q))), np.linalg.solve(A, q),
+                                   rtol=1e-8, atol=1e-10)
+
+
 class TestNumpyBackend(BackendContract):
     params = {"backend": "numpy"}
+
+    def test_gram_with_negative_weights_and_an_indefinite_solve(self, data):
+        from sklearn_lore._backends._numpy import NumpyBackend
+
+        X, _, _ = data
+        be = NumpyBackend()
+        c = np.linspace(-1.0, 1.0, len(X))
+        np.testing.assert_allclose(be.gram(X, c), X.T @ (c[:, None] * X), atol=1e-9)
+        A = np.diag([2.0, -1.0, 3.0])  # not positive definite: the inverse still applies
+        np.testing.assert_allclose(be.spd_solver(A)(np.ones(3)), [0.5, -1.0, 1.0 / 3.0])
 
 
 @pytest.mark.skipif(not torch_available(), reason="torch is not installed")

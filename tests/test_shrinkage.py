@@ -139,3 +139,24 @@ def test_crossfit_refits_do_not_start_from_the_full_basis(unreliable_basis):
                                            random_state=0)
     assert fitted[0] == unrelated[0] == est.shrinkage_
     assert fitted[1] == unrelated[1]
+
+
+def test_crossfit_with_the_fits_gram_matrix_matches_recomputing_it(problem_small):
+    """The refits' Gram matrix comes from the fit's minus the held-out rows' part."""
+    from sklearn_lore import _solver
+    from sklearn_lore._backends._numpy import NumpyBackend
+
+    X, y, users = problem_small
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+    groups = est._user_index(users)
+    sw = np.ones(len(y))
+    args = (X, (y == est.classes_[1]).astype(float), sw, groups, len(est.users_),
+            est.components_.T, est.prior_precision_ / est.shrinkage_, est._kind, est.alpha,
+            est.prior_strength)
+    gram = X.T @ (sw[:, None] / 4.0 * X)
+    given = _solver.crossfit_shrinkage(NumpyBackend(), *args, random_state=0, gram=gram)
+    recomputed = _solver.crossfit_shrinkage(NumpyBackend(), *args, random_state=0)
+    assert given[0] == recomputed[0] == est.shrinkage_
+    np.testing.assert_allclose([given[1][c] for c in _solver.SHRINKAGE_GRID],
+                               [recomputed[1][c] for c in _solver.SHRINKAGE_GRID], rtol=1e-6)
+    assert given[2] == pytest.approx(recomputed[2], rel=1e-6)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import blas, cho_factor, cho_solve
 from scipy.special import expit, log_softmax
 
 
@@ -70,12 +71,38 @@ class NumpyBackend:
     def concat_rows(self, a, b):
         return np.vstack([a, b[None, :]])
 
-    def gram(self, Z, c):
-        """Weighted Gram matrix Z^T diag(c) Z, (d, d)."""
-        return Z.T @ (c[:, None] * Z)
+    def gram(self, Z, c, chunk=2048):
+        """Weighted Gram matrix Z^T diag(c) Z, (d, d).
+
+        Non-negative weights (the solver's): symmetric rank-k updates of row chunks
+        scaled by sqrt(c), half the arithmetic of a general product and no full-size
+        scaled copy of Z.
+        """
+        c = np.asarray(c, dtype=np.float64)
+        if np.any(c < 0):
+            return Z.T @ (c[:, None] * Z)
+        d = Z.shape[1]
+        G = np.zeros((d, d), order="F")
+        root = np.sqrt(c)
+        for start in range(0, Z.shape[0], chunk):
+            part = root[start:start + chunk, None] * Z[start:start + chunk]
+            # (Zc^T)(Zc^T)^T on the F-ordered view of the chunk: no copy, upper triangle
+            G = blas.dsyrk(1.0, part.T, beta=1.0, c=G, trans=0, overwrite_c=1)
+        return np.triu(G) + np.triu(G, 1).T
 
     def inv(self, A):
         return np.linalg.inv(A)
+
+    def spd_solver(self, A):
+        """q -> A^-1 q for a symmetric positive definite A: one Cholesky factorization
+        (a fraction of an inverse's cost at large d), two triangular solves per call;
+        an explicit inverse if A is not numerically positive definite."""
+        try:
+            factor = cho_factor(A, lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            A_inv = np.linalg.inv(A)
+            return lambda q: A_inv @ q
+        return lambda q: cho_solve(factor, q, check_finite=False)
 
     def einsum(self, spec, *ops):
         return np.einsum(spec, *ops, optimize=True)

@@ -143,6 +143,13 @@ class TorchBackend:
     def inv(self, A):
         return torch.linalg.inv(A)
 
+    def spd_solver(self, A):
+        """q -> A^-1 q for a symmetric positive definite A: an explicit inverse, so that
+        each call is one matrix product (triangular solves with a few right-hand sides
+        are latency-bound on a GPU)."""
+        A_inv = torch.linalg.inv(A)
+        return lambda q: A_inv @ q
+
     def einsum(self, spec, *ops):
         return torch.einsum(spec, *ops)
 

@@ -450,7 +450,7 @@ def empirical_bayes_prior(be, rows, F, theta, kind, lam, max_iter=30, tol=1e-6, 
     return be.to_numpy(theta), be.to_numpy(hess), mu, P, n_iter
 
 
-SHRINKAGE_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0)
+SHRINKAGE_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
 
 
 def _content_keys(be, Z, y):

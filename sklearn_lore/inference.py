@@ -13,7 +13,25 @@ import pandas as pd
 _POPULATION_ID = "__sklearn_lore_population__"
 
 
-def score_responses(model, prompt, candidates, user_id=None, *, user_col="user_id"):
+def _pair_frame(model, prompt, candidates, user_id, user_col):
+    """The candidates as rows (user, prompt, candidate, first candidate), in the
+    column names the pipeline's embedder reads."""
+    embedder = model[0] if hasattr(model, "steps") else None
+
+    def column(name, default):
+        return getattr(embedder, name, None) or default
+
+    user_col = user_col if user_col is not None else column("user_col", "user_id")
+    n = len(candidates)
+    return pd.DataFrame({
+        user_col: [user_id if user_id is not None else _POPULATION_ID] * n,
+        column("prompt_col", "prompt"): [prompt] * n,
+        column("response_a_col", "response_a"): candidates,
+        column("response_b_col", "response_b"): [candidates[0]] * n,
+    })
+
+
+def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     """Reward of each candidate response for one user, relative to the first candidate.
 
     Parameters
@@ -26,8 +44,11 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col="user_i
         N >= 1 responses to ``prompt``.
     user_id : hashable or None, default=None
         The user to score for; None or an unknown user gets the population model.
-    user_col : str, default="user_id"
-        The user column the pipeline's embedder expects.
+    user_col : str or None, default=None
+        The user column the pipeline's embedder expects; None reads it from the
+        embedder (``user_col``, else "user_id"). The prompt and response columns
+        are always the embedder's (``prompt_col``, ``response_a_col``,
+        ``response_b_col``).
 
     Returns
     -------
@@ -53,18 +74,11 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col="user_i
     candidates = list(candidates)
     if not candidates:
         raise ValueError("candidates must hold at least one response.")
-    frame = pd.DataFrame(
-        {
-            user_col: [user_id if user_id is not None else _POPULATION_ID] * len(candidates),
-            "prompt": [prompt] * len(candidates),
-            "response_a": candidates,
-            "response_b": [candidates[0]] * len(candidates),
-        }
-    )
+    frame = _pair_frame(model, prompt, candidates, user_id, user_col)
     return np.asarray(model.decision_function(frame), dtype=np.float64)
 
 
-def best_of_n(model, prompt, candidates, user_id=None, *, user_col="user_id"):
+def best_of_n(model, prompt, candidates, user_id=None, *, user_col=None):
     """The candidate with the highest reward for ``user_id`` and its index.
 
     Parameters are those of :func:`score_responses`.

@@ -43,7 +43,7 @@ def test_main_job_reports_missing_columns(tmp_path):
         main(["--data", str(path)])
 
 
-def _toy_pipeline():
+def _toy_pipeline(columns=("user_id", "prompt", "response_a", "response_b")):
     def encode(texts):
         return np.array([[len(t) / 10.0, t.count("!"), t.count("?")] for t in texts])
 
@@ -51,10 +51,11 @@ def _toy_pipeline():
     for user, sign in (("calm", -1.0), ("loud", 1.0)):
         for a, b in [("wow!", "ok"), ("ok", "yes!!"), ("hey!", "fine"), ("no", "great!")]:
             rows.append((user, "hi", a, b, int(sign * (a.count("!") - b.count("!")) > 0)))
-    df = pd.DataFrame(rows, columns=["user_id", "prompt", "response_a", "response_b", "y"])
-    pipe = make_pipeline(SentencePairEmbedder(encoder=encode, model="toy-encoder"),
+    df = pd.DataFrame(rows, columns=[*columns, "y"])
+    names = dict(zip(["user_col", "prompt_col", "response_a_col", "response_b_col"], columns))
+    pipe = make_pipeline(SentencePairEmbedder(encoder=encode, model="toy-encoder", **names),
                          LowRankRewardEstimator(1, alpha=0.1, prior_strength=0.1,
-                                                random_state=0))
+                                                user_col=columns[0], random_state=0))
     return pipe.fit(df.drop(columns="y"), df.y)
 
 
@@ -71,3 +72,14 @@ def test_best_of_n_follows_each_users_taste():
 def test_score_responses_needs_candidates():
     with pytest.raises(ValueError, match="at least one"):
         score_responses(_toy_pipeline(), "hi", [], "loud")
+
+
+def test_inference_reads_the_embedders_column_names():
+    candidates = ["plain", "very excited!!!", "fine"]
+    default = score_responses(_toy_pipeline(), "hi", candidates, "loud")
+    renamed = _toy_pipeline(("who", "question", "first", "second"))
+    np.testing.assert_allclose(score_responses(renamed, "hi", candidates, "loud"), default)
+    assert best_of_n(renamed, "hi", candidates, "loud") == ("very excited!!!", 1)
+    # the user column may still be named explicitly
+    np.testing.assert_allclose(
+        score_responses(renamed, "hi", candidates, "loud", user_col="who"), default)

@@ -12,7 +12,7 @@ like :class:`sklearn_lore.LowRankRewardEstimator`, so that
   unknown) gets probability 0.5 (a coin flip: without sharing there is nothing to
   predict from).
 - :class:`PublishedLoRe`: the published LoRe training procedure re-implemented from
-  its description in DESIGN.md, section 4 (the published code was not consulted):
+  a written description of the published scripts (the code was not consulted):
   joint full-batch Adam on basis and user logits, lr 0.5, 1000 iterations, logits
   divided by 100, softmax (simplex) user weights; few-shot: 500 Adam steps, lr 0.1, on
   the new users' logits with the basis frozen.
@@ -228,7 +228,7 @@ class PerUserLogistic(ClassifierMixin, BaseEstimator):
 
 
 class PublishedLoRe(ClassifierMixin, BaseEstimator):
-    """The published LoRe procedure, re-implemented from DESIGN.md (section 4).
+    """The published LoRe procedure, re-implemented from its written description.
 
     Model: ``P(a preferred | u) = sigmoid(z . V w_u / logit_scale)`` with
     ``w_u = softmax(theta_u)`` on the simplex. Training: full-batch Adam on ``V`` and

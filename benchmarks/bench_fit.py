@@ -1,6 +1,6 @@
 """Fit and fold-in speed against the re-implemented published procedure, same data, one run.
 
-Cases (DESIGN.md sections 4-5, issues 2 and 4):
+Cases (the project's speed targets against the published procedure):
 
 * ``fit``: planted users (make_preference_data), n_users x n_pairs comparisons with
   d features and rank B; the first 80% of each user's pairs train, the rest test.

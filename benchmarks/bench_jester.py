@@ -1,6 +1,6 @@
 """Jester benchmark: seen and unseen (few-shot) users, ours against three baselines.
 
-Protocol (issue 5; DESIGN.md, section 4):
+Protocol (docs/evaluation.md):
 
 - pairs from the Jester5k ratings as in ``jester5k/SOURCE.md``: 40 pairs per user,
   rating margin >= 2, seed 0 (:func:`sklearn_lore.datasets.pairs_from_ratings`);

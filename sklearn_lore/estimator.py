@@ -34,8 +34,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         P(a preferred to b | user u) = sigmoid(z . V w_u)
 
     There is no intercept, so swapping a and b flips the probability exactly.
-    Users absent from training get the population weights (the mean of the users'
-    weights); :meth:`partial_fit_users` adapts new users from a few comparisons
+    Users absent from training get the population weights (those of the prior's
+    mean); :meth:`partial_fit_users` adapts new users from a few comparisons
     with the basis frozen, shrinking them toward the population.
 
     Parameters
@@ -617,7 +617,12 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     # prediction
 
     def decision_function(self, X, *, user_ids=None):
-        """Reward margin r_u(x, a) - r_u(x, b) of each comparison (the logit).
+        """Calibrated reward margin (r_u(x, a) - r_u(x, b)) / T_u of each comparison.
+
+        The logit of :meth:`predict_proba`: the margin ``z . V w_u`` divided by the
+        row's temperature T_u (``user_temperature_`` for known users,
+        ``population_temperature_`` otherwise; 1 with ``calibrate=False``).
+        Rankings and labels do not depend on the temperature.
 
         Parameters
         ----------
@@ -664,10 +669,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         return accuracy_score(y, self.predict(X, user_ids=user_ids), sample_weight=sample_weight)
 
     def reward(self, X, *, user_ids=None):
-        """Reward r_u(x, y) = w_u . V^T phi(x, y) of single embeddings.
+        """Calibrated reward w_u . V^T phi(x, y) / T_u of single embeddings.
 
         Same as :meth:`decision_function`, read for embeddings of single responses
-        rather than differences; rewards are defined up to a per-prompt constant.
+        rather than differences; rewards are defined up to a per-prompt constant, and
+        each user's are divided by that user's temperature T_u (so different users'
+        rewards are on their own calibrated scales; ``calibrate=False`` gives the raw
+        w_u . V^T phi).
         """
         return self.decision_function(X, user_ids=user_ids)
 
@@ -934,16 +942,15 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
 
         The rows of ``users_``, ``user_weights_`` and ``user_precision_`` that belong
         to these users are removed, so are their comparisons remembered by
-        :meth:`partial_fit` (``stream_memory``), and the new-user prior is recomputed from the
-        remaining users. A forgotten user is then predicted like any unknown user
-        (the population weights), and a later :meth:`partial_fit_users` or
-        :meth:`partial_fit` with their id starts from the population prior, as for a
-        user never seen.
+        :meth:`partial_fit` (``stream_memory``). A forgotten user is then predicted
+        like any unknown user (the population weights), and a later
+        :meth:`partial_fit_users` or :meth:`partial_fit` with their id starts from the
+        population prior, as for a user never seen.
 
-        What stays: the basis ``components_``, the population weights and the
-        streaming curvature were fitted on all rows, the forgotten users' included.
-        They are aggregates over many users and hold no per-user parameter, but
-        erasing a user's influence on them requires refitting without their rows.
+        What stays: the basis ``components_``, the population weights, the new-user
+        prior (``prior_mean_``, ``prior_precision_``) and the streaming curvature were
+        fitted on all rows, the forgotten users' included. They are aggregates over
+        many users and hold no per-user parameter, but erasing a user's influence on them requires refitting without their rows.
 
         Parameters
         ----------

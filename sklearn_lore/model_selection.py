@@ -1,6 +1,6 @@
 """User-aware evaluation: splits, few-shot curves and per-user metrics.
 
-A personalized preference model is judged on two kinds of users (DESIGN.md, section 4):
+A personalized preference model is judged on two kinds of users:
 
 - **seen users**, present in ``fit``, on their held-out comparisons;
 - **unseen users**, absent from ``fit``, adapted with their first ``k`` comparisons

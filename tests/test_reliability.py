@@ -776,7 +776,13 @@ def test_forget_users_removes_their_weights(to_forget, problem):
     keep = ~np.isin(before_users, ["u1", "u7"])
     weights, precision = est.user_weights_[keep].copy(), est.user_precision_[keep].copy()
     others = est.predict_proba(X, user_ids=users)
+    # documented: the aggregates stay as fitted (only a refit removes their influence)
+    stays = [est.components_.copy(), est.population_weights_.copy(), est.prior_mean_.copy(),
+             est.prior_precision_.copy()]
     assert est.forget_users(["u1", "u7"]) is est
+    for before, after in zip(stays, [est.components_, est.population_weights_,
+                                     est.prior_mean_, est.prior_precision_]):
+        assert np.array_equal(before, after)
     assert "u1" not in est.users_ and "u7" not in est.users_
     assert np.array_equal(est.users_, before_users[keep])
     assert np.array_equal(est.user_weights_, weights)

@@ -6,10 +6,13 @@ The math lives in :mod:`sklearn_lore._objective`, the solver in
 
 import logging
 import numbers
+import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
@@ -19,6 +22,48 @@ from ._backends import resolve_backend
 
 # 1 - c h, floored: a leave-one-out shift is at most 20 times the first-order one
 _LEVERAGE_FLOOR = 0.05
+
+# features beyond this magnitude overflow the float64 curvature (squares summed over rows)
+_MAX_FEATURE = 1e100
+
+# training logits all below this: the penalties won and the model collapsed to zero
+_COLLAPSED_LOGIT = 1e-8
+
+
+def _scale_advice(Z):
+    return (f"The features reach magnitude {float(np.max(np.abs(Z), initial=0.0)):.1e}; "
+            "the solver expects embedding differences of moderate scale: standardize or "
+            "normalize them (e.g. sklearn.preprocessing.StandardScaler, or "
+            "SentencePairEmbedder(normalize=True)).")
+
+
+@contextmanager
+def _numerical_failure_as_value_error(Z):
+    """A linear solve that fails on the data's numbers is a problem with the input's
+    scale, reported as such (not as a LAPACK error from deep inside the solver)."""
+    try:
+        yield
+    except np.linalg.LinAlgError as exc:
+        raise ValueError(f"The solver failed numerically ({exc}). {_scale_advice(Z)}") from exc
+    except RuntimeError as exc:
+        if "LinAlgError" not in type(exc).__name__:  # torch.linalg's errors
+            raise
+        raise ValueError(f"The solver failed numerically ({exc}). {_scale_advice(Z)}") from exc
+
+
+def _require_finite(Z, *arrays):
+    """Refuse a solver result that overflowed, before it enters the model."""
+    if not all(np.all(np.isfinite(a)) for a in arrays):
+        raise ValueError("The solver produced non-finite values; the model is unchanged. "
+                         + _scale_advice(Z))
+
+
+def _concat_ids(old, new):
+    """Remembered ids and a batch's ids, each id keeping its type (numpy would turn
+    ints into strings next to strings)."""
+    if old.dtype != new.dtype:
+        old, new = old.astype(object), new.astype(object)
+    return np.concatenate([old, new])
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +309,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 f"X has no feature columns besides the user column {self.user_col!r}; "
                 "pass the embedding differences as the other columns."
             )
-        if hasattr(X, "dtypes"):
+        if isinstance(X, pd.DataFrame):
             bad = [c for c, t in X.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
             if bad:
                 raise ValueError(
@@ -275,6 +320,21 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Z = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
                           ensure_min_samples=1)
         return Z, self._check_ids(ids, Z.shape[0])
+
+    def _check_trainable(self, Z, continuing=True):
+        """Training input the solver can take: a moderate scale, and (for an update
+        of a fitted model) the fitted shapes still those of the parameters
+        (``set_params`` after fitting)."""
+        if float(np.max(np.abs(Z), initial=0.0)) > _MAX_FEATURE:
+            raise ValueError(f"Features larger than {_MAX_FEATURE:.0e} overflow the solver. "
+                             + _scale_advice(Z))
+        fitted = getattr(self, "components_", None) if continuing else None
+        if fitted is not None and fitted.shape[0] != self.n_components:
+            raise ValueError(
+                f"n_components is {self.n_components} but the fitted basis has "
+                f"{fitted.shape[0]} components (changed with set_params after fitting); "
+                "call fit to start over, or set it back."
+            )
 
     def _validate_y(self, y, n_samples, sample_weight, Z):
         if y is None:
@@ -345,7 +405,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         kinds = {type(v) for v in values}
         users = np.fromiter(values, dtype=object, count=len(values))
         if len(kinds) == 1 and kinds <= {int, str, np.int64, np.int32, np.str_}:
-            users = np.asarray(values)
+            typed = np.asarray(values)
+            # numpy strings drop trailing NUL characters: such ids stay objects
+            if kinds <= {int, np.int64, np.int32} or typed.tolist() == values:
+                users = typed
         return codes.astype(np.intp), users
 
     def _user_index(self, ids):
@@ -523,10 +586,12 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self._validate_params()
         Z, ids = self._validate_X(X, user_ids, reset=True)
         y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
+        self._check_trainable(Z, continuing=False)
         self.classes_ = self._set_classes(y)
         y01 = self._binary_labels(y)
         self._stream_memory = None
-        return self._fit_first_batch(Z, y01, sw, ids)
+        with _numerical_failure_as_value_error(Z):
+            return self._fit_first_batch(Z, y01, sw, ids)
 
     def _fit_first_batch(self, Z, y01, sw, ids, V0=None, shrinkage=None, tol=None):
         """Alternating minimization from a spectral start, or from ``V0`` (d, B).
@@ -546,6 +611,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             be, rows, V0, self._kind, self.alpha, self.prior_strength,
             self.max_iter, self.tol if tol is None else tol, log=self._log,
         )
+        _require_finite(Z, res.V, res.theta)
         self.components_ = res.V.T.copy()
         self.users_ = users
         self.n_iter_ = res.n_iter
@@ -555,6 +621,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         self.user_weights_ = self._weights_from_params(theta)
         self.user_precision_ = hess + P
+        self._warn_if_collapsed(be.to_numpy(res.F), self.user_weights_[groups])
         shrinkage = self.shrinkage if shrinkage is None else shrinkage
         fold_in_temperature = None
         if shrinkage == "auto":
@@ -575,6 +642,19 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             else self.temperature_
         )
         return self
+
+    def _warn_if_collapsed(self, F, W_rows):
+        """The basis times the weights is a product: where the penalties outweigh
+        the data it collapses to zero, and what is left of the logits is round-off."""
+        t = np.einsum("nb,nb->n", F, W_rows)
+        if t.size and np.max(np.abs(t)) <= _COLLAPSED_LOGIT:
+            warnings.warn(
+                "The fitted model collapsed to zero: every training logit is below "
+                f"{_COLLAPSED_LOGIT:.0e}, so probabilities are 0.5 and predicted labels are "
+                "round-off. alpha and prior_strength outweigh the data at this feature "
+                "scale: standardize the features or lower alpha and prior_strength.",
+                ConvergenceWarning, stacklevel=4,
+            )
 
     def _fit_without_users(self, Z, y01, sw):
         """The population model alone: one ridge Bradley-Terry direction.
@@ -716,6 +796,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
         Z, ids = self._validate_X(X, user_ids, reset=first)
+        self._check_trainable(Z)
         y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
         if classes is not None:
             classes = self._set_classes(np.asarray(classes))
@@ -738,19 +819,20 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         elif getattr(self, "_stream_memory", None) is not None:
             memory = tuple(
                 None if old is None else np.concatenate([old, new])
-                for old, new in zip(self._stream_memory, batch)
-            )
+                for old, new in zip(self._stream_memory[:3], batch[:3])
+            ) + (None if ids is None else _concat_ids(self._stream_memory[3], ids),)
         else:
             memory = None
         if memory is not None and len(memory[1]) > self.stream_memory:
             memory = None
-        if first:
-            # a stream builds on this first fit: solve it as tightly as its updates
-            self._fit_first_batch(*batch, tol=self.tol / 10)
-        elif memory is not None:
-            self._refit_memory(memory)
-        else:
-            self._stream_update(*batch)
+        with _numerical_failure_as_value_error(Z):
+            if first:
+                # a stream builds on this first fit: solve it as tightly as its updates
+                self._fit_first_batch(*batch, tol=self.tol / 10)
+            elif memory is not None:
+                self._refit_memory(memory)
+            else:
+                self._stream_update(*batch)
         self._stream_memory = memory
         return self
 
@@ -807,6 +889,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.max_iter, self.tol / 10, prior=(be.asarray(centres), be.asarray(precisions)),
             anchor=anchor, log=self._log,
         )
+        _require_finite(Z, res.V, res.theta, res.user_hessian)
         self.components_ = res.V.T.copy()
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective
@@ -852,6 +935,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 "partial_fit_users needs user ids: pass user_ids= or a "
                 f"{self.user_col!r} column in X."
             )
+        self._check_trainable(Z)
         y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
         y01 = self._binary_labels(y)
         groups, batch_users = self._factorize(ids)
@@ -861,12 +945,19 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         # to the device, which for a few comparisons costs more than the step itself
         F = np.asarray(Z @ self.components_.T.astype(Z.dtype), dtype=np.float64)
         rows = _solver.make_rows(be, F, y01, sw, groups, len(batch_users))
-        theta, hess = _solver.user_step(
-            be, rows, be.asarray(F), be.asarray(centres), be.asarray(centres),
-            be.asarray(precisions), self._kind,
-        )
-        self._update_users(batch_users, index, self._weights_from_params(be.to_numpy(theta)),
-                           precisions + be.to_numpy(hess),
+        with _numerical_failure_as_value_error(Z):
+            theta, hess = _solver.user_step(
+                be, rows, be.asarray(F), be.asarray(centres), be.asarray(centres),
+                be.asarray(precisions), self._kind,
+            )
+        W = self._weights_from_params(be.to_numpy(theta))
+        precision = precisions + be.to_numpy(hess)
+        _require_finite(Z, W, precision)
+        # a new user whose rows all weigh 0 has told nothing: it stays unknown (the
+        # population, temperature included) rather than a copy of the prior
+        informed = (np.bincount(groups, weights=sw, minlength=len(batch_users)) > 0) | (index >= 0)
+        self._update_users(batch_users[informed], index[informed], W[informed],
+                           precision[informed],
                            getattr(self, "fold_in_temperature_", self.temperature_))
         return self
 
@@ -950,7 +1041,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         What stays: the basis ``components_``, the population weights, the new-user
         prior (``prior_mean_``, ``prior_precision_``) and the streaming curvature were
         fitted on all rows, the forgotten users' included. They are aggregates over
-        many users and hold no per-user parameter, but erasing a user's influence on them requires refitting without their rows.
+        many users and hold no per-user parameter, but erasing a user's influence on
+        them requires refitting without their rows.
 
         Parameters
         ----------

@@ -401,9 +401,15 @@ def test_perfectly_separable(user_weights, with_users):
 @pytest.mark.parametrize("scale", [1e6, 1e-6])
 @pytest.mark.parametrize("user_weights", ["free", "simplex"])
 def test_features_scaled_by_huge_or_tiny_factors(scale, user_weights):
+    from sklearn.exceptions import ConvergenceWarning
+
     X, y, users = data(n_users=6, n_pairs=8, n_features=4)
     est = LowRankRewardEstimator(2, user_weights=user_weights, random_state=0)
-    fit_strictly(est, X * scale, y, users)
+    if scale > 1:
+        fit_strictly(est, X * scale, y, users)
+        return
+    with pytest.warns(ConvergenceWarning, match="collapsed to zero"):  # finite, and said so
+        fit_strictly(est, X * scale, y, users)
 
 
 def test_float32_input():
@@ -916,3 +922,127 @@ def test_any_sequence_of_fold_ins_and_deletions_matches_copying(serving_model, s
         assert est._id_positions() == expected
     np.testing.assert_array_equal(est.predict_proba(X, user_ids=users),
                                   ref.predict_proba(X, user_ids=users))
+
+
+# ---------------------------------------------------------------------------
+# inputs a review found mishandled
+
+
+def test_partial_fit_keeps_each_ids_type_across_batches():
+    """numpy turns ints into strings next to strings: the remembered ids must not."""
+    X, y, users = data(n_users=8, n_pairs=12)
+    as_str = np.array([f"s{u}" for u in pd.factorize(users)[0]])
+    as_int = pd.factorize(users)[0].astype(np.int64)
+    est = LowRankRewardEstimator(2, random_state=0)
+    est.partial_fit(X[:48], y[:48], classes=[0, 1], user_ids=as_str[:48])
+    est.partial_fit(X[48:], y[48:], user_ids=as_int[48:])
+    ints = [u for u in est.users_.tolist() if isinstance(u, int)]
+    assert sorted(ints) == sorted(set(as_int[48:].tolist()))
+    assert not {str(i) for i in ints} & set(est.users_.tolist())
+    own = est.predict_proba(X[48:], user_ids=as_int[48:])
+    assert not np.allclose(own, est.predict_proba(X[48:]))
+
+
+def test_ids_ending_in_nul_stay_distinct_users(tmp_path):
+    import sklearn_lore
+
+    X, y, users = data(n_users=6, n_pairs=10)
+    ids = np.array(["a" if u == users[0] else "a\x00" if u == users[10] else str(u)
+                    for u in users], dtype=object)
+    est = LowRankRewardEstimator(2, shrinkage=1.0, random_state=0).fit(X, y, user_ids=ids)
+    assert {"a", "a\x00"} <= set(est.users_.tolist()) and len(est.users_) == 6
+    nul = ids == "a\x00"
+    assert not np.allclose(est.predict_proba(X[nul], user_ids=ids[nul]),
+                           est.predict_proba(X[nul]))
+    sklearn_lore.save(est, tmp_path / "m.lore")
+    back = sklearn_lore.load(tmp_path / "m.lore")
+    np.testing.assert_array_equal(back.predict_proba(X, user_ids=ids),
+                                  est.predict_proba(X, user_ids=ids))
+
+
+@pytest.mark.parametrize("how", ["fit", "partial_fit_users", "partial_fit"])
+def test_features_beyond_1e100_are_refused_and_leave_the_model_unchanged(how, problem):
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, shrinkage=1.0, stream_memory=0, random_state=0)
+    est.partial_fit(X, y, classes=[0, 1], user_ids=users)
+    before = (est.components_.copy(), est.user_weights_.copy())
+    with pytest.raises(ValueError, match="magnitude 1.*e\\+(154|200).*standardize"):
+        scale = 1e154 if how == "partial_fit_users" else 1e200
+        getattr(est, how)(X * scale, y, user_ids=users) if how != "partial_fit_users" else \
+            est.partial_fit_users(X[:3] * scale, y[:3], user_ids=["new"] * 3)
+    if how != "fit":
+        assert np.array_equal(est.components_, before[0])
+        assert np.array_equal(est.user_weights_, before[1])
+        assert np.all(np.isfinite(est.predict_proba(X, user_ids=users)))
+
+
+def test_a_failing_linear_solve_is_reported_as_a_scale_problem(problem, monkeypatch):
+    from sklearn_lore import _solver
+
+    X, y, users = problem
+
+    def singular(*args, **kwargs):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    monkeypatch.setattr(_solver, "user_step", singular)
+    with pytest.raises(ValueError, match="failed numerically.*Singular.*magnitude"):
+        LowRankRewardEstimator(2, random_state=0).fit(X * 1e10, y, user_ids=users)
+
+
+def test_features_near_1e10_fit_or_fail_clearly():
+    """Features near 1e10 swamp the unit penalties; the user step's Newton system is
+    then numerically singular. No LAPACK error may escape."""
+    X, y, users, _ = make_preference_data(n_users=8, n_pairs_per_user=12, n_features=6,
+                                          random_state=0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            est = LowRankRewardEstimator(random_state=0).fit(X * 1e10, y, user_ids=users)
+    except ValueError as exc:
+        assert "standardize" in str(exc) and not isinstance(exc, np.linalg.LinAlgError)
+    else:
+        assert np.all(np.isfinite(est.predict_proba(X * 1e10, user_ids=users)))
+
+
+def test_a_collapsed_fit_warns():
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y, users = data(n_users=10, n_pairs=20)
+    with pytest.warns(ConvergenceWarning, match="collapsed to zero"):
+        est = LowRankRewardEstimator(2, shrinkage=1.0, random_state=0).fit(
+            X * 1e-6, y, user_ids=users)
+    assert np.allclose(est.predict_proba(X * 1e-6, user_ids=users), 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        LowRankRewardEstimator(2, shrinkage=1.0, random_state=0).fit(X, y, user_ids=users)
+
+
+def test_a_new_user_without_weight_stays_unknown(fitted, problem):
+    X, y, users = problem
+    est = clone(fitted).fit(X, y, user_ids=users)
+    n_before = len(est.users_)
+    est.partial_fit_users(X[:3], y[:3], sample_weight=[0.0, 0.0, 1.0],
+                          user_ids=["silent", "silent", "talker"])
+    assert "silent" not in est.users_.tolist() and "talker" in est.users_.tolist()
+    assert len(est.users_) == n_before + 1
+    np.testing.assert_array_equal(est.predict_proba(X, user_ids=np.full(len(X), "silent")),
+                                  est.predict_proba(X))
+
+
+def test_a_pandas_series_as_X_is_refused_clearly(fitted, problem):
+    X, y, users = problem
+    with pytest.raises(ValueError, match="2-dimensional"):
+        LowRankRewardEstimator(2).fit(pd.Series(X[:, 0]), y)
+    with pytest.raises(ValueError, match="2-dimensional"):
+        fitted.predict(pd.Series(X[:, 0]))
+
+
+@pytest.mark.parametrize("method", ["partial_fit", "partial_fit_users"])
+def test_n_components_changed_after_fitting_is_refused(method, problem):
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+    est.set_params(n_components=3)
+    with pytest.raises(ValueError, match="n_components is 3 but the fitted basis has 2"):
+        getattr(est, method)(X, y, user_ids=users)
+    est.fit(X, y, user_ids=users)  # fit starts over
+    assert est.components_.shape[0] == 3

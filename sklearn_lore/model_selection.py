@@ -91,10 +91,45 @@ def _positive_proba(proba):
 
 
 def _binary_truth(y_true, pos_label=1):
+    """1.0 where ``y_true`` is ``pos_label``, else 0.0.
+
+    As in scikit-learn's binary metrics, ``pos_label`` must be one of the labels when
+    ``y_true`` holds both classes; with a single class it is taken as given.
+    """
     y_true = np.asarray(y_true)
-    if np.unique(y_true).size > 2:
-        raise ValueError(f"y_true must be binary; got labels {np.unique(y_true).tolist()[:5]}.")
+    labels = np.unique(y_true)
+    if labels.size > 2:
+        raise ValueError(f"y_true must be binary; got labels {labels.tolist()[:5]}.")
+    if labels.size == 2 and not any(label == pos_label for label in labels.tolist()):
+        raise ValueError(
+            f"pos_label={pos_label} is not a valid label: {labels}. "
+            "Pass pos_label= one of the labels of y_true."
+        )
     return (y_true == pos_label).astype(np.float64)
+
+
+def _type_then_value(value):
+    return type(value).__name__, value
+
+
+def _type_then_repr(value):
+    return type(value).__name__, repr(value)
+
+
+def _sorted_ids(ids):
+    """The distinct ids in an order that does not depend on row order.
+
+    Sorted by value when the ids compare with each other; otherwise (ids of mixed
+    types, such as ints and strings) by type name, then value (then ``repr``, for
+    values of one type that do not compare).
+    """
+    users = pd.unique(pd.Series(ids, dtype=object)).tolist()
+    for key in (None, _type_then_value, _type_then_repr):
+        try:
+            return sorted(users, key=key)
+        except TypeError:
+            continue
+    raise ValueError("user ids could not be ordered; use ids of one sortable type.")
 
 # --------------------------------------------------------------------------- metrics
 
@@ -127,12 +162,20 @@ def expected_calibration_error(y_true, proba, *, n_bins=10, strategy="uniform", 
         ``"uniform"``: bins of equal width on [0, 1] (a probability of exactly 1 falls
         in the last bin). ``"quantile"``: bins holding equal numbers of samples.
     pos_label : int or str, default=1
-        Label of the positive class in ``y_true``.
+        Label of the positive class in ``y_true``. When ``y_true`` holds two classes
+        it must be one of them; when it holds one, it is taken as given (every row
+        negative if that class is not ``pos_label``).
 
     Returns
     -------
     ece : float
         In [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If ``y_true`` has more than two classes, or two classes neither of which is
+        ``pos_label``.
 
     Examples
     --------
@@ -229,12 +272,21 @@ def preference_metrics(y_true, proba, user_ids, *, n_bins=10, pos_label=1):
     n_bins : int, default=10
         Bins of :func:`expected_calibration_error`.
     pos_label : int or str, default=1
+        Label of the positive class in ``y_true``; as in
+        :func:`expected_calibration_error`, it must be one of the labels when
+        ``y_true`` holds two classes.
 
     Returns
     -------
     metrics : dict
         ``n_users``, ``n_pairs``, ``accuracy`` (pooled), ``macro_accuracy``,
         ``log_loss`` and ``ece``.
+
+    Raises
+    ------
+    ValueError
+        If ``y_true`` has more than two classes, or two classes neither of which is
+        ``pos_label``.
 
     Examples
     --------
@@ -285,12 +337,15 @@ def split_users(user_ids, *, unseen_size=0.2, random_state=None):
     """Split the users (not the rows) into seen and unseen users.
 
     The distinct ids, in sorted order, are shuffled with ``random_state``; the last
-    ``round(unseen_size * n_users)`` of the shuffled order are the unseen users.
+    ``round(unseen_size * n_users)`` of the shuffled order are the unseen users. The
+    split depends on the set of ids only, not on the order of the rows. Ids of mixed
+    types that do not compare with each other (ints and strings, say) are sorted by
+    type name, then value.
 
     Parameters
     ----------
     user_ids : array-like of shape (n_samples,)
-        User id of each row; ids must be sortable.
+        User id of each row, any hashable type.
     unseen_size : float in (0, 1), default=0.2
         Share of users held out of ``fit``.
     random_state : int, RandomState instance or None, default=None
@@ -311,7 +366,11 @@ def split_users(user_ids, *, unseen_size=0.2, random_state=None):
     """
     ids = _as_ids(user_ids)
     unseen_size = _check_fraction("unseen_size", unseen_size)
-    users = np.asarray(sorted(pd.unique(pd.Series(ids, dtype=object))), dtype=ids.dtype)
+    sorted_ids = _sorted_ids(ids)
+    if ids.dtype == object:  # each id keeps its type (and a tuple id stays one id)
+        users = np.fromiter(sorted_ids, dtype=object, count=len(sorted_ids))
+    else:
+        users = np.asarray(sorted_ids, dtype=ids.dtype)
     if users.shape[0] < 2:
         raise ValueError("split_users needs at least 2 distinct users.")
     shuffled = users[check_random_state(random_state).permutation(users.shape[0])]
@@ -414,6 +473,28 @@ def _ids_from(X, user_ids, user_col):
     return user_ids, False
 
 
+def _check_test_pairs(split, ids):
+    """Both groups have test pairs; else say which users are too short and what to change."""
+    n_train_pairs = split.n_train_pairs
+    position = within_user_position(ids)
+    for group, test, users in [("seen", split.seen_test, split.seen_users),
+                               ("unseen", split.unseen_test, split.unseen_users)]:
+        if len(test):
+            continue
+        rows = pd.Series(ids, dtype=object).isin(set(users)).to_numpy()
+        most = int(position[rows].max()) + 1 if rows.any() else 0
+        why = ("the first n_train_pairs rows of each seen user train the model and its "
+               "later rows test it" if group == "seen" else
+               "unseen users are tested from position n_train_pairs on, whatever the "
+               "number of shots")
+        raise ValueError(
+            f"No {group} user has more than n_train_pairs={n_train_pairs} rows (the most "
+            f"any has is {most}), so there are no {group} test pairs: {why}. Lower "
+            f"n_train_pairs below {most} (shots must stay <= n_train_pairs), or give the "
+            "users more comparisons."
+        )
+
+
 def _positive_class(estimator, y):
     classes = getattr(estimator, "classes_", None)
     return (classes if classes is not None else np.unique(y))[-1]
@@ -476,6 +557,12 @@ def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unsee
         ``fit_time`` (seconds of ``fit``, on the seen row) and ``adapt_time``
         (seconds of the adaptation, on unseen rows).
 
+    Raises
+    ------
+    ValueError
+        If no seen user, or no unseen user, has more than ``n_train_pairs`` rows:
+        that group would have no test pairs (checked before fitting).
+
     Examples
     --------
     >>> from sklearn_lore import LowRankRewardEstimator
@@ -495,6 +582,7 @@ def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unsee
     if split is None:
         split = fewshot_split(ids, unseen_size=unseen_size, n_train_pairs=n_train_pairs,
                               shots=shots, random_state=random_state)
+    _check_test_pairs(split, ids)
     adapt = _default_adapt if adapt is None else adapt
 
     def kw(index):

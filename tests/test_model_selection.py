@@ -245,3 +245,98 @@ def test_fewshot_curve_without_partial_fit_users_needs_hook(data):
     with pytest.raises(TypeError, match="adapt="):
         fewshot_curve(UserBlindLogistic(), X, y, users, shots=(0, 5),
                       unseen_size=0.25, n_train_pairs=20)
+
+
+# --------------------------------------------------------------------------- review fixes
+
+
+@pytest.fixture(scope="module")
+def small():
+    X, y, users, _ = make_preference_data(n_users=8, n_pairs_per_user=12, n_features=6,
+                                          random_state=0)
+    return X, y, users
+
+
+@pytest.mark.parametrize("metric", ["ece", "preference_metrics"])
+def test_pos_label_not_among_two_labels_is_an_error(metric):
+    y = np.array(["a", "b", "b", "a", "b"])
+    p = [0.1, 0.9, 0.8, 0.3, 0.7]
+    call = {
+        "ece": lambda **kw: expected_calibration_error(y, p, **kw),
+        "preference_metrics": lambda **kw: preference_metrics(y, p, list("aabbb"), **kw),
+    }[metric]
+    with pytest.raises(ValueError, match=r"pos_label=1 is not a valid label: \['a' 'b'\]"):
+        call()
+    with pytest.raises(ValueError, match="pos_label=c is not a valid label"):
+        call(pos_label="c")
+    call(pos_label="b")  # a label of y_true works
+
+
+def test_pos_label_with_a_single_class_is_taken_as_given():
+    # as in scikit-learn: one class present, pos_label need not be among the labels
+    p = [0.1, 0.9, 0.8]
+    assert expected_calibration_error(np.array(["a"] * 3), p) == pytest.approx(0.6)
+    assert expected_calibration_error([0, 0, 0], p) == pytest.approx(0.6)
+    assert expected_calibration_error([1, 1, 1], p) == pytest.approx(0.4)
+    m = preference_metrics(np.array(["a"] * 3), p, ["u", "u", "v"])
+    assert m["accuracy"] == pytest.approx(1 / 3)
+    # booleans and floats equal to 1 count as the label 1
+    assert expected_calibration_error([True, False, True], p) == pytest.approx(
+        expected_calibration_error([1.0, 0.0, 1.0], p))
+
+
+def test_split_users_with_mixed_type_ids():
+    ids = np.array([1, "1", 2, "a"], dtype=object)
+    seen, unseen = split_users(ids, unseen_size=0.25, random_state=0)
+    assert len(seen) == 3 and len(unseen) == 1
+    together = [*seen, *unseen]
+    # 1 and "1" stay two users, each keeping its type
+    assert sorted(map(repr, together)) == sorted(map(repr, ids.tolist()))
+    # the split depends on the set of ids, not on the order of the rows
+    for order in ([3, 2, 1, 0], [2, 0, 3, 1, 1, 2]):
+        again = split_users(ids[order], unseen_size=0.25, random_state=0)
+        assert list(map(repr, again[0])) == list(map(repr, seen))
+        assert list(map(repr, again[1])) == list(map(repr, unseen))
+
+
+def test_fewshot_curve_with_mixed_type_ids(small):
+    X, y, users = small
+    mixed = np.array([int(u[1:]) if int(u[1:]) % 2 else u for u in users], dtype=object)
+    curve = fewshot_curve(small_estimator(), X, y, mixed, shots=(0, 2), n_train_pairs=8,
+                          unseen_size=0.25)
+    assert curve["n_users"].tolist() == [6, 2, 2]
+    # the split does not depend on the order of the rows
+    order = np.random.default_rng(0).permutation(len(y))
+    split = fewshot_split(mixed, unseen_size=0.25, n_train_pairs=8, shots=(0, 2),
+                          random_state=0)
+    shuffled = fewshot_split(mixed[order], unseen_size=0.25, n_train_pairs=8, shots=(0, 2),
+                             random_state=0)
+    assert set(map(repr, split.unseen_users)) == set(map(repr, shuffled.unseen_users))
+
+
+def test_fewshot_curve_without_seen_test_pairs_says_why(small):
+    X, y, users = small
+    est = small_estimator()
+    with pytest.raises(ValueError, match=r"No seen user has more than n_train_pairs=25 rows "
+                                         r"\(the most any has is 12\).*Lower n_train_pairs"):
+        fewshot_curve(est, X, y, users, shots=(0, 2), n_train_pairs=25)
+    assert not hasattr(est, "components_")  # raised before fitting
+    with pytest.raises(ValueError, match="No seen user has more than n_train_pairs=12"):
+        fewshot_curve(est, X, y, users, shots=(0, 12), n_train_pairs=12)
+
+
+def test_fewshot_curve_without_unseen_test_pairs_says_why(small):
+    X, y, users = small
+    split = fewshot_split(users, unseen_size=0.25, n_train_pairs=6, shots=(0, 2),
+                          random_state=0)
+    # unseen users keep only the rows before n_train_pairs: nothing to test them on
+    keep = ~np.isin(users, split.unseen_users) | (split.position < 6)
+    with pytest.raises(ValueError, match=r"No unseen user has more than n_train_pairs=6 rows "
+                                         r"\(the most any has is 6\).*no unseen test pairs"):
+        fewshot_curve(small_estimator(), X[keep], y[keep], users[keep], shots=(0, 2),
+                      n_train_pairs=6, unseen_size=0.25)
+    # a precomputed split is checked too
+    bad = fewshot_split(users[keep], unseen_size=0.25, n_train_pairs=6, shots=(0, 2),
+                        random_state=0)
+    with pytest.raises(ValueError, match="No unseen user"):
+        fewshot_curve(small_estimator(), X[keep], y[keep], users[keep], split=bad)

@@ -13,22 +13,44 @@ import pandas as pd
 _POPULATION_ID = "__sklearn_lore_population__"
 
 
+def _check_candidates(candidates):
+    """The candidates as a list, read once (a generator is consumed here)."""
+    if isinstance(candidates, (str, bytes)):
+        raise TypeError(
+            f"candidates must be a sequence of strings, not a {type(candidates).__name__}."
+        )
+    candidates = list(candidates)
+    if not candidates:
+        raise ValueError("candidates must hold at least one response.")
+    return candidates
+
+
 def _pair_frame(model, prompt, candidates, user_id, user_col):
     """The candidates as rows (user, prompt, candidate, first candidate), in the
-    column names the pipeline's embedder reads."""
+    column names the pipeline's embedder reads.
+
+    The user column is left out when the embedder was fitted without one (a
+    population model, which has no users)."""
     embedder = model[0] if hasattr(model, "steps") else None
 
     def column(name, default):
         return getattr(embedder, name, None) or default
 
-    user_col = user_col if user_col is not None else column("user_col", "user_id")
     n = len(candidates)
-    return pd.DataFrame({
-        user_col: [user_id if user_id is not None else _POPULATION_ID] * n,
-        column("prompt_col", "prompt"): [prompt] * n,
-        column("response_a_col", "response_a"): candidates,
-        column("response_b_col", "response_b"): [candidates[0]] * n,
-    })
+    frame = {}
+    if getattr(embedder, "_fit_has_user", None) is False:
+        if user_id is not None:
+            raise ValueError(
+                f"user_id={user_id!r} was given, but the model has no users: its data had "
+                "no user column at fit (a population model). Pass user_id=None."
+            )
+    else:
+        user_col = user_col if user_col is not None else column("user_col", "user_id")
+        frame[user_col] = [user_id if user_id is not None else _POPULATION_ID] * n
+    frame[column("prompt_col", "prompt")] = [prompt] * n
+    frame[column("response_a_col", "response_a")] = candidates
+    frame[column("response_b_col", "response_b")] = [candidates[0]] * n
+    return pd.DataFrame(frame)
 
 
 def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
@@ -40,20 +62,32 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
         A pipeline whose first step is a pair embedder (SentencePairEmbedder) and
         whose last step is a LowRankRewardEstimator, as built by the user guide.
     prompt : str
-    candidates : sequence of str
-        N >= 1 responses to ``prompt``.
+    candidates : iterable of str
+        N >= 1 responses to ``prompt`` (a list, or any iterable such as a generator,
+        read once); a single str is rejected.
     user_id : hashable or None, default=None
         The user to score for; None or an unknown user gets the population model.
+        Must be None for a pipeline fitted without a user column (a population
+        model has no users).
     user_col : str or None, default=None
         The user column the pipeline's embedder expects; None reads it from the
         embedder (``user_col``, else "user_id"). The prompt and response columns
         are always the embedder's (``prompt_col``, ``response_a_col``,
-        ``response_b_col``).
+        ``response_b_col``). No user column is passed when the embedder was
+        fitted without one.
 
     Returns
     -------
     ndarray of shape (N,)
         Rewards; the first is 0.
+
+    Raises
+    ------
+    TypeError
+        If ``candidates`` is a str (it would be scored character by character).
+    ValueError
+        If ``candidates`` is empty, or ``user_id`` is given for a pipeline fitted
+        without a user column.
 
     Examples
     --------
@@ -71,9 +105,7 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     >>> score_responses(pipe, "hi", ["yo!", "hello there"], "a").shape
     (2,)
     """
-    candidates = list(candidates)
-    if not candidates:
-        raise ValueError("candidates must hold at least one response.")
+    candidates = _check_candidates(candidates)
     frame = _pair_frame(model, prompt, candidates, user_id, user_col)
     return np.asarray(model.decision_function(frame), dtype=np.float64)
 
@@ -81,13 +113,21 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
 def best_of_n(model, prompt, candidates, user_id=None, *, user_col=None):
     """The candidate with the highest reward for ``user_id`` and its index.
 
-    Parameters are those of :func:`score_responses`.
+    Parameters are those of :func:`score_responses` (``candidates`` may be any
+    iterable of str, a generator included: it is read once).
 
     Returns
     -------
     best : str
     index : int
+        Position of ``best`` among the candidates (the first one on ties).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`score_responses`.
     """
+    candidates = _check_candidates(candidates)
     rewards = score_responses(model, prompt, candidates, user_id, user_col=user_col)
     index = int(np.argmax(rewards))
-    return list(candidates)[index], index
+    return candidates[index], index

@@ -83,3 +83,42 @@ def test_inference_reads_the_embedders_column_names():
     # the user column may still be named explicitly
     np.testing.assert_allclose(
         score_responses(renamed, "hi", candidates, "loud", user_col="who"), default)
+
+
+def test_candidates_as_one_string_are_rejected():
+    pipe = _toy_pipeline()
+    for call in (score_responses, best_of_n):
+        with pytest.raises(TypeError, match="candidates must be a sequence of strings, not a str"):
+            call(pipe, "hi", "very excited!!!", "loud")
+
+
+def test_best_of_n_accepts_a_generator_of_candidates():
+    pipe = _toy_pipeline()
+    candidates = ["plain", "very excited!!!", "fine"]
+    expected = best_of_n(pipe, "hi", candidates, "loud")
+    assert best_of_n(pipe, "hi", (c for c in candidates), "loud") == expected
+    np.testing.assert_allclose(score_responses(pipe, "hi", iter(candidates), "loud"),
+                               score_responses(pipe, "hi", candidates, "loud"))
+
+
+def test_inference_with_a_population_pipeline_fitted_without_user_column():
+    pipe = _toy_pipeline()
+    embedder, est = pipe[0], pipe[-1]
+    rows = pd.DataFrame({"prompt": ["hi"] * 4, "response_a": ["wow!", "ok", "hey!", "no"],
+                         "response_b": ["ok", "yes!!", "fine", "great!"]})
+    population = make_pipeline(embedder.__class__(**embedder.get_params()),
+                               est.__class__(**est.get_params()))
+    population.fit(rows, [1, 0, 1, 0])
+    assert population[0]._fit_has_user is False
+    candidates = ["plain", "very excited!!!", "fine"]
+    rewards = score_responses(population, "hi", candidates)
+    frame = pd.DataFrame({"prompt": ["hi"] * 3, "response_a": candidates,
+                          "response_b": ["plain"] * 3})
+    np.testing.assert_allclose(rewards, population.decision_function(frame))
+    assert rewards[0] == 0.0 and np.ptp(rewards) > 0
+    best, index = best_of_n(population, "hi", candidates)
+    assert best == candidates[index] and index == int(np.argmax(rewards))
+    with pytest.raises(ValueError, match="the model has no users"):
+        score_responses(population, "hi", candidates, "loud")
+    with pytest.raises(ValueError, match="the model has no users"):
+        best_of_n(population, "hi", candidates, "loud")

@@ -5,6 +5,8 @@ each backend module implements them with its own arrays (``_numpy.NumpyBackend``
 ``_torch.TorchBackend``). Fitted attributes always come back as numpy float64.
 """
 
+import re
+
 
 def torch_available():
     """Whether torch can be imported (without importing it twice)."""
@@ -31,20 +33,43 @@ def cuda_available():
     return torch.cuda.is_available()
 
 
+_DEVICE = re.compile(r"(cpu|cuda)(:[0-9]+)?")
+_ACCEPTED = "None, 'auto', 'cpu', 'cpu:N', 'cuda' or 'cuda:N' (N a device index)"
+
+
+def check_device(device):
+    """The kind of the estimator's ``device`` parameter: "auto", "cpu" or "cuda".
+
+    None and ``"auto"`` (the best device the backend has: CUDA when torch sees a
+    GPU, else the CPU) are "auto"; ``"cpu"``, ``"cpu:N"``, ``"cuda"`` and
+    ``"cuda:N"`` name a device. Anything else raises ``ValueError`` naming the
+    accepted values (torch's own devices such as "mps" or "meta" are not supported).
+    """
+    if device is None or device == "auto":
+        return "auto"
+    match = _DEVICE.fullmatch(device) if isinstance(device, str) else None
+    if match is None:
+        raise ValueError(f"device must be {_ACCEPTED}; got device={device!r}.")
+    return match.group(1)
+
+
 def resolve_backend(backend, device):
     """Return a backend instance for the estimator's ``backend``/``device`` params.
 
-    ``"auto"`` picks torch on CUDA when a GPU is visible, numpy otherwise.
-    Raises ``ImportError`` when torch is asked for but not installed and
-    ``ValueError`` for an unusable device.
+    ``device`` is checked first (:func:`check_device`). ``"auto"`` picks torch for a
+    CUDA device, and for None, ``"auto"`` or a CPU device torch on CUDA when a GPU is
+    visible, numpy otherwise. The numpy backend accepts None, ``"auto"`` (the CPU,
+    its only device), ``"cpu"`` and ``"cpu:N"``. Raises ``ImportError`` when torch
+    is asked for but not installed and ``ValueError`` for an unusable device.
     """
+    kind = check_device(device)
     if backend == "auto":
-        backend = "torch" if (device not in (None, "cpu") or cuda_available()) else "numpy"
+        backend = "torch" if (kind == "cuda" or cuda_available()) else "numpy"
     if backend == "numpy":
-        if device not in (None, "cpu"):
+        if kind == "cuda":
             raise ValueError(
                 f"backend='numpy' runs on the CPU only; got device={device!r}. "
-                "Use backend='torch' for a GPU."
+                "Use backend='torch' for a GPU, or device=None, 'auto', 'cpu' or 'cpu:N'."
             )
         from ._numpy import NumpyBackend
 

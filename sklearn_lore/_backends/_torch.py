@@ -19,6 +19,11 @@ def _resolve_device(device):
             f"device={device!r} was requested but torch sees no CUDA GPU. "
             "Use device='cpu' (or None to pick automatically)."
         )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r} was requested but torch sees {torch.cuda.device_count()} "
+            "CUDA GPU(s), numbered from 0. Use device='cuda' for the first one."
+        )
     return dev
 
 

@@ -129,8 +129,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Array backend of the solver. ``"auto"`` picks torch on a CUDA GPU when one
         is visible, numpy otherwise. Fitted attributes are numpy either way.
     device : str or None, default=None
-        Torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``); None picks CUDA when
-        available. Checked at fit time.
+        None or ``"auto"`` (CUDA when torch sees a GPU, else the CPU), ``"cpu"``,
+        ``"cpu:N"``, ``"cuda"`` or ``"cuda:N"``; the numpy backend takes the CPU
+        ones only. Checked at fit time (``ValueError`` for anything else or a GPU
+        that is not there).
     max_iter : int, default=300
         Maximum number of outer rounds (one user step and one basis step each).
     tol : float, default=1e-4
@@ -848,7 +850,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Z, y01, sw, ids = memory
         known = (self.users_, self.user_weights_, self.user_precision_,
                  self._user_temperatures())
-        fold_in_temperature = self.fold_in_temperature_
+        # files saved before it existed lack it: the seen users' temperature stood in
+        fold_in_temperature = getattr(self, "fold_in_temperature_", self.temperature_)
         keep_scale = len(y01) < 2 * getattr(self, "_shrinkage_rows", 0)
         self._fit_first_batch(Z, y01, sw, ids, V0=self.components_.T,
                               shrinkage=self.shrinkage_ if keep_scale else None)

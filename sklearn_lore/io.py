@@ -16,7 +16,7 @@ named in the allow-list (:class:`~sklearn_lore.LowRankRewardEstimator`,
 :class:`sklearn.pipeline.Pipeline`). It never unpickles and never imports a
 module named by the file. Anything else in a file (an unknown class, a pickle
 payload, a member not in the manifest, an array whose bytes do not match its
-digest, fitted attributes of inconsistent shapes) makes it raise ``ValueError``.
+digest, missing or inconsistent fitted attributes) makes it raise ``ValueError``.
 
 Values are encoded in the manifest as JSON scalars (None, bool, int, float, str;
 Python's ``json`` keeps int and float apart) or as one-key objects:
@@ -492,7 +492,11 @@ def load(path):
         If the file is not a sklearn_lore file, was written by an incompatible
         version (the message names both versions), names a class outside the
         allow-list, holds a pickle payload, an unlisted member, an array that does
-        not match its digest, or fitted attributes of inconsistent shapes.
+        not match its digest, or a fitted estimator whose fitted attributes are
+        missing, of inconsistent shapes, of a non-numeric dtype where numbers are
+        expected (text, bool, complex, dates), non-finite, or (temperatures,
+        ``shrinkage_``) not positive. Files written before ``user_temperature_``
+        and ``fold_in_temperature_`` existed still load.
 
     See Also
     --------
@@ -534,9 +538,11 @@ def _check_lore_state(est, where):
         est._validate_params()
     except InvalidParameterError as exc:
         raise ValueError(f"{where}: {exc}") from exc
-    if not hasattr(est, "components_"):
+    # fitted as scikit-learn's check_is_fitted sees it: then every fitted attribute is needed
+    if not any(key.endswith("_") and not key.startswith("__") for key in vars(est)):
         return
-    B, d = est.n_components, _expect(getattr(est, "n_features_in_", None), int, where)
+    B = est.n_components
+    d = _expect(_attribute(est, "n_features_in_", where), int, f"{where}.n_features_in_")
     n_users = len(_attribute(est, "users_", where))
     expected = {
         "classes_": (2,),
@@ -554,14 +560,30 @@ def _check_lore_state(est, where):
         expected["user_temperature_"] = (n_users,)
     for name, shape in expected.items():
         _check_shape(_attribute(est, name, where), shape, f"{where}.{name}")
+    for name in _NUMERIC_ARRAYS:
+        if hasattr(est, name):
+            _check_numeric(getattr(est, name), f"{where}.{name}")
+    for name in _REQUIRED_SCALARS:
+        _attribute(est, name, where)
+    _check_scalar(est.n_iter_, f"{where}.n_iter_", integer=True)
+    _check_scalar(est.objective_, f"{where}.objective_")
+    if hasattr(est, "_shrinkage_rows"):
+        _check_scalar(est._shrinkage_rows, f"{where}._shrinkage_rows", integer=True)
+    for name in _POSITIVE_SCALARS:
+        if hasattr(est, name):
+            _check_scalar(getattr(est, name), f"{where}.{name}", positive=True)
+    if hasattr(est, "user_temperature_") and not (est.user_temperature_ > 0).all():
+        raise ValueError(f"{where}.user_temperature_: temperatures must be positive.")
     if len(set(est.users_.tolist())) != n_users:
         raise ValueError(f"{where}.users_: user ids are not unique.")
-    curvature = getattr(est, "_stream_curvature", None)
-    if curvature is not None:
-        if not (isinstance(curvature, tuple) and len(curvature) == 3):
-            raise ValueError(f"{where}._stream_curvature: expected a tuple (A, S, scale).")
-        _check_shape(curvature[0], (d, d), f"{where}._stream_curvature[0]")
-        _check_shape(curvature[1], (B, B), f"{where}._stream_curvature[1]")
+    curvature = _attribute(est, "_stream_curvature", where)
+    if not (isinstance(curvature, tuple) and len(curvature) == 3):
+        raise ValueError(f"{where}._stream_curvature: expected a tuple (A, S, scale).")
+    _check_shape(curvature[0], (d, d), f"{where}._stream_curvature[0]")
+    _check_shape(curvature[1], (B, B), f"{where}._stream_curvature[1]")
+    _check_numeric(curvature[0], f"{where}._stream_curvature[0]")
+    _check_numeric(curvature[1], f"{where}._stream_curvature[1]")
+    _check_scalar(curvature[2], f"{where}._stream_curvature[2]")
     memory = getattr(est, "_stream_memory", None)
     if memory is not None:
         if not (isinstance(memory, tuple) and len(memory) == 4):
@@ -570,11 +592,56 @@ def _check_lore_state(est, where):
         _check_shape(memory[0], (n, d), f"{where}._stream_memory[0]")
         _check_shape(memory[1], (n,), f"{where}._stream_memory[1]")
         _check_shape(memory[2], (n,), f"{where}._stream_memory[2]")
+        for i in range(3):
+            _check_numeric(memory[i], f"{where}._stream_memory[{i}]")
         if memory[3] is not None:
             _check_shape(memory[3], (n,), f"{where}._stream_memory[3]")
-    if hasattr(est, "_population_precision"):
-        _check_shape(est._population_precision, (B, B), f"{where}._population_precision")
+    precision = _attribute(est, "_population_precision", where)
+    _check_shape(precision, (B, B), f"{where}._population_precision")
+    _check_numeric(precision, f"{where}._population_precision")
     _check_finite(vars(est), where)
+
+
+# Fitted arrays of numbers (real floating or integer dtypes; not bool, complex, text or dates).
+_NUMERIC_ARRAYS = (
+    "components_",
+    "user_weights_",
+    "user_precision_",
+    "population_weights_",
+    "prior_mean_",
+    "prior_precision_",
+    "user_temperature_",
+)
+# Scalars every fitted estimator has: files of every version that stores temperatures
+# hold these (older files lack user_temperature_ and fold_in_temperature_, which the
+# estimator derives from temperature_ when they are missing; they are checked if present).
+_REQUIRED_SCALARS = (
+    "n_iter_",
+    "objective_",
+    "shrinkage_",
+    "temperature_",
+    "population_temperature_",
+)
+# Logits are divided by the temperatures; shrinkage_ scales a prior precision.
+_POSITIVE_SCALARS = ("shrinkage_", "temperature_", "population_temperature_",
+                     "fold_in_temperature_")
+
+
+def _check_numeric(value, where):
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+        got = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+        raise ValueError(
+            f"{where}: expected an array of real numbers (float or int dtype), got {got}."
+        )
+
+
+def _check_scalar(value, where, integer=False, positive=False):
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (positive and value <= 0) or (integer and value < 0):
+        what = "a non-negative integer" if integer else (
+            "a finite positive number" if positive else "a finite number")
+        raise ValueError(f"{where}: expected {what}, got {_short(value)}.")
 
 
 def _attribute(est, name, where):

@@ -740,3 +740,122 @@ def test_a_stream_memory_inconsistent_with_the_model_is_rejected(tmp_path):
     save(est, path)
     with pytest.raises(ValueError, match=r"_stream_memory\[\d\]: expected an array of shape"):
         load(path)
+
+
+# --------------------------------------------------------------------------- fitted attributes
+
+
+@pytest.mark.parametrize(
+    "attribute",
+    [
+        "temperature_",
+        "population_temperature_",
+        "shrinkage_",
+        "n_iter_",
+        "objective_",
+        "n_features_in_",
+        "components_",
+        "_population_precision",
+        "_stream_curvature",
+    ],
+)
+def test_every_fitted_attribute_a_fitted_model_needs_must_be_present(attribute, saved):
+    tampered = rewrite(saved, lambda m: m["object"]["state"].pop(attribute))
+    with pytest.raises(ValueError, match=f"fitted attribute {attribute} is missing"):
+        load(tampered)
+
+
+@pytest.mark.parametrize("attribute", ["temperature_", "population_temperature_",
+                                       "fold_in_temperature_", "shrinkage_"])
+@pytest.mark.parametrize(
+    "value",
+    [None, "1.0", 0, 0.0, -1.0, True, {"float": "inf"}, {"float": "nan"}, {"list": [1.0]}],
+    ids=["null", "str", "zero-int", "zero", "negative", "bool", "inf", "nan", "list"],
+)
+def test_temperatures_must_be_finite_positive_numbers(attribute, value, saved):
+    tampered = rewrite(saved, lambda m: m["object"]["state"].update({attribute: value}))
+    with pytest.raises(ValueError, match=rf"{attribute}: expected a finite positive number"):
+        load(tampered)
+
+
+@pytest.mark.parametrize(
+    "attribute, value",
+    [("n_iter_", -1), ("n_iter_", 2.5), ("n_iter_", None), ("objective_", "0.5"),
+     ("_shrinkage_rows", "96")],
+)
+def test_other_fitted_scalars_are_checked(attribute, value, saved):
+    tampered = rewrite(saved, lambda m: m["object"]["state"].update({attribute: value}))
+    with pytest.raises(ValueError, match=rf"{attribute}: expected a"):
+        load(tampered)
+
+
+def test_integer_temperatures_are_numbers(saved, fitted):
+    est, X, _, users = fitted
+
+    def edit(manifest):
+        manifest["object"]["state"].update(temperature_=2, population_temperature_=3,
+                                           fold_in_temperature_=1)
+
+    again = load(rewrite(saved, edit))
+    assert again.temperature_ == 2 and again.population_temperature_ == 3
+    unknown = np.asarray(["nobody"] * len(users))
+    np.testing.assert_allclose(
+        again.decision_function(X, user_ids=unknown),
+        est.decision_function(X, user_ids=unknown) * est.population_temperature_ / 3,
+    )
+
+
+def test_a_file_from_before_per_user_temperatures_still_loads(saved, fitted):
+    """Files written before user_temperature_ / fold_in_temperature_ existed: the
+    estimator uses temperature_ for every known user."""
+    est, X, y, users = fitted
+
+    def edit(manifest):
+        state = manifest["object"]["state"]
+        edit.member = state.pop("user_temperature_")["array"]
+        del state["fold_in_temperature_"]
+
+    manifest = json.loads(zipfile.ZipFile(saved).read("manifest.json"))
+    edit(manifest)
+    again = load(rewrite(saved, edit, drop=[edit.member]))
+    assert not hasattr(again, "user_temperature_")
+    np.testing.assert_allclose(
+        again.predict_proba(X, user_ids=users), est.predict_proba(X, user_ids=users)
+    )
+    again.partial_fit_users(X[:5], y[:5], user_ids=["new"] * 5)  # fold-in works too
+
+
+@pytest.mark.parametrize(
+    "attribute, array",
+    [
+        ("components_", np.full((2, 5), "0.1")),
+        ("components_", np.zeros((2, 5), dtype=bool)),
+        ("components_", np.zeros((2, 5), dtype=complex)),
+        ("components_", np.zeros((2, 5), dtype="datetime64[s]")),
+        ("user_weights_", np.zeros((8, 2), dtype="timedelta64[s]")),
+        ("user_precision_", np.ones((8, 2, 2), dtype=bool)),
+        ("population_weights_", np.array(["1", "0"])),
+        ("prior_mean_", np.zeros(2, dtype=complex)),
+        ("prior_precision_", np.eye(2, dtype=bool)),
+        ("user_temperature_", np.array(["1.0"] * 8)),
+        ("_population_precision", np.eye(2, dtype=complex)),
+    ],
+    ids=["str", "bool", "complex", "datetime", "timedelta", "bool-3d", "str-1d",
+         "complex-1d", "bool-2d", "str-temperatures", "complex-private"],
+)
+def test_numeric_fitted_arrays_must_have_a_real_number_dtype(attribute, array, saved):
+    with pytest.raises(ValueError, match=rf"{attribute}: expected an array of real numbers"):
+        load(replace_array(saved, attribute, npy_bytes(array)))
+
+
+def test_integer_fitted_arrays_are_numbers(saved, fitted):
+    est, X, _, users = fitted
+    again = load(replace_array(saved, "prior_mean_", npy_bytes(np.array([0, 1]))))
+    assert again.prior_mean_.dtype.kind == "i"
+    np.testing.assert_array_equal(again.predict(X, user_ids=users),
+                                  est.predict(X, user_ids=users))
+
+
+def test_user_temperatures_must_be_positive(saved):
+    with pytest.raises(ValueError, match="user_temperature_: temperatures must be positive"):
+        load(replace_array(saved, "user_temperature_", npy_bytes(np.zeros(8))))

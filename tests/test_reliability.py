@@ -1046,3 +1046,14 @@ def test_n_components_changed_after_fitting_is_refused(method, problem):
         getattr(est, method)(X, y, user_ids=users)
     est.fit(X, y, user_ids=users)  # fit starts over
     assert est.components_.shape[0] == 3
+
+
+def test_streaming_on_a_model_from_before_the_fold_in_temperature(problem):
+    """Files saved before ``fold_in_temperature_`` and ``user_temperature_`` existed
+    load without them; a stream continued from such a model uses ``temperature_``."""
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0)
+    est.partial_fit(X[:60], y[:60], classes=[0, 1], user_ids=users[:60])
+    del est.fold_in_temperature_, est.user_temperature_
+    est.partial_fit(X[60:], y[60:], user_ids=users[60:])
+    assert np.all(np.isfinite(est.predict_proba(X, user_ids=users)))

@@ -860,6 +860,8 @@ def response_attributes(texts):
     >>> att["refusal"].tolist(), att["questions"].tolist()
     ([1.0, 0.0], [0.0, 1.0])
     """
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be a sequence of strings, not a single str.")
     texts = pd.Series(list(texts), dtype=object)
     if not texts.map(lambda t: isinstance(t, str)).all():
         raise ValueError("texts must all be strings.")

@@ -273,16 +273,23 @@ def _as_float32_matrix(vectors, n_texts):
     """Encoder output (numpy, torch tensor or nested lists) as a finite (n, d) float32 array."""
     if hasattr(vectors, "detach"):
         vectors = vectors.detach().float().cpu().numpy()
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[0] != n_texts:
+    raw = np.asarray(vectors)
+    if raw.ndim != 2 or raw.shape[0] != n_texts or raw.shape[1] == 0:
         raise ValueError(
-            f"The encoder must return an array of shape (n_texts, d) = ({n_texts}, d); "
-            f"got shape {vectors.shape}."
+            f"The encoder must return an array of shape (n_texts, d) = ({n_texts}, d) "
+            f"with d >= 1; got shape {raw.shape}."
         )
-    if not np.isfinite(vectors).all():
+    if raw.dtype.kind in "fiu" and not np.isfinite(raw).all():
         raise ValueError(
             "The encoder returned NaN or infinite values (with float16 weights, try "
             "dtype='float32' or 'bfloat16')."
+        )
+    with np.errstate(over="ignore"):
+        vectors = raw.astype(np.float32)
+    if not np.isfinite(vectors).all():
+        raise ValueError(
+            "The encoder returned values beyond the float32 range (about 3.4e38); "
+            "embeddings are stored as float32: rescale them."
         )
     vectors.flags.writeable = False
     return vectors

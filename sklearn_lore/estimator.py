@@ -811,9 +811,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         y01 = self._binary_labels(y)
         if not first and (ids is None) != (len(self.users_) == 0):
             raise ValueError(
-                "Give user ids in every partial_fit call or in none: this model was "
-                + ("trained with" if len(self.users_) else "trained without")
-                + " user ids."
+                "Give user ids in every partial_fit call or in none: this model "
+                + ("was trained with user ids." if len(self.users_) else
+                   "has no users (it was trained without user ids, or all of its users "
+                   "were forgotten: call fit to start over with users).")
             )
         batch = (Z, y01, sw, ids)
         if first:

@@ -445,3 +445,10 @@ def test_load_hh_rlhf_and_simulated_users():
     assert 0.4 < y.mean() < 0.6
     diff = (truth.attributes_a - truth.attributes_b).to_numpy()
     assert _held_out_gap(diff, y, truth.logits) > 0.1
+
+
+def test_response_attributes_of_a_single_string_is_refused():
+    from sklearn_lore.datasets import response_attributes
+
+    with pytest.raises(TypeError, match="not a single str"):
+        response_attributes("hello")

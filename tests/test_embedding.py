@@ -501,8 +501,18 @@ def nan_encode(texts):
     return np.full((len(texts), 3), np.nan)
 
 
+def empty_vectors_encode(texts):
+    return np.zeros((len(texts), 0))
+
+
+def float32_overflow_encode(texts):
+    return np.full((len(texts), 3), 1e300)
+
+
 @pytest.mark.parametrize(
-    ("encoder", "message"), [(wrong_rows_encode, "shape"), (nan_encode, "NaN")]
+    ("encoder", "message"),
+    [(wrong_rows_encode, "shape"), (nan_encode, "NaN"), (empty_vectors_encode, "d >= 1"),
+     (float32_overflow_encode, "float32 range")],
 )
 def test_bad_encoder_output(encoder, message):
     df, _ = pairs_frame()

@@ -1057,3 +1057,12 @@ def test_streaming_on_a_model_from_before_the_fold_in_temperature(problem):
     del est.fold_in_temperature_, est.user_temperature_
     est.partial_fit(X[60:], y[60:], user_ids=users[60:])
     assert np.all(np.isfinite(est.predict_proba(X, user_ids=users)))
+
+
+def test_partial_fit_with_ids_after_forgetting_everyone_says_why(problem):
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0, stream_memory=0)
+    est.partial_fit(X, y, classes=[0, 1], user_ids=users)
+    est.forget_users(np.unique(users))
+    with pytest.raises(ValueError, match="all of its users were forgotten"):
+        est.partial_fit(X, y, user_ids=users)

@@ -98,6 +98,8 @@ def bench_fit(args):
     models = [("sklearn_lore", lambda: ours(args).fit(Xtr, ytr, user_ids=utr)),
               ("sklearn_lore, shrinkage=1.0 (no cross-fit)",
                lambda: ours(args, shrinkage=1.0).fit(Xtr, ytr, user_ids=utr)),
+              ("sklearn_lore, shrinkage=1.0, calibrate=False (the solver alone)",
+               lambda: ours(args, shrinkage=1.0, calibrate=False).fit(Xtr, ytr, user_ids=utr)),
               ("published (vectorized Adam)", lambda: published(args).fit(Xtr, ytr, user_ids=utr))]
     if args.loop:
         models.append(("published (per-user loop)",

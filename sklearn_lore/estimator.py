@@ -277,7 +277,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                     f"User ids were given twice: X has a {self.user_col!r} column and "
                     "user_ids= was passed. Use one route."
                 )
-            ids = X[self.user_col].to_numpy()
+            column = X[self.user_col]
+            if column.ndim != 1:
+                raise ValueError(
+                    f"X has {column.shape[1]} columns named {self.user_col!r}; the user id "
+                    "column must be unique."
+                )
+            ids = column.to_numpy()
             X = X.drop(columns=[self.user_col])
         elif user_ids is not None:
             ids = user_ids
@@ -288,7 +294,12 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             return None
         if isinstance(ids, (str, bytes)) or np.ndim(ids) == 0:
             raise ValueError("user_ids must be a 1-d sequence of ids, one per row of X.")
-        ids = np.asarray(ids, dtype=object) if not isinstance(ids, np.ndarray) else ids
+        if not isinstance(ids, np.ndarray):
+            values = list(ids)
+            # tuples are hashable ids; numpy would read a list of them as a 2-d array
+            ids = (np.fromiter(values, dtype=object, count=len(values))
+                   if values and all(isinstance(v, tuple) for v in values)
+                   else np.asarray(values, dtype=object))
         if ids.ndim != 1:
             raise ValueError(f"user_ids must be 1-d; got an array of shape {ids.shape}.")
         if ids.shape[0] != n_samples:

@@ -1066,3 +1066,22 @@ def test_partial_fit_with_ids_after_forgetting_everyone_says_why(problem):
     est.forget_users(np.unique(users))
     with pytest.raises(ValueError, match="all of its users were forgotten"):
         est.partial_fit(X, y, user_ids=users)
+
+
+def test_tuple_ids_in_a_list_are_one_id_per_row(problem):
+    X, y, users = problem
+    as_tuples = [(u, len(u)) for u in users]
+    est = LowRankRewardEstimator(2, shrinkage=1.0, random_state=0).fit(X, y, user_ids=as_tuples)
+    ref = LowRankRewardEstimator(2, shrinkage=1.0, random_state=0).fit(X, y, user_ids=users)
+    assert len(est.users_) == len(ref.users_) and isinstance(est.users_[0], tuple)
+    np.testing.assert_allclose(est.predict_proba(X, user_ids=as_tuples),
+                               ref.predict_proba(X, user_ids=users), atol=1e-12)
+
+
+def test_a_duplicated_user_column_is_named(problem):
+    X, y, users = problem
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    df.insert(0, "user_id", users)
+    df = pd.concat([df, df[["user_id"]]], axis=1)
+    with pytest.raises(ValueError, match="2 columns named 'user_id'"):
+        LowRankRewardEstimator(2).fit(df, y)

@@ -267,6 +267,22 @@ class BackendContract:
 class TestNumpyBackend(BackendContract):
     params = {"backend": "numpy"}
 
+    def test_wide_gram_and_solver_take_the_cholesky_route(self):
+        """From d = 1024 on: symmetric rank-k Gram updates and a Cholesky inverse."""
+        from sklearn_lore._backends._numpy import _WIDE, NumpyBackend
+
+        rng = np.random.RandomState(0)
+        X = rng.standard_normal((300, _WIDE))
+        c = rng.uniform(0.0, 1.0, 300)
+        be = NumpyBackend()
+        G = be.gram(X, c)
+        np.testing.assert_allclose(G, X.T @ (c[:, None] * X), rtol=1e-10, atol=1e-9)
+        assert np.array_equal(G, G.T)
+        A = G + np.eye(_WIDE)
+        q = rng.standard_normal((_WIDE, 3))
+        np.testing.assert_allclose(be.spd_solver(A)(q), np.linalg.solve(A, q), rtol=1e-8,
+                                   atol=1e-10)
+
     def test_gram_with_negative_weights_and_an_indefinite_solve(self, data):
         from sklearn_lore._backends._numpy import NumpyBackend
 

@@ -282,6 +282,10 @@ class TestNumpyBackend(BackendContract):
         q = rng.standard_normal((_WIDE, 3))
         np.testing.assert_allclose(be.spd_solver(A)(q), np.linalg.solve(A, q), rtol=1e-8,
                                    atol=1e-10)
+        # the leverage pass of wide data runs in float32
+        _, U = np.linalg.eigh(A)
+        M = rng.uniform(0.5, 1.0, (_WIDE, 2))
+        np.testing.assert_allclose(be.row_leverage(X, U, M), np.square(X @ U) @ M, rtol=1e-4)
 
     def test_gram_with_negative_weights_and_an_indefinite_solve(self, data):
         from sklearn_lore._backends._numpy import NumpyBackend

@@ -627,6 +627,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         _require_finite(Z, res.V, res.theta)
         self.components_ = res.V.T.copy()
         self.users_ = users
+        self._fit_with_users = True
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective
         theta, hess, mu, P, _ = _solver.empirical_bayes_prior(
@@ -684,6 +685,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.components_ = np.zeros((B, d))
         self.components_[0] = u
         self.users_ = np.asarray([], dtype=object)
+        self._fit_with_users = False
         self.user_weights_ = np.zeros((0, B))
         self.user_precision_ = np.zeros((0, B, B))
         self.n_iter_ = n_iter
@@ -820,12 +822,15 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 )
             self.classes_ = classes
         y01 = self._binary_labels(y)
-        if not first and (ids is None) != (len(self.users_) == 0):
+        # files saved before the flag existed: a model without users was fitted without ids
+        with_users = getattr(self, "_fit_with_users", None)
+        if with_users is None:
+            with_users = len(getattr(self, "users_", ())) > 0
+        if not first and (ids is None) == with_users:
             raise ValueError(
-                "Give user ids in every partial_fit call or in none: this model "
-                + ("was trained with user ids." if len(self.users_) else
-                   "has no users (it was trained without user ids, or all of its users "
-                   "were forgotten: call fit to start over with users).")
+                "Give user ids in every partial_fit call or in none: this model was "
+                + ("trained with" if with_users else "trained without")
+                + " user ids (fit starts over either way)."
             )
         batch = (Z, y01, sw, ids)
         if first:

@@ -1059,13 +1059,25 @@ def test_streaming_on_a_model_from_before_the_fold_in_temperature(problem):
     assert np.all(np.isfinite(est.predict_proba(X, user_ids=users)))
 
 
-def test_partial_fit_with_ids_after_forgetting_everyone_says_why(problem):
+@pytest.mark.parametrize("memory", [0, 20000])
+def test_a_stream_goes_on_with_ids_after_forgetting_everyone(problem, memory):
+    """A model fitted with ids stays one after every user is forgotten: the stream
+    continues with ids (and refuses rows without them)."""
     X, y, users = problem
-    est = LowRankRewardEstimator(2, random_state=0, stream_memory=0)
+    est = LowRankRewardEstimator(2, random_state=0, stream_memory=memory)
     est.partial_fit(X, y, classes=[0, 1], user_ids=users)
     est.forget_users(np.unique(users))
-    with pytest.raises(ValueError, match="all of its users were forgotten"):
-        est.partial_fit(X, y, user_ids=users)
+    with pytest.raises(ValueError, match="trained with user ids"):
+        est.partial_fit(X, y)
+    est.partial_fit(X[:20], y[:20], user_ids=users[:20])
+    assert set(est.users_.tolist()) == set(users[:20].tolist())
+    without = LowRankRewardEstimator(2, random_state=0).partial_fit(X, y, classes=[0, 1])
+    with pytest.raises(ValueError, match="trained without user ids"):
+        without.partial_fit(X, y, user_ids=users)
+    # files saved before the flag: a model with users was fitted with ids, one without not
+    for model, ids in ((est, users), (without, None)):
+        del model._fit_with_users
+        model.partial_fit(X, y, user_ids=ids)
 
 
 def test_tuple_ids_in_a_list_are_one_id_per_row(problem):
@@ -1085,3 +1097,56 @@ def test_a_duplicated_user_column_is_named(problem):
     df = pd.concat([df, df[["user_id"]]], axis=1)
     with pytest.raises(ValueError, match="2 columns named 'user_id'"):
         LowRankRewardEstimator(2).fit(df, y)
+
+
+ID_POOL = [0, 1, 2, "1", "2", "a", "b\x00"]
+
+
+def _as_container(ids, how):
+    """The batch's ids as the caller passes them: a list, or a numpy array of the ids'
+    own type (numpy picks int64 or a str dtype; mixed ids become objects)."""
+    if how == "list":
+        return list(ids)
+    kinds = {type(i) for i in ids}
+    return np.asarray(ids) if len(kinds) == 1 else np.asarray(ids, dtype=object)
+
+
+@PROPERTY_SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(["partial_fit", "partial_fit_users", "forget"]),
+                          st.lists(st.integers(0, len(ID_POOL) - 1), min_size=1, max_size=4,
+                                   unique=True),
+                          st.sampled_from(["list", "typed"]),
+                          st.integers(0, 2**16)),
+                min_size=1, max_size=5))
+def test_ids_keep_their_value_and_type_through_any_stream(calls):
+    """Whatever the order of streaming updates, fold-ins and deletions, and whether ids
+    come as lists or typed arrays: the model's users are exactly the ids given and not
+    forgotten, each with its type (1 and "1" are two users)."""
+    est = LowRankRewardEstimator(2, random_state=0)
+    expected = set()
+    for step, (op, picks, how, seed) in enumerate(calls):
+        ids = _as_container([ID_POOL[i] for i in picks], how)
+        given_ids = {(type(u).__name__, u) for u in np.asarray(ids, dtype=object).tolist()}
+        given_ids = {(t.replace("str_", "str").replace("int64", "int"), u) for t, u in given_ids}
+        if step == 0:
+            op = "partial_fit"
+        if op == "forget":
+            gone = [u for u in est.users_.tolist() if ("int" if isinstance(u, int) else "str", u)
+                    in given_ids]
+            est.forget_users(gone)
+            expected -= {("int" if isinstance(u, int) else "str", u) for u in gone}
+        else:
+            rng = np.random.RandomState(seed)
+            rows = np.repeat(np.arange(len(ids)), 3)
+            batch_ids = np.asarray(ids, dtype=object)[rows] if how == "list" else ids[rows]
+            if how == "list":
+                batch_ids = list(batch_ids)
+            X = rng.standard_normal((len(rows), 3))
+            y = np.resize([0, 1], len(rows))
+            if op == "partial_fit":
+                est.partial_fit(X, y, classes=[0, 1], user_ids=batch_ids)
+            else:
+                est.partial_fit_users(X, y, user_ids=batch_ids)
+            expected |= given_ids
+        actual = {("int" if isinstance(u, int) else "str", u) for u in est.users_.tolist()}
+        assert actual == expected

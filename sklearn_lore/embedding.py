@@ -158,6 +158,11 @@ _MEMORY = _MemoryCache(_MEMORY_CACHE_BYTES)
 _LOADED = weakref.WeakValueDictionary()
 # Custom encoders without a name are identified by id(); the identity dies with the object.
 _ANONYMOUS_OWNERS = {}
+# Encoders that cannot be weak-referenced: their death cannot be observed, so the most
+# recent ones are kept alive (their id cannot be reused while they are) and an evicted
+# one's vectors are dropped with it (a later object with the same id starts empty).
+_PINNED = OrderedDict()
+_MAX_PINNED = 64
 
 
 def clear_embedding_cache():
@@ -341,11 +346,16 @@ def _default_model_identity():
 def _anonymous_identity(encoder):
     """``Type@id`` for an unnamed callable; its cached vectors are dropped when it dies."""
     identity = f"{type(encoder).__qualname__}@{id(encoder):#x}"
-    if identity not in _ANONYMOUS_OWNERS:
+    if identity in _PINNED:
+        _PINNED.move_to_end(identity)
+    elif identity not in _ANONYMOUS_OWNERS:
         try:
             _ANONYMOUS_OWNERS[identity] = weakref.finalize(encoder, _forget_anonymous, identity)
         except TypeError:
-            _ANONYMOUS_OWNERS[identity] = encoder
+            _PINNED[identity] = encoder
+            while len(_PINNED) > _MAX_PINNED:
+                evicted, _ = _PINNED.popitem(last=False)
+                _MEMORY.drop_identity(evicted)
     return identity
 
 

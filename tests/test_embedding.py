@@ -876,3 +876,34 @@ def test_reward_model_on_cuda_matches_cpu(backbones, cuda, dtype):
     gpu = RewardModelEmbedder(backbones[True], device=cuda, dtype=dtype).transform(df).to_numpy()
     cpu = RewardModelEmbedder(backbones[True], device="cpu").transform(df).to_numpy()
     np.testing.assert_allclose(gpu, cpu, atol=1e-4 if dtype == "float32" else 5e-2)
+
+
+class _SlottedEncoder:
+    """A callable encoder that cannot be weak-referenced (``__slots__``, no ``__weakref__``)."""
+
+    __slots__ = ("scale",)
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __call__(self, texts):
+        return np.array([[len(t) * self.scale, 1.0] for t in texts])
+
+
+def test_encoders_that_cannot_be_weak_referenced_are_not_kept_forever():
+    """Their death cannot be observed: the most recent ones stay alive (so their id is
+    not reused under their cached vectors); older ones are let go with their vectors."""
+    import weakref
+
+    from sklearn_lore import embedding
+
+    with pytest.raises(TypeError):
+        weakref.ref(_SlottedEncoder(1.0))
+    df, _ = pairs_frame()
+    encoders = [_SlottedEncoder(float(k + 1)) for k in range(embedding._MAX_PINNED + 5)]
+    outputs = [SentencePairEmbedder(encoder=enc).transform(df) for enc in encoders]
+    assert len(embedding._PINNED) <= embedding._MAX_PINNED
+    first = SentencePairEmbedder(encoder=encoders[0])
+    assert first.cache_info().currsize == 0  # evicted: its vectors went with it
+    pd.testing.assert_frame_equal(first.transform(df), outputs[0])
+    assert first.cache_info().misses > 0

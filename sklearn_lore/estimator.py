@@ -635,7 +635,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         self.user_weights_ = self._weights_from_params(theta)
         self.user_precision_ = hess + P
-        self._warn_if_collapsed(be.to_numpy(res.F), self.user_weights_[groups])
+        F, W_rows = be.to_numpy(res.F), self.user_weights_[groups]
+        self._warn_if_collapsed(F, W_rows)
         shrinkage = self.shrinkage if shrinkage is None else shrinkage
         fold_in_temperature = None
         if shrinkage == "auto":
@@ -647,8 +648,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         else:
             self.shrinkage_ = float(shrinkage)
         self._set_population(mu, len(users) * P, prior_precision=self.shrinkage_ * P)
-        self._fit_curvature_and_temperature(be, rows.Z, be.to_numpy(res.F), y01, sw,
-                                            self.user_weights_[groups],
+        self._fit_curvature_and_temperature(be, rows.Z, F, y01, sw, W_rows,
                                             self.user_precision_[groups], res.gram)
         self.user_temperature_ = np.full(len(users), self.temperature_)
         self.fold_in_temperature_ = (
@@ -1013,12 +1013,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         buffers[2][n_old:n_old + n_new] = new_temperature
         if n_new:
             new_users = batch_users[new]
-            old_users = self.users_
-            if old_users.dtype != new_users.dtype:
-                old_users = np.asarray(old_users, dtype=object)
-                new_users = np.asarray(new_users, dtype=object)
             positions = self._id_positions()
-            self.users_ = np.concatenate([old_users, new_users])
+            self.users_ = _concat_ids(self.users_, new_users)
             # the id index grows with the users instead of being rebuilt
             positions.update(zip(new_users.tolist(), range(n_old, n_old + n_new)))
             self._loaded_user_index = (self.users_, positions)

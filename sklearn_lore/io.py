@@ -560,9 +560,8 @@ def _check_lore_state(est, where):
         expected["user_temperature_"] = (n_users,)
     for name, shape in expected.items():
         _check_shape(_attribute(est, name, where), shape, f"{where}.{name}")
-    for name in _NUMERIC_ARRAYS:
-        if hasattr(est, name):
-            _check_numeric(getattr(est, name), f"{where}.{name}")
+    for name in (name for name in expected if name not in _NON_NUMERIC_ARRAYS):
+        _check_numeric(getattr(est, name), f"{where}.{name}")
     for name in _REQUIRED_SCALARS:
         _attribute(est, name, where)
     _check_scalar(est.n_iter_, f"{where}.n_iter_", integer=True)
@@ -602,16 +601,9 @@ def _check_lore_state(est, where):
     _check_finite(vars(est), where)
 
 
-# Fitted arrays of numbers (real floating or integer dtypes; not bool, complex, text or dates).
-_NUMERIC_ARRAYS = (
-    "components_",
-    "user_weights_",
-    "user_precision_",
-    "population_weights_",
-    "prior_mean_",
-    "prior_precision_",
-    "user_temperature_",
-)
+# The fitted arrays of the shape table that hold ids, labels or names; every other one holds
+# real numbers (float or int dtypes; not bool, complex, text or dates).
+_NON_NUMERIC_ARRAYS = {"classes_", "users_", "feature_names_in_"}
 # Scalars every fitted estimator has: files of every version that stores temperatures
 # hold these (older files lack user_temperature_ and fold_in_temperature_, which the
 # estimator derives from temperature_ when they are missing; they are checked if present).

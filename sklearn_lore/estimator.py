@@ -30,8 +30,13 @@ _MAX_FEATURE = 1e100
 _COLLAPSED_LOGIT = 1e-8
 
 
+def _magnitude(Z):
+    """Largest absolute feature value, without an |Z| copy of the data."""
+    return max(abs(float(Z.max(initial=0.0))), abs(float(Z.min(initial=0.0))))
+
+
 def _scale_advice(Z):
-    return (f"The features reach magnitude {float(np.max(np.abs(Z), initial=0.0)):.1e}; "
+    return (f"The features reach magnitude {_magnitude(Z):.1e}; "
             "the solver expects embedding differences of moderate scale: standardize or "
             "normalize them (e.g. sklearn.preprocessing.StandardScaler, or "
             "SentencePairEmbedder(normalize=True)).")
@@ -338,7 +343,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         """Training input the solver can take: a moderate scale, and (for an update
         of a fitted model) the fitted shapes still those of the parameters
         (``set_params`` after fitting)."""
-        if float(np.max(np.abs(Z), initial=0.0)) > _MAX_FEATURE:
+        if _magnitude(Z) > _MAX_FEATURE:
             raise ValueError(f"Features larger than {_MAX_FEATURE:.0e} overflow the solver. "
                              + _scale_advice(Z))
         fitted = getattr(self, "components_", None) if continuing else None

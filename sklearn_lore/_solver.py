@@ -23,8 +23,59 @@ from . import _objective as obj
 
 
 @dataclass
+class Blocks:
+    """The rows laid out user by user for the user step.
+
+    ``index`` (n_blocks, width) holds row numbers (padding points at row 0 and has
+    weight 0), ``y`` and ``s`` the rows' labels and weights in that layout. A user's
+    rows fill one block when the users' row counts are not too uneven (block g is then
+    user g, ``owner`` is None); otherwise the blocks are as wide as the mean count, a
+    user owns as many as its rows need, ``owner`` (n_blocks,) names it and ``owner_seg``
+    sums blocks into users. Either way the layout holds at most about twice the rows, and
+    the user step's per-user sums are batched matrix products.
+    """
+
+    index: object
+    y: object
+    s: object
+    owner: object
+    owner_seg: object
+
+
+def make_blocks(be, groups, y, s, n_groups):
+    """The :class:`Blocks` of numpy rows ``groups``, ``y``, ``s`` in backend arrays."""
+    groups = np.asarray(groups, dtype=np.intp)
+    n = groups.shape[0]
+    counts = np.bincount(groups, minlength=n_groups)
+    top = int(counts.max()) if n else 0
+    if n_groups * top <= 2 * n + 1024:
+        width, per_user = top, np.ones(n_groups, dtype=np.intp)
+    else:
+        width = max(-(-n // max(np.count_nonzero(counts), 1)), 1)
+        per_user = -(-counts // width)
+    order = np.argsort(groups, kind="stable")
+    ordered = groups[order]
+    position = np.arange(n) - (np.cumsum(counts) - counts)[ordered]
+    block = (np.cumsum(per_user) - per_user)[ordered] + position // width
+    column = position % width if width else position
+    n_blocks = int(per_user.sum())
+    index = np.zeros((n_blocks, width), dtype=np.intp)
+    yb, sb = np.zeros((n_blocks, width)), np.zeros((n_blocks, width))
+    index[block, column] = order
+    yb[block, column] = np.asarray(y, dtype=np.float64)[order]
+    sb[block, column] = np.asarray(s, dtype=np.float64)[order]
+    owner = owner_seg = None
+    if n_blocks != n_groups or np.any(per_user != 1):
+        owner = be.as_index(np.repeat(np.arange(n_groups), per_user))
+        owner_seg = be.segments(owner, n_groups)
+    return Blocks(index=be.as_index(index), y=be.asarray(yb), s=be.asarray(sb), owner=owner,
+                  owner_seg=owner_seg)
+
+
+@dataclass
 class Rows:
-    """The comparisons in backend arrays: data Z, labels y in {0, 1}, weights s."""
+    """The comparisons in backend arrays: data Z, labels y in {0, 1}, weights s, and the
+    same rows laid out user by user (:class:`Blocks`) for the user step."""
 
     Z: object
     y: object
@@ -33,6 +84,7 @@ class Rows:
     n_groups: int
     seg: object
     s_total: float
+    blocks: Blocks
 
 
 def make_rows(be, Z, y, s, groups, n_groups):
@@ -46,6 +98,7 @@ def make_rows(be, Z, y, s, groups, n_groups):
         n_groups=int(n_groups),
         seg=be.segments(groups_be, int(n_groups)),
         s_total=float(np.sum(s)),
+        blocks=make_blocks(be, groups, y, s, int(n_groups)),
     )
 
 
@@ -95,11 +148,31 @@ def spectral_init(be, Z, y, s, groups, n_groups, n_components, random_state):
 # user step
 
 
-def _group_objective(be, rows, F, theta, mu, precision, kind):
+def _block_logits(rows, Fp, W):
+    """Each laid-out row's logit f_i . w_u, (n_blocks, width): one batched product."""
+    owner = rows.blocks.owner
+    Wb = W if owner is None else W[owner]
+    return (Fp @ Wb[:, :, None])[:, :, 0]
+
+
+def _to_users(be, rows, values):
+    """Per-block sums (n_blocks, ...) -> per-user sums (n_groups, ...)."""
+    if rows.blocks.owner is None:
+        return values
+    return be.segment_sum(rows.blocks.owner_seg, values)
+
+
+def _group_objective(be, rows, Fp, theta, mu, precision, kind):
+    b = rows.blocks
     W = obj.user_weights_from_params(be, theta, kind)
-    t = obj.row_logits(be, F, W[rows.groups])
-    data = be.segment_sum(rows.seg, obj.row_losses(be, t, rows.y, rows.s))
+    t = _block_logits(rows, Fp, W)
+    data = _to_users(be, rows, be.sum(obj.row_losses(be, t, b.y, b.s), axis=1))
     return data + obj.prior_penalty(be, theta, mu, precision), W, t
+
+
+def _block_hessian(be, rows, Fp, curv):
+    """Per-user sum_i c_i f_i f_i^T, (n_groups, B, B), from the laid-out rows."""
+    return _to_users(be, rows, (Fp * curv[:, :, None]).swapaxes(1, 2) @ Fp)
 
 
 def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10):
@@ -119,18 +192,19 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10):
     """
     B = theta.shape[1]
     eye = be.eye(B)
+    b = rows.blocks
+    Fp = F[b.index]  # the rows' F laid out user by user, once per call
     f_g = None
     for _ in range(max_iter):
         if f_g is None:
-            f_g, W, t = _group_objective(be, rows, F, theta, mu, precision, kind)
+            f_g, W, t = _group_objective(be, rows, Fp, theta, mu, precision, kind)
         else:
             # the line search already evaluated each user's objective where it stopped
             W = obj.user_weights_from_params(be, theta, kind)
-            t = obj.row_logits(be, F, W[rows.groups])
+            t = _block_logits(rows, Fp, W)
         p = be.sigmoid(t)
-        grad_w = be.segment_sum(rows.seg, (rows.s * (p - rows.y))[:, None] * F)
-        curv = rows.s * p * (1.0 - p)
-        H_w = be.segment_outer(rows.seg, curv, F)
+        grad_w = _to_users(be, rows, ((b.s * (p - b.y))[:, None, :] @ Fp)[:, 0, :])
+        H_w = _block_hessian(be, rows, Fp, b.s * p * (1.0 - p))
         prior_grad = obj.prior_gradient(be, theta - mu, precision)
         if kind == "simplex":
             grad, H = _simplex_newton_system(be, W, grad_w, H_w, precision, eye)
@@ -145,13 +219,13 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10):
             grad = grad_w + prior_grad
             step = be.solve(H_w + precision, grad)
         decrement = be.sum(grad * step, axis=1)
-        if be.abs_max(decrement) <= tol:
+        if be.max_value(decrement) <= tol:
             # converged where H_w was just computed: it is the data Hessian there
             return theta, _param_hessian(be, W, H_w, kind)
         theta, f_g = _line_search_users(
-            be, rows, F, theta, mu, precision, kind, f_g, step, decrement, tol
+            be, rows, Fp, theta, mu, precision, kind, f_g, step, decrement, tol
         )
-    return theta, _user_hessian(be, rows, F, theta, kind)
+    return theta, _user_hessian(be, rows, Fp, theta, kind)
 
 
 def _softmax_jacobian(be, W, eye):
@@ -172,7 +246,7 @@ def _simplex_newton_system(be, W, grad_w, H_w, precision, eye):
     return grad, H + precision
 
 
-def _line_search_users(be, rows, F, theta, mu, precision, kind, f_g, step, decrement, tol):
+def _line_search_users(be, rows, Fp, theta, mu, precision, kind, f_g, step, decrement, tol):
     """Per-user backtracking (Armijo) along the Newton directions, all users at once.
 
     Users whose Newton decrement is already below ``tol`` do not move; a small
@@ -184,25 +258,26 @@ def _line_search_users(be, rows, F, theta, mu, precision, kind, f_g, step, decre
     still = decrement > tol
     accepted = ~still
     f_out = f_g
-    slack = 1e-12 * (be.abs_max(f_g) + 1.0)
+    # each user's objective is a sum of non-negative terms: a relative slack per user
+    bound = f_g + 1e-12 * (f_g + 1.0)
+    armijo = 1e-4 * decrement
     for _ in range(40):
         trial = theta - alpha[:, None] * step
-        f_new, _, _ = _group_objective(be, rows, F, trial, mu, precision, kind)
-        now = accepted | (f_new <= f_g - 1e-4 * alpha * decrement + slack)
-        f_out = be.where(now & ~accepted, f_new, f_out)
-        accepted = now
+        f_new, _, _ = _group_objective(be, rows, Fp, trial, mu, precision, kind)
+        f_out = be.where(accepted, f_out, f_new)
+        accepted = accepted | (f_new <= bound - alpha * armijo)
         if bool(accepted.all()):
             break
         alpha = be.where(accepted, alpha, 0.5 * alpha)
-    alpha = be.where(accepted & still, alpha, 0.0 * alpha)
-    return theta - alpha[:, None] * step, f_out
+    moved = accepted & still
+    return theta - be.where(moved, alpha, 0.0 * alpha)[:, None] * step, be.where(moved, f_out, f_g)
 
 
-def _user_hessian(be, rows, F, theta, kind):
+def _user_hessian(be, rows, Fp, theta, kind):
     W = obj.user_weights_from_params(be, theta, kind)
-    t = obj.row_logits(be, F, W[rows.groups])
-    p = be.sigmoid(t)
-    return _param_hessian(be, W, be.segment_outer(rows.seg, rows.s * p * (1.0 - p), F), kind)
+    p = be.sigmoid(_block_logits(rows, Fp, W))
+    return _param_hessian(be, W, _block_hessian(be, rows, Fp, rows.blocks.s * p * (1.0 - p)),
+                          kind)
 
 
 def _param_hessian(be, W, H_w, kind):

@@ -57,6 +57,10 @@ class NumpyBackend:
     def abs_max(self, a):
         return float(np.max(np.abs(a))) if a.size else 0.0
 
+    def max_value(self, a):
+        """The largest entry as a float (-inf for an empty array)."""
+        return float(np.max(a)) if a.size else -np.inf
+
     def dot(self, a, b):
         """Inner product (a backend scalar: here a float)."""
         return float(np.vdot(a, b))
@@ -128,7 +132,7 @@ class NumpyBackend:
         return np.linalg.solve(H, g[..., None])[..., 0]
 
     def segments(self, groups, n_groups):
-        """Segment structure of the rows: an indicator matrix and a padded layout."""
+        """Segment structure of the rows: a sparse indicator matrix."""
         return _Segments(groups, n_groups)
 
     def segment_sum(self, seg, values):
@@ -136,18 +140,6 @@ class NumpyBackend:
         shape = values.shape
         out = seg.indicator @ values.reshape(shape[0], -1)
         return np.asarray(out).reshape((seg.n_groups,) + shape[1:])
-
-    def segment_outer(self, seg, c, F):
-        """Per-group weighted outer products sum_i c_i f_i f_i^T -> (n_groups, B, B).
-
-        With the rows laid out as a (groups, max rows, B) block this is one batched
-        matrix product; very uneven groups fall back to summing (N, B, B) products.
-        """
-        if seg.pad is None:
-            return self.segment_sum(seg, (c[:, None] * F)[:, :, None] * F[:, None, :])
-        Fp = F[seg.pad]
-        Cp = c[seg.pad] * seg.mask
-        return np.matmul((Fp * Cp[:, :, None]).transpose(0, 2, 1), Fp)
 
     def eigh(self, A):
         """Eigenvalues and eigenvectors of a symmetric matrix."""
@@ -187,9 +179,7 @@ class NumpyBackend:
 
 
 class _Segments:
-    """Rows grouped by user: a sparse indicator (n_groups, N) for segment sums and,
-    when the groups are not too uneven, an index (n_groups, max rows) that lays the
-    rows out as a padded block (padding points at row 0 with weight 0)."""
+    """Rows grouped by user: a sparse indicator (n_groups, N) for segment sums."""
 
     def __init__(self, groups, n_groups):
         n = groups.shape[0]
@@ -197,14 +187,3 @@ class _Segments:
         self.indicator = sp.csr_matrix(
             (np.ones(n), (groups, np.arange(n))), shape=(n_groups, n)
         )
-        self.pad, self.mask = None, None
-        counts = np.bincount(groups, minlength=n_groups)
-        width = int(counts.max()) if n else 0
-        if n and n_groups * width <= 2 * n + 1024:
-            order = np.argsort(groups, kind="stable")
-            starts = np.r_[0, np.cumsum(counts)[:-1]]
-            position = np.arange(n) - starts[groups[order]]
-            self.pad = np.zeros((n_groups, width), dtype=np.intp)
-            self.mask = np.zeros((n_groups, width))
-            self.pad[groups[order], position] = order
-            self.mask[groups[order], position] = 1.0

@@ -1,0 +1,147 @@
+"""The user step's row layout (sklearn_lore._solver.make_blocks) and the user step on it.
+
+The user step works on the rows laid out user by user: one block per user when the row
+counts are even enough, else blocks as wide as the mean count, several for a heavy user.
+Both layouts must give every user the same sums and the same minimizer as a plain
+per-user computation, whatever the row order.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import minimize
+
+from sklearn_lore import _solver
+from sklearn_lore._backends import torch_available
+from sklearn_lore._backends._numpy import NumpyBackend
+
+BACKENDS = ["numpy"] + (["torch"] if torch_available() else [])
+
+# row counts per user: even, one heavy user among light ones (several blocks), users
+# without rows in both layouts, a single user, no rows at all
+COUNTS = {
+    "even": [5, 5, 5, 5],
+    "uneven": [2, 3, 1, 4],
+    "heavy": [300] + [2] * 60,
+    "heavy_with_empty": [0, 250, 0] + [1] * 80 + [0],
+    "empty_users": [0, 3, 0, 2],
+    "single": [17],
+    "no_rows": [0, 0, 0],
+}
+
+
+def _backend(name):
+    if name == "numpy":
+        return NumpyBackend()
+    from sklearn_lore._backends._torch import TorchBackend
+
+    return TorchBackend("cpu")
+
+
+def _to_numpy(a):
+    return np.asarray(a.numpy() if hasattr(a, "numpy") else a)
+
+
+def _rows(counts, seed=0):
+    rng = np.random.default_rng(seed)
+    groups = rng.permutation(np.repeat(np.arange(len(counts)), counts))
+    n = groups.shape[0]
+    return groups, (rng.random(n) < 0.5).astype(float), rng.uniform(0.5, 2.0, n)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", list(COUNTS))
+def test_blocks_hold_every_row_once_and_sum_like_segments(backend, case):
+    be = _backend(backend)
+    counts = COUNTS[case]
+    groups, y, s = _rows(counts)
+    n, G = groups.shape[0], len(counts)
+    blocks = _solver.make_blocks(be, groups, y, s, G)
+    index, yb, sb = (_to_numpy(a) for a in (blocks.index, blocks.y, blocks.s))
+    real = sb > 0
+    # every row exactly once, with its label and weight; padding weighs nothing
+    np.testing.assert_array_equal(np.sort(index[real]), np.arange(n))
+    np.testing.assert_array_equal(yb[real], y[index[real]])
+    np.testing.assert_array_equal(sb[real], s[index[real]])
+    assert index.size <= 2 * n + 1024 + index.shape[1]
+    one_per_user = G * max(counts) <= 2 * n + 1024
+    assert (blocks.owner is None) == one_per_user
+    owner = np.arange(G) if blocks.owner is None else _to_numpy(blocks.owner)
+    np.testing.assert_array_equal(owner[np.nonzero(real)[0]], groups[index[real]])
+    # per-user sums from blocks equal the sums over each user's rows
+    rows = _solver.make_rows(be, np.zeros((n, 1)), y, s, groups, G)
+    values = np.random.default_rng(1).standard_normal(n)
+    per_block = be.asarray(np.sum(sb * values[index], axis=1))
+    got = _to_numpy(_solver._to_users(be, rows, per_block))
+    np.testing.assert_allclose(got, np.bincount(groups, s * values, minlength=G),
+                               atol=1e-12)
+
+
+def _reference_user_step(F, y, s, groups, G, mu, P):
+    """Each user's MAP weights by scipy's exact trust-region Newton, one user at a time."""
+    out = np.zeros((G, F.shape[1]))
+    for g in range(G):
+        Fg, yg, sg = F[groups == g], y[groups == g], s[groups == g]
+
+        def f(w):
+            t = Fg @ w
+            p = 1.0 / (1.0 + np.exp(-t))
+            value = np.sum(sg * (np.logaddexp(0.0, t) - yg * t)) + 0.5 * (w - mu) @ P @ (w - mu)
+            return value, Fg.T @ (sg * (p - yg)) + P @ (w - mu)
+
+        def hess(w):
+            p = 1.0 / (1.0 + np.exp(-(Fg @ w)))
+            return Fg.T @ ((sg * p * (1.0 - p))[:, None] * Fg) + P
+
+        out[g] = minimize(f, mu.copy(), jac=True, hess=hess, method="trust-exact",
+                          options={"gtol": 1e-12}).x
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", ["even", "heavy", "heavy_with_empty", "empty_users"])
+def test_user_step_matches_a_per_user_minimizer(backend, case):
+    be = _backend(backend)
+    counts = COUNTS[case]
+    groups, y, s = _rows(counts, seed=2)
+    n, G, B = groups.shape[0], len(counts), 3
+    rng = np.random.default_rng(3)
+    F = rng.standard_normal((n, B))
+    mu, P = np.array([0.2, -0.1, 0.0]), 0.5 * np.eye(B)
+    rows = _solver.make_rows(be, np.zeros((n, 1)), y, s, groups, G)
+    # a decrement tolerance near round-off: Newton then lands on the minimizer itself
+    theta, hess = _solver.user_step(be, rows, be.asarray(F), be.zeros((G, B)), be.asarray(mu),
+                                    be.asarray(P), "free", tol=1e-20)
+    theta, hess = _to_numpy(theta), _to_numpy(hess)
+    np.testing.assert_allclose(theta, _reference_user_step(F, y, s, groups, G, mu, P),
+                               atol=1e-8)
+    # the returned curvature is each user's data Hessian at its solution
+    t = np.einsum("nb,nb->n", F, theta[groups])
+    c = s / (1.0 + np.exp(-t)) / (1.0 + np.exp(t))
+    expected = np.zeros((G, B, B))
+    np.add.at(expected, groups, c[:, None, None] * F[:, :, None] * F[:, None, :])
+    np.testing.assert_allclose(hess, expected, atol=1e-8)
+    # users without rows stay at the prior centre
+    empty = np.asarray(counts) == 0
+    np.testing.assert_allclose(theta[empty], np.broadcast_to(mu, theta[empty].shape),
+                               atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(counts=st.lists(st.integers(0, 40), min_size=1, max_size=30),
+       seed=st.integers(0, 2**16), kind=st.sampled_from(["free", "simplex"]))
+def test_user_step_ignores_row_order_and_layout(counts, seed, kind):
+    """Shuffling the rows changes neither the users' solutions nor their curvature."""
+    be = NumpyBackend()
+    groups, y, s = _rows(counts, seed)
+    n, G, B = groups.shape[0], len(counts), 2
+    F = np.random.default_rng(seed + 1).standard_normal((n, B))
+    perm = np.random.default_rng(seed + 2).permutation(n)
+    results = []
+    for order in (np.arange(n), perm):
+        rows = _solver.make_rows(be, np.zeros((n, 1)), y[order], s[order], groups[order], G)
+        results.append(_solver.user_step(be, rows, F[order], be.zeros((G, B)), be.zeros(B),
+                                         be.eye(B), kind))
+    np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-9)
+    np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-9)

@@ -312,12 +312,20 @@ def _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anch
     A_solve = be.spd_solver(A)
     counts = be.segment_sum(rows.seg, rows.s[:, None])[:, 0]
 
+    cache = {}
+
+    def S_inverse():
+        # the two-loop applies the preconditioner twice per round at the same users
+        if cache.get("theta") is not state["theta"]:
+            W = obj.user_weights_from_params(be, state["theta"], kind)
+            S = (W * counts[:, None]).T @ W / rows.s_total
+            eye = be.eye(S.shape[0])
+            floor = 1e-1 * be.sum(S * eye) / S.shape[0] + 1e-12  # stays on the device
+            cache.update(theta=state["theta"], S_inv=be.inv(S + floor * eye) * rows.s_total)
+        return cache["S_inv"]
+
     def apply(q):
-        W = obj.user_weights_from_params(be, state["theta"], kind)
-        S = (W * counts[:, None]).T @ W / rows.s_total
-        eye = be.eye(S.shape[0])
-        S_inv = be.inv(S + (1e-1 * be.scalar(be.sum(S * eye)) / S.shape[0] + 1e-12) * eye)
-        qV = A_solve(q[:d]) @ S_inv * rows.s_total
+        qV = A_solve(q[:d]) @ S_inverse()
         if not optimize_mu:
             return qV
         q_mu = q[d] * rows.s_total / (lam * (rows.n_groups + 1))

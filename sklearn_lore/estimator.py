@@ -18,6 +18,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _solver
+from ._ids import require_hashable
 from ._backends import resolve_backend
 
 # 1 - c h, floored: a leave-one-out shift is at most 20 times the first-order one
@@ -318,7 +319,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 f"user_ids contains missing values (None or NaN) at row {int(np.argmax(missing))}; "
                 "every comparison needs a user id."
             )
-        return ids
+        return require_hashable(ids)
 
     def _validate_X(self, X, user_ids, reset):
         X, ids = self._split_users(X, user_ids)

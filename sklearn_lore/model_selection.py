@@ -29,6 +29,8 @@ import pandas as pd
 from sklearn.metrics import log_loss
 from sklearn.utils import Bunch, check_random_state
 
+from ._ids import require_hashable
+
 __all__ = [
     "within_user_position",
     "split_users",
@@ -57,7 +59,7 @@ def _as_ids(user_ids, n_samples=None):
         raise ValueError(f"user_ids has {ids.shape[0]} entries for {n_samples} rows.")
     if pd.isna(pd.Series(ids, dtype=object)).any():
         raise ValueError("user_ids contains missing values; every row needs a user id.")
-    return ids
+    return require_hashable(ids)
 
 
 def _check_fraction(name, value):

@@ -285,6 +285,14 @@ def test_pos_label_with_a_single_class_is_taken_as_given():
         expected_calibration_error([1.0, 0.0, 1.0], p))
 
 
+def test_unhashable_ids_in_the_evaluation_tools():
+    ids = np.array(["a", "b", ["c"], "d"], dtype=object)
+    for call in (lambda: split_users(ids, unseen_size=0.25, random_state=0),
+                 lambda: fewshot_split(ids, n_train_pairs=1, shots=(0,))):
+        with pytest.raises(TypeError, match="user_ids must be hashable .* row 2 holds a list"):
+            call()
+
+
 def test_split_users_with_mixed_type_ids():
     ids = np.array([1, "1", 2, "a"], dtype=object)
     seen, unseen = split_users(ids, unseen_size=0.25, random_state=0)

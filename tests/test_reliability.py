@@ -206,6 +206,22 @@ def test_user_ids_with_missing_values(method, missing, problem, fitted):
         call(fresh(method, fitted, problem), method, X, y, user_ids=ids)
 
 
+@pytest.mark.parametrize("method", FIT_LIKE + PREDICT_LIKE)
+@pytest.mark.parametrize("bad", [{"a": 1}, [1, 2], {3}], ids=["dict", "list", "set"])
+def test_unhashable_user_ids_name_the_row(method, bad, problem, fitted):
+    X, y, users = problem
+    ids = users.astype(object)
+    ids[7] = bad
+    with pytest.raises(TypeError, match=f"user_ids must be hashable .* row 7 holds a "
+                                        f"{type(bad).__name__}"):
+        call(fresh(method, fitted, problem), method, X, y, user_ids=ids)
+
+
+def test_forget_users_with_an_unhashable_id(problem, fitted):
+    with pytest.raises(TypeError, match="user_ids must be hashable .* row 1 holds a dict"):
+        clone(fitted).fit(*problem[:2], user_ids=problem[2]).forget_users(["u1", {"a": 1}])
+
+
 def test_missing_ids_in_the_user_column(problem):
     X, y, users = problem
     df = frame(X, users.astype(object))

@@ -616,24 +616,40 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
     def _anonymous(self):
         return False
 
+    # batches handed to the model in one call: a sentence-transformers model on a GPU then
+    # tokenizes the next batch while the card runs the previous one, and the vectors come
+    # back to the host once per call instead of once per batch
+    _BATCHES_PER_CALL = 1
+
+    def _batches_per_call(self):
+        return self._BATCHES_PER_CALL
+
     def _encode_missing(self, key, texts, disk):
-        """Encode texts in batches, longest first (less padding), storing each batch."""
+        """Encode texts in batches, longest first (less padding), storing each call's vectors."""
         logger.debug("%s: encoding %d new texts", type(self).__name__, len(texts))
         ordered = sorted(texts, key=len, reverse=True)
-        starts = range(0, len(ordered), self.batch_size)
+        per_call = self.batch_size * self._batches_per_call()
+        progress = None
         if self.show_progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc="embedding", unit="batch")
+            progress = tqdm(total=-(-len(ordered) // self.batch_size), desc="embedding",
+                            unit="batch")
         encoded = {}
-        for start in starts:
-            batch = ordered[start : start + self.batch_size]
-            vectors = _as_float32_matrix(self._encode_batch(batch), len(batch))
-            _MEMORY.put(key, batch, vectors)
-            _MEMORY.count(key, "misses", len(batch))
-            if disk is not None:
-                disk.put(batch, vectors)
-            encoded.update(zip(batch, vectors))
+        try:
+            for start in range(0, len(ordered), per_call):
+                batch = ordered[start : start + per_call]
+                vectors = _as_float32_matrix(self._encode_batch(batch), len(batch))
+                _MEMORY.put(key, batch, vectors)
+                _MEMORY.count(key, "misses", len(batch))
+                if disk is not None:
+                    disk.put(batch, vectors)
+                encoded.update(zip(batch, vectors))
+                if progress is not None:
+                    progress.update(-(-len(batch) // self.batch_size))
+        finally:
+            if progress is not None:
+                progress.close()
         return encoded
 
     def _embedding_dim(self):
@@ -785,15 +801,22 @@ class SentencePairEmbedder(_PairEmbedderBase):
             return device, self.dtype
         return device, "float16" if device.startswith("cuda") else "float32"
 
+    def _batches_per_call(self):
+        # an injected encoder is called with at most batch_size texts, as documented
+        return 1 if self.encoder is not None else 8
+
     def _encode_batch(self, texts):
+        """Vectors of up to ``batch_size`` texts (an injected encoder) or of up to eight
+        batches (the model: its own loop runs them, the vectors stay on the device until
+        all are done, so tokenizing a batch overlaps the previous batch on a GPU)."""
         if self.encoder is not None:
             return self.encoder(list(texts))
         model = self._sentence_transformer()
         return model.encode(
             list(texts),
-            batch_size=len(texts),
+            batch_size=self.batch_size,
             show_progress_bar=False,
-            convert_to_numpy=True,
+            convert_to_tensor=True,
             normalize_embeddings=False,
         )
 

@@ -293,6 +293,39 @@ def test_batches_and_progress_bar():
     assert sum(BATCHES) == len(distinct_texts(df))
 
 
+class _RecordingModel:
+    """Stands in for a sentence-transformers model: records each encode call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def encode(self, texts, batch_size, convert_to_tensor, **kwargs):
+        import torch
+
+        self.calls.append((len(texts), batch_size, convert_to_tensor))
+        return torch.as_tensor(fake_encode(texts), dtype=torch.float16)
+
+
+def test_a_model_is_handed_eight_batches_per_call(monkeypatch):
+    pytest.importorskip("torch")
+    df, _ = pairs_frame(n=60)
+    texts = distinct_texts(df)
+    assert len(texts) > 16
+    model = _RecordingModel()
+    emb = SentencePairEmbedder(batch_size=2, show_progress=True)
+    monkeypatch.setattr(emb, "_sentence_transformer", lambda: model)
+    out = emb.transform(df)
+    # every call but the last holds eight batches; the model batches them itself, and
+    # its vectors stay tensors (on the device) until the call returns
+    sizes = [n for n, _, _ in model.calls]
+    assert sizes == [16] * (len(texts) // 16) + ([len(texts) % 16] if len(texts) % 16 else [])
+    assert all(b == 2 and tensor for _, b, tensor in model.calls)
+    # the same vectors as one text at a time (float16 as the fake model returns them)
+    one_by_one = SentencePairEmbedder(
+        encoder=lambda t: fake_encode(t).astype(np.float16), batch_size=1).transform(df)
+    pd.testing.assert_frame_equal(out, one_by_one)
+
+
 def test_disk_cache_round_trip(tmp_path):
     df, _ = pairs_frame(n=20)
     n_texts = len(distinct_texts(df))

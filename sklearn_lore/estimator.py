@@ -15,6 +15,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils import assert_all_finite
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _solver
@@ -321,7 +322,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             )
         return require_hashable(ids)
 
-    def _validate_X(self, X, user_ids, reset):
+    def _validate_X(self, X, user_ids, reset, finite=True):
+        """Validated rows and ids. ``finite=False`` skips the finiteness pass over X: the
+        caller then checks its product with the basis (:meth:`_project`)."""
         X, ids = self._split_users(X, user_ids)
         if hasattr(X, "columns") and X.shape[1] == 0:
             raise ValueError(
@@ -337,14 +340,32 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                     "(SentencePairEmbedder) or set user_col."
                 )
         Z = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
-                          ensure_min_samples=1)
+                          ensure_min_samples=1, ensure_all_finite=finite)
         return Z, self._check_ids(ids, Z.shape[0])
+
+    def _project(self, Z):
+        """``Z V`` (n, B) in Z's dtype, checking X's finiteness on the product.
+
+        A NaN or inf anywhere in a row makes every entry of that row's product
+        non-finite (``inf * 0`` and ``NaN * 0`` are NaN), so checking the B values of
+        each row replaces a pass over its d features; only when the product is not
+        finite is X itself examined, for scikit-learn's own message.
+        """
+        with np.errstate(invalid="ignore", over="ignore"):
+            F = Z @ self.components_.T.astype(Z.dtype)
+        if not np.isfinite(F).all():
+            assert_all_finite(Z, input_name="X", estimator_name=type(self).__name__)
+            raise ValueError(
+                "The product of X with the basis overflowed although X is finite. "
+                + _scale_advice(Z))
+        return F
 
     def _check_trainable(self, Z, continuing=True):
         """Training input the solver can take: a moderate scale, and (for an update
         of a fitted model) the fitted shapes still those of the parameters
         (``set_params`` after fitting)."""
-        if _magnitude(Z) > _MAX_FEATURE:
+        # finite float32 values stay below 3.4e38: only wider dtypes need the two passes
+        if float(np.finfo(Z.dtype).max) > _MAX_FEATURE and _magnitude(Z) > _MAX_FEATURE:
             raise ValueError(f"Features larger than {_MAX_FEATURE:.0e} overflow the solver. "
                              + _scale_advice(Z))
         fitted = getattr(self, "components_", None) if continuing else None
@@ -736,10 +757,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
-        Z, ids = self._validate_X(X, user_ids, reset=False)
+        Z, ids = self._validate_X(X, user_ids, reset=False, finite=False)
+        F = self._project(Z)
         W, T = self._row_weights(ids, Z.shape[0])
-        t = np.einsum("nb,nb->n", Z @ self.components_.T.astype(Z.dtype), W)
-        return t.astype(np.float64) / T
+        return np.einsum("nb,nb->n", F, W).astype(np.float64) / T
 
     def predict_proba(self, X, *, user_ids=None):
         """Probabilities of the two classes; column 1 is P(a preferred).
@@ -955,21 +976,21 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self : LowRankRewardEstimator
         """
         check_is_fitted(self)
-        Z, ids = self._validate_X(X, user_ids, reset=False)
+        Z, ids = self._validate_X(X, user_ids, reset=False, finite=False)
         if ids is None:
             raise ValueError(
                 "partial_fit_users needs user ids: pass user_ids= or a "
                 f"{self.user_col!r} column in X."
             )
+        # the user step needs only F = Z V (n, B): computed here, the rows never travel
+        # to the device, which for a few comparisons costs more than the step itself
+        F = np.asarray(self._project(Z), dtype=np.float64)
         self._check_trainable(Z)
         y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
         y01 = self._binary_labels(y)
         groups, batch_users = self._factorize(ids)
         centres, precisions, index = self._batch_priors(batch_users, self.prior_precision_)
         be = resolve_backend(self.backend, self.device)
-        # the user step needs only F = Z V (n, B): computed here, the rows never travel
-        # to the device, which for a few comparisons costs more than the step itself
-        F = np.asarray(Z @ self.components_.T.astype(Z.dtype), dtype=np.float64)
         rows = _solver.make_rows(be, F, y01, sw, groups, len(batch_users))
         with _numerical_failure_as_value_error(Z):
             theta, hess = _solver.user_step(

@@ -992,6 +992,27 @@ def test_features_beyond_1e100_are_refused_and_leave_the_model_unchanged(how, pr
         assert np.all(np.isfinite(est.predict_proba(X, user_ids=users)))
 
 
+@pytest.mark.parametrize("method", PREDICT_LIKE + ["score", "partial_fit_users"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_non_finite_values_in_a_feature_the_basis_ignores(method, bad, problem):
+    """Predictions and fold-in check X's finiteness on its product with the basis: a NaN
+    or inf must be caught even where every basis weight of its feature is exactly 0."""
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+    est.components_[:, 2] = 0.0  # the basis ignores feature 2 entirely
+    bad_X = X.copy()
+    bad_X[5, 2] = bad
+    with pytest.raises(ValueError, match="Input X contains (NaN|infinity)"):
+        call(est, method, bad_X, y, user_ids=users)
+
+
+def test_a_product_that_overflows_float32_is_a_scale_error(problem, fitted):
+    X, y, users = problem
+    big = np.full_like(X, 3e38, dtype=np.float32)  # finite in float32, its products are not
+    with pytest.raises(ValueError, match="product of X with the basis overflowed.*magnitude"):
+        fitted.predict_proba(big, user_ids=users)
+
+
 def test_a_failing_linear_solve_is_reported_as_a_scale_problem(problem, monkeypatch):
     from sklearn_lore import _solver
 

@@ -349,11 +349,16 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         A NaN or inf anywhere in a row makes every entry of that row's product
         non-finite (``inf * 0`` and ``NaN * 0`` are NaN), so checking the B values of
         each row replaces a pass over its d features; only when the product is not
-        finite is X itself examined, for scikit-learn's own message.
+        finite is X itself examined, for scikit-learn's own message. Features that no
+        basis vector uses (all-zero columns of ``components_``) are checked directly:
+        a BLAS may skip a zero multiplier instead of multiplying NaN by it.
         """
+        V = self.components_.T.astype(Z.dtype)
         with np.errstate(invalid="ignore", over="ignore"):
-            F = Z @ self.components_.T.astype(Z.dtype)
-        if not np.isfinite(F).all():
+            F = Z @ V
+        # a BLAS may skip zero multipliers: features the basis ignores entirely are read
+        ignored = ~np.any(V != 0, axis=1)
+        if not np.isfinite(F).all() or (ignored.any() and not np.isfinite(Z[:, ignored]).all()):
             assert_all_finite(Z, input_name="X", estimator_name=type(self).__name__)
             raise ValueError(
                 "The product of X with the basis overflowed although X is finite. "

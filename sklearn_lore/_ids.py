@@ -11,11 +11,23 @@ def require_hashable(ids, name="user_ids"):
     object arrays only the distinct Python types are examined.
     """
     if not isinstance(ids, np.ndarray) or ids.dtype == object:
-        for kind in {type(v) for v in ids}:
+        kinds = {type(v) for v in ids}
+        for kind in kinds:
             if getattr(kind, "__hash__", None) is None:
                 row = next(i for i, v in enumerate(ids) if type(v) is kind)
-                raise TypeError(
-                    f"{name} must be hashable (str, int, tuple, ...); row {row} holds a "
-                    f"{kind.__name__}: {ids[row]!r:.60}."
-                )
+                _unhashable(name, row, ids[row])
+        if tuple in kinds:  # a tuple is hashable only if what it holds is
+            for row, value in enumerate(ids):
+                if type(value) is tuple:
+                    try:
+                        hash(value)
+                    except TypeError:
+                        _unhashable(name, row, value)
     return ids
+
+
+def _unhashable(name, row, value):
+    raise TypeError(
+        f"{name} must be hashable (str, int, tuple, ...); row {row} holds a "
+        f"{type(value).__name__}: {value!r:.60}."
+    )

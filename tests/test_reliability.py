@@ -207,7 +207,8 @@ def test_user_ids_with_missing_values(method, missing, problem, fitted):
 
 
 @pytest.mark.parametrize("method", FIT_LIKE + PREDICT_LIKE)
-@pytest.mark.parametrize("bad", [{"a": 1}, [1, 2], {3}], ids=["dict", "list", "set"])
+@pytest.mark.parametrize("bad", [{"a": 1}, [1, 2], {3}, ("u", [1])],
+                         ids=["dict", "list", "set", "tuple_holding_a_list"])
 def test_unhashable_user_ids_name_the_row(method, bad, problem, fitted):
     X, y, users = problem
     ids = users.astype(object)

@@ -31,9 +31,10 @@ timeout 150 python3 benchmarks/bench_fit.py --device cuda --n-users 1000 --n-pai
     --n-features 4096 --n-components 8 --repeats 3 --dtype float32 --out "$out/fit_gpu" \
     >> "$out/tests.log" 2>&1 || status=1
 
-# where the fit's time goes on the card (phase wall times, synchronized)
+# where the fit's time goes on the card (phase wall times, synchronized), and the torch
+# operations and host syncs of each phase (counted in a second, untimed fit)
 timeout 45 python3 benchmarks/profile_fit.py --device cuda --n-users 1000 --n-pairs 40 \
-    --n-features 4096 --n-components 8 --dtype float32 --out "$out/profile_gpu" \
+    --n-features 4096 --n-components 8 --dtype float32 --count-ops --out "$out/profile_gpu" \
     >> "$out/tests.log" 2>&1 || status=1
 
 # embedding throughput against the raw model forward (fp16, 64 tokens)

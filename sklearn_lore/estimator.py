@@ -353,12 +353,17 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         basis vector uses (all-zero columns of ``components_``) are checked directly:
         a BLAS may skip a zero multiplier instead of multiplying NaN by it.
         """
-        V = self.components_.T.astype(Z.dtype)
+        V = self.components_.T
+        if V.dtype != Z.dtype:
+            V = V.astype(Z.dtype)
         with np.errstate(invalid="ignore", over="ignore"):
             F = Z @ V
         # a BLAS may skip zero multipliers: features the basis ignores entirely are read
-        ignored = ~np.any(V != 0, axis=1)
-        if not np.isfinite(F).all() or (ignored.any() and not np.isfinite(Z[:, ignored]).all()):
+        ignored = None
+        if np.count_nonzero(V) < V.size:
+            ignored = ~np.any(V != 0, axis=1)
+        if not np.isfinite(F).all() or (ignored is not None and ignored.any()
+                                        and not np.isfinite(Z[:, ignored]).all()):
             assert_all_finite(Z, input_name="X", estimator_name=type(self).__name__)
             raise ValueError(
                 "The product of X with the basis overflowed although X is finite. "

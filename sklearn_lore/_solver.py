@@ -411,6 +411,7 @@ class FitResult:
     objective: float
     gram: np.ndarray
     F: object  # Z V at the solution, a backend array (the last pass, kept)
+    gram_be: object = None  # the same Gram matrix where the data live (no second copy)
 
 
 def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None,
@@ -498,6 +499,7 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
         objective=f,
         gram=be.to_numpy(state["gram"]),
         F=state["F"],
+        gram_be=state["gram"],
     )
 
 
@@ -583,7 +585,7 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     warm-started from it keeps some of them (in a basis learned from few users it
     made adaptation look better than it is and picked too little shrinkage); from
     a cold start the loose tolerance ``tol`` is enough. ``V`` gives the rank.
-    ``gram``, the full data's Gram matrix Z^T diag(s / 4) Z (numpy, the fit's),
+    ``gram``, the full data's Gram matrix Z^T diag(s / 4) Z (the fit's, numpy or a backend array),
     gives each refit its own by subtracting the held-out rows' part: a pass over
     the held-out rows instead of the training ones. It holds no labels.
 
@@ -749,9 +751,15 @@ def kron_curvature(F, s, W_rows, gram):
     p = expit(np.einsum("nb,nb->n", F, W_rows))
     c = s * p * (1.0 - p)
     total = float(c.sum())
-    A = gram * (total / max(float(s.sum()) / 4.0, 1e-300))
+    A = gram * gram_scale(s, total)
     S = (W_rows.T @ (c[:, None] * W_rows)) / max(total, 1e-300)
     return A, S, total
+
+
+def gram_scale(s, total):
+    """The factor taking the Gram matrix Z^T diag(s / 4) Z to the curvature A of
+    :func:`kron_curvature` (whose total curvature is ``total``)."""
+    return total / max(float(np.sum(s)) / 4.0, 1e-300)
 
 
 def basis_leverage(be, Z, A, S, alpha):

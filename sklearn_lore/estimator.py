@@ -531,13 +531,19 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         return theta[0], precision + hess[0]
 
-    def _fit_curvature_and_temperature(self, be, Z, F, y01, sw, W_rows, P_rows, gram):
+    def _fit_curvature_and_temperature(self, be, Z, F, y01, sw, W_rows, P_rows, gram,
+                                       gram_be=None):
         """The basis curvature of the fitted rows (streaming prior and calibration),
-        then the temperatures from leave-one-out logits with the basis leverage."""
+        then the temperatures from leave-one-out logits with the basis leverage.
+
+        ``gram_be``: the same Gram matrix where the data live (on a GPU: the
+        leverage's decomposition then starts there, without copying d x d back)."""
         self._stream_curvature = _solver.kron_curvature(F, sw, W_rows, gram)
         basis = None
         if self.calibrate:
-            A, S, _ = self._stream_curvature
+            A, S, total = self._stream_curvature
+            if gram_be is not None and gram_be is not gram:
+                A = gram_be * _solver.gram_scale(sw, total)
             basis = _solver.basis_leverage(be, Z, A, S, self.alpha)
         self._fit_temperature(F, y01, sw, W_rows, P_rows, basis)
 
@@ -679,14 +685,14 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         if shrinkage == "auto":
             self.shrinkage_, _, fold_in_temperature = _solver.crossfit_shrinkage(
                 be, rows.Z, y01, sw, groups, len(users), res.V, P, self._kind, self.alpha,
-                self.prior_strength, random_state=self.random_state, gram=res.gram,
+                self.prior_strength, random_state=self.random_state, gram=res.gram_be,
             )
             self._shrinkage_rows = len(y01)
         else:
             self.shrinkage_ = float(shrinkage)
         self._set_population(mu, len(users) * P, prior_precision=self.shrinkage_ * P)
         self._fit_curvature_and_temperature(be, rows.Z, F, y01, sw, W_rows,
-                                            self.user_precision_[groups], res.gram)
+                                            self.user_precision_[groups], res.gram, res.gram_be)
         self.user_temperature_ = np.full(len(users), self.temperature_)
         self.fold_in_temperature_ = (
             fold_in_temperature if fold_in_temperature is not None and self.calibrate

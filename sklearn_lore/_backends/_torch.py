@@ -41,6 +41,8 @@ class TorchBackend:
 
     # conversion -----------------------------------------------------------
     def asarray(self, a):
+        if isinstance(a, torch.Tensor):  # already a tensor (on the device, say): no host trip
+            return a.to(device=self.device_, dtype=torch.float64)
         return torch.as_tensor(np.asarray(a, dtype=np.float64), device=self.device_)
 
     def _data_budget(self):

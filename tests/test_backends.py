@@ -131,3 +131,19 @@ def test_check_device_kinds(device, kind):
 def test_check_device_rejects_others(device):
     with pytest.raises(ValueError, match="device must be"):
         check_device(device)
+
+
+@needs_torch
+def test_torch_asarray_takes_tensors_without_a_host_trip():
+    """A backend tensor (the fit's Gram matrix, kept on the device) passes through asarray
+    as float64 on the backend's device, the same values as from numpy."""
+    import torch
+
+    from sklearn_lore._backends._torch import TorchBackend
+
+    be = TorchBackend("cpu")
+    a = np.arange(6.0).reshape(2, 3) / 7.0
+    from_tensor = be.asarray(torch.as_tensor(a, dtype=torch.float64))
+    assert from_tensor.dtype == torch.float64 and from_tensor.device == be.device_
+    assert torch.equal(from_tensor, be.asarray(a))
+    assert be.asarray(torch.ones(2, dtype=torch.float32)).dtype == torch.float64

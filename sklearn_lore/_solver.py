@@ -82,21 +82,18 @@ class Rows:
     s: object
     groups: object
     n_groups: int
-    seg: object
     s_total: float
     blocks: Blocks
 
 
 def make_rows(be, Z, y, s, groups, n_groups):
     """Move numpy inputs to the backend once per fit (Z may already be backend data)."""
-    groups_be = be.as_index(groups)
     return Rows(
         Z=be.as_data(Z),
         y=be.asarray(y),
         s=be.asarray(s),
-        groups=groups_be,
+        groups=be.as_index(groups),
         n_groups=int(n_groups),
-        seg=be.segments(groups_be, int(n_groups)),
         s_total=float(np.sum(s)),
         blocks=make_blocks(be, groups, y, s, int(n_groups)),
     )
@@ -310,7 +307,7 @@ def _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anch
     if anchor is not None:
         A = A + anchor[1] + anchor[3] * be.eye(d)
     A_solve = be.spd_solver(A)
-    counts = be.segment_sum(rows.seg, rows.s[:, None])[:, 0]
+    counts = _to_users(be, rows, be.sum(rows.blocks.s, axis=1))  # each user's total weight
 
     cache = {}
 

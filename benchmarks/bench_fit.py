@@ -60,20 +60,22 @@ def timed(fn, device, repeats, setup=None):
 
     With ``setup``, each call is ``fn(setup())`` and only ``fn`` is timed.
     """
-    def call():
-        arg = setup() if setup is not None else None
-        sync(device)
-        t0 = time.perf_counter()
-        out = fn(arg) if setup is not None else fn()
-        sync(device)
-        return time.perf_counter() - t0, out
-
-    _, out = call()
+    _, out = _once(fn, device, setup)
     times = []
     for _ in range(repeats):
-        seconds, out = call()
+        seconds, out = _once(fn, device, setup)
         times.append(seconds)
     return statistics.median(times), out
+
+
+def _once(fn, device, setup=None):
+    """Wall time of one call ``fn()`` (or ``fn(setup())``, setup untimed) and its result."""
+    arg = setup() if setup is not None else None
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn(arg) if setup is not None else fn()
+    sync(device)
+    return time.perf_counter() - t0, out
 
 
 def per_user_split(users, fraction):
@@ -121,15 +123,6 @@ def bench_fit(args):
     rows.append({"model": "oracle (planted model)", "fit_s": float("nan"),
                  "held_out_accuracy": oracle})
     return rows
-
-
-def _once(fn, device, setup=None):
-    arg = setup() if setup is not None else None
-    sync(device)
-    t0 = time.perf_counter()
-    out = fn(arg) if setup is not None else fn()
-    sync(device)
-    return time.perf_counter() - t0, out
 
 
 def bench_fold_in(args):

@@ -616,13 +616,10 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
     def _anonymous(self):
         return False
 
-    # batches handed to the model in one call: a sentence-transformers model on a GPU then
-    # tokenizes the next batch while the card runs the previous one, and the vectors come
-    # back to the host once per call instead of once per batch
-    _BATCHES_PER_CALL = 1
-
     def _batches_per_call(self):
-        return self._BATCHES_PER_CALL
+        """Batches handed to ``_encode_batch`` at once (a model that runs its own loop
+        over several, as a sentence-transformers model does, overlaps them on a GPU)."""
+        return 1
 
     def _encode_missing(self, key, texts, disk):
         """Encode texts in batches, longest first (less padding), storing each call's vectors."""

@@ -358,7 +358,6 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             V = V.astype(Z.dtype)
         with np.errstate(invalid="ignore", over="ignore"):
             F = Z @ V
-        # a BLAS may skip zero multipliers: features the basis ignores entirely are read
         ignored = None
         if np.count_nonzero(V) < V.size:
             ignored = ~np.any(V != 0, axis=1)

@@ -82,21 +82,23 @@ def _reference_user_step(F, y, s, groups, G, mu, P):
     """Each user's MAP weights by scipy's exact trust-region Newton, one user at a time."""
     out = np.zeros((G, F.shape[1]))
     for g in range(G):
-        Fg, yg, sg = F[groups == g], y[groups == g], s[groups == g]
-
-        def f(w):
-            t = Fg @ w
-            p = 1.0 / (1.0 + np.exp(-t))
-            value = np.sum(sg * (np.logaddexp(0.0, t) - yg * t)) + 0.5 * (w - mu) @ P @ (w - mu)
-            return value, Fg.T @ (sg * (p - yg)) + P @ (w - mu)
-
-        def hess(w):
-            p = 1.0 / (1.0 + np.exp(-(Fg @ w)))
-            return Fg.T @ ((sg * p * (1.0 - p))[:, None] * Fg) + P
-
-        out[g] = minimize(f, mu.copy(), jac=True, hess=hess, method="trust-exact",
-                          options={"gtol": 1e-12}).x
+        out[g] = _reference_one_user(F[groups == g], y[groups == g], s[groups == g], mu, P)
     return out
+
+
+def _reference_one_user(Fg, yg, sg, mu, P):
+    def f(w):
+        t = Fg @ w
+        p = 1.0 / (1.0 + np.exp(-t))
+        value = np.sum(sg * (np.logaddexp(0.0, t) - yg * t)) + 0.5 * (w - mu) @ P @ (w - mu)
+        return value, Fg.T @ (sg * (p - yg)) + P @ (w - mu)
+
+    def hess(w):
+        p = 1.0 / (1.0 + np.exp(-(Fg @ w)))
+        return Fg.T @ ((sg * p * (1.0 - p))[:, None] * Fg) + P
+
+    return minimize(f, mu.copy(), jac=True, hess=hess, method="trust-exact",
+                    options={"gtol": 1e-12}).x
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

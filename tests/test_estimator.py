@@ -255,13 +255,32 @@ class BackendContract:
         Z = be.as_data(X)
         c = np.linspace(0.0, 2.0, len(X))  # a zero weight included
         G = be.to_numpy(be.gram(Z, be.asarray(c)))
-        np.testing.assert_allclose(G, X.T @ (c[:, None] * X), rtol=1e-10, atol=1e-9)
+        _assert_gram_close(G, X, c, _data_is_float32(be))
         np.testing.assert_allclose(G, G.T, rtol=1e-12, atol=1e-10)
         A = G + np.eye(X.shape[1])
         q = np.random.RandomState(2).standard_normal((X.shape[1], 3))
         solve = be.spd_solver(be.asarray(A))
         np.testing.assert_allclose(be.to_numpy(solve(be.asarray(q))), np.linalg.solve(A, q),
                                    rtol=1e-8, atol=1e-10)
+
+
+def _data_is_float32(be):
+    return str(getattr(be, "data_dtype", "")) == "torch.float32"
+
+
+def _assert_gram_close(G, X, c, float32):
+    """G against X^T diag(c) X: to 1e-10 for float64 data; for float32 data (the torch
+    backend's rows on a GPU) against the product of the float32-rounded rows and
+    weights, within 64 float32 roundings of the sum of the terms' magnitudes."""
+    if not float32:
+        np.testing.assert_allclose(G, X.T @ (c[:, None] * X), rtol=1e-10, atol=1e-9)
+        return
+    X32 = X.astype(np.float32).astype(np.float64)
+    c32 = c.astype(np.float32).astype(np.float64)
+    reference = X32.T @ (c32[:, None] * X32)
+    bound = 64 * np.finfo(np.float32).eps * (np.abs(X32).T @ (np.abs(c32)[:, None] * np.abs(X32)))
+    excess = np.abs(G - reference) - bound
+    assert excess.max() <= 0, f"Gram off by {excess.max():.3g} beyond float32 rounding"
 
 
 class TestNumpyBackend(BackendContract):
@@ -301,6 +320,39 @@ class TestNumpyBackend(BackendContract):
 @pytest.mark.skipif(not torch_available(), reason="torch is not installed")
 class TestTorchCPUBackend(BackendContract):
     params = {"backend": "torch", "device": "cpu"}
+
+    def test_float32_rows_give_a_symmetric_gram_within_float32_rounding(self, data):
+        """The GPU's data layout (float32 rows, float64 results) on the CPU."""
+        import torch
+
+        from sklearn_lore._backends._torch import TorchBackend
+
+        X, _, _ = data
+        be = TorchBackend("cpu", data_dtype=torch.float32)
+        c = np.linspace(0.0, 2.0, len(X))
+        G = be.to_numpy(be.gram(be.as_data(X), be.asarray(c)))
+        assert G.dtype == np.float64
+        _assert_gram_close(G, X, c, float32=True)
+        np.testing.assert_array_equal(G, G.T)
+
+    def test_ieee_float32_context_sets_and_restores_the_precision(self):
+        import torch
+
+        from sklearn_lore._backends._torch import _ieee_float32
+
+        previous = torch.get_float32_matmul_precision()
+        try:
+            for outer in ("high", "medium", "highest"):
+                torch.set_float32_matmul_precision(outer)
+                with _ieee_float32():
+                    assert torch.get_float32_matmul_precision() == "highest"
+                assert torch.get_float32_matmul_precision() == outer
+                with pytest.raises(RuntimeError, match="inside"):
+                    with _ieee_float32():
+                        raise RuntimeError("inside")
+                assert torch.get_float32_matmul_precision() == outer
+        finally:
+            torch.set_float32_matmul_precision(previous)
 
     def test_chunked_passes_match(self, data):
         from sklearn_lore._backends._torch import TorchBackend
@@ -383,6 +435,32 @@ class TestTorchCPUBackend(BackendContract):
 @pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")
 class TestTorchCUDABackend(BackendContract):
     params = {"backend": "torch", "device": "cuda"}
+
+    def test_passes_stay_ieee_float32_when_the_caller_enabled_tf32(self, data):
+        """A script's ``set_float32_matmul_precision("high")`` (TF32 on a GPU) must not
+        reach the passes over the float32 rows: TF32 would be ~1000 times the bound."""
+        import torch
+
+        from sklearn_lore._backends import resolve_backend
+
+        X, _, _ = data
+        be = resolve_backend("torch", "cuda")
+        c = np.linspace(0.0, 2.0, len(X))
+        V = np.random.RandomState(3).standard_normal((X.shape[1], 4))
+        previous = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high")
+        try:
+            Z = be.as_data(X)
+            G = be.to_numpy(be.gram(Z, be.asarray(c)))
+            ZV = be.to_numpy(be.matmul_ZV(Z, be.asarray(V)))
+            assert torch.get_float32_matmul_precision() == "high"  # restored
+        finally:
+            torch.set_float32_matmul_precision(previous)
+        _assert_gram_close(G, X, c, float32=True)
+        X32 = X.astype(np.float32).astype(np.float64)
+        V32 = V.astype(np.float32).astype(np.float64)
+        bound = 64 * np.finfo(np.float32).eps * (np.abs(X32) @ np.abs(V32))
+        assert np.all(np.abs(ZV - X32 @ V32) <= bound)
 
 
 def test_cuda_requested_without_gpu_fails_at_fit():

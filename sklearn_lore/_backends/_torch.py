@@ -6,8 +6,37 @@ B x B solves included, is float64. When Z does not fit in GPU memory it stays in
 (pinned) host memory and the passes stream it through the GPU in row chunks.
 """
 
+import contextlib
+import functools
+
 import numpy as np
 import torch
+
+
+@contextlib.contextmanager
+def _ieee_float32():
+    """float32 products in full IEEE precision inside: a script that enabled TF32
+    (``torch.set_float32_matmul_precision("high")``, common in training code) would
+    otherwise round the rows to 10-bit mantissas in every pass, a relative error of
+    about 1e-3 in the Gram matrix and the gradients. The setting is restored after."""
+    previous = torch.get_float32_matmul_precision()
+    if previous == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def _full_precision(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with _ieee_float32():
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 def _resolve_device(device):
@@ -89,6 +118,7 @@ class TorchBackend:
             return self.as_data(Z.Z[torch.as_tensor(np.asarray(index, dtype=np.int64))])
         return Z[self.as_index(index)]
 
+    @_full_precision
     def group_sums(self, Z, groups, coef, n_groups):
         """sum_i coef_i z_i per group -> numpy (n_groups, d), in row chunks on the device."""
         g, c = self.as_index(groups), self.asarray(coef)
@@ -147,11 +177,18 @@ class TorchBackend:
     def concat_rows(self, a, b):
         return torch.cat([a, b.unsqueeze(0)], dim=0)
 
+    @_full_precision
     def gram(self, Z, c):
-        """Weighted Gram matrix Z^T diag(c) Z, (d, d), streamed for host-resident Z."""
+        """Weighted Gram matrix Z^T diag(c) Z, (d, d), streamed for host-resident Z.
+
+        Exactly symmetric: in float32 the product's two triangles round differently
+        (about 1e-7 relative), so the float64 result is averaged with its transpose.
+        """
         if isinstance(Z, _HostChunks):
-            return Z.gram(c)
-        return (Z.T @ (c.to(Z.dtype)[:, None] * Z)).to(torch.float64)
+            G = Z.gram(c)
+        else:
+            G = (Z.T @ (c.to(Z.dtype)[:, None] * Z)).to(torch.float64)
+        return 0.5 * (G + G.T)
 
     def inv(self, A):
         return torch.linalg.inv(A)
@@ -184,6 +221,7 @@ class TorchBackend:
         vals, vecs = torch.linalg.eigh(A.to(self.data_dtype))
         return vals.to(torch.float64), vecs.to(torch.float64)
 
+    @_full_precision
     def row_leverage(self, Z, U, M):
         """((Z U) ** 2) @ M in row chunks, (N, B), streamed for host-resident Z."""
         Ud, Md = U.to(self.data_dtype), M.to(self.data_dtype)
@@ -191,11 +229,13 @@ class TorchBackend:
         return torch.cat(parts, dim=0)
 
     # the two passes over the data -------------------------------------------
+    @_full_precision
     def matmul_ZV(self, Z, V):
         if isinstance(Z, _HostChunks):
             return Z.matmul_ZV(V)
         return (Z @ V.to(Z.dtype)).to(torch.float64)
 
+    @_full_precision
     def matmul_ZtR(self, Z, R):
         if isinstance(Z, _HostChunks):
             return Z.matmul_ZtR(R)

@@ -1,7 +1,8 @@
 """Where one fit spends its time: wall time per solver phase, and torch op counts.
 
-Wraps the solver's phases (spectral start, alternating fit, empirical-Bayes prior,
-cross-fit, basis leverage) with timers that synchronize the GPU at their edges, fits
+Wraps the solver's phases (row layout and transfer to the device, spectral start,
+alternating fit and its L-BFGS basis steps, empirical-Bayes prior, cross-fit, basis
+leverage) and the estimator's own steps (input checks, curvature and temperatures) with timers that synchronize the GPU at their edges, fits
 ``LowRankRewardEstimator`` once to warm up and once measured, and prints a table.
 With ``--count-ops`` (torch backend) a second fit counts the torch operations (views,
 which launch nothing, excluded) and host syncs each phase dispatches; the seconds come
@@ -31,8 +32,11 @@ from _report import write_report  # noqa: E402
 from sklearn_lore import LowRankRewardEstimator, _solver  # noqa: E402
 from sklearn_lore.datasets import make_preference_data  # noqa: E402
 
-PHASES = ["spectral_init", "fit_alternating", "empirical_bayes_prior", "crossfit_shrinkage",
-          "basis_leverage", "user_step"]
+PHASES = ["make_rows", "spectral_init", "fit_alternating", "lbfgs", "empirical_bayes_prior",
+          "crossfit_shrinkage", "basis_leverage", "user_step", "kron_curvature"]
+# the estimator's own steps around the solver: input checks (the rows' finiteness scan),
+# and the curvature and temperatures fitted after the basis (the leverage inside)
+ESTIMATOR_PHASES = ["_validate_X", "_validate_y", "_fit_curvature_and_temperature"]
 
 
 def _sync(device):
@@ -93,7 +97,10 @@ def profile(args):
 def _one_fit(args, params, X, y, users, counter):
     """One fit with the solver's phases wrapped: per phase [calls, seconds, ops, syncs]."""
     stats = collections.defaultdict(lambda: [0, 0.0, 0, 0])
-    originals = {name: getattr(_solver, name) for name in PHASES if hasattr(_solver, name)}
+    targets = [(_solver, name) for name in PHASES]
+    targets += [(LowRankRewardEstimator, name) for name in ESTIMATOR_PHASES]
+    originals = {(owner, name): getattr(owner, name) for owner, name in targets
+                 if hasattr(owner, name)}
 
     def wrap(name, fn):
         def timed(*a, **k):
@@ -111,8 +118,8 @@ def _one_fit(args, params, X, y, users, counter):
             return out
         return timed
 
-    for name, fn in originals.items():
-        setattr(_solver, name, wrap(name, fn))
+    for (owner, name), fn in originals.items():
+        setattr(owner, name, wrap(name.lstrip("_"), fn))
     try:
         with counter.mode if counter else contextlib.nullcontext():
             _sync(args.device)
@@ -121,8 +128,8 @@ def _one_fit(args, params, X, y, users, counter):
             _sync(args.device)
             total = time.perf_counter() - t0
     finally:
-        for name, fn in originals.items():
-            setattr(_solver, name, fn)
+        for (owner, name), fn in originals.items():
+            setattr(owner, name, fn)
     return stats, total, est
 
 

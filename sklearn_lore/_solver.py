@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.utils import check_random_state
-from sklearn.utils.extmath import randomized_svd
 
 from . import _objective as obj
 
@@ -116,18 +115,20 @@ def spectral_init(be, Z, y, s, groups, n_groups, n_components, random_state):
     comparisons point to (one pass over the backend data ``Z``); the top right
     singular vectors of that (G, d) matrix give distinct, deterministic basis
     columns (signs fixed by ``svd_flip``). Columns beyond the matrix rank are
-    filled from ``random_state``.
+    filled from ``random_state``. A (G, d) matrix with both sides over 512 is
+    decomposed by randomized subspace iteration where it was summed (on the GPU
+    for the torch backend): only a (k, d) matrix, k = rank + 10, comes to the host.
     """
     d = Z.shape[1]
-    agg = be.group_sums(Z, groups, s * (2.0 * y - 1.0), n_groups)
+    agg = be.group_sums(Z, groups, s * (2.0 * y - 1.0), n_groups, to_host=False)
     rank = min(n_components, *agg.shape)
     rng = check_random_state(random_state)
-    if rank > 0 and np.any(agg):
+    if rank > 0 and be.abs_max(agg) > 0:
         if min(agg.shape) <= 512:
-            _, sv, vt = np.linalg.svd(agg, full_matrices=False)
+            _, sv, vt = np.linalg.svd(be.to_numpy(agg), full_matrices=False)
             sv, vt = sv[:rank], svd_flip_rows(vt[:rank])
         else:
-            _, sv, vt = randomized_svd(agg, rank, n_iter=6, random_state=rng)
+            sv, vt = _randomized_top_right(be, agg, rank, rng)
         basis = vt[sv > sv[0] * 1e-10].T
     else:
         basis = np.zeros((d, 0))
@@ -136,9 +137,26 @@ def spectral_init(be, Z, y, s, groups, n_groups, n_components, random_state):
         extra = rng.standard_normal((d, missing))
         if basis.shape[1]:
             extra -= basis @ (basis.T @ extra)
-        extra /= np.maximum(np.linalg.norm(extra, axis=0), 1e-12)
+        if missing <= d - basis.shape[1]:  # orthonormal among themselves too
+            extra = np.linalg.qr(extra)[0]
+        else:
+            extra /= np.maximum(np.linalg.norm(extra, axis=0), 1e-12)
         basis = np.hstack([basis, extra])
     return basis
+
+
+def _randomized_top_right(be, A, rank, rng, n_iter=6, oversample=10):
+    """The top ``rank`` singular values and right singular vectors (rows, signs
+    fixed) of a backend matrix A, (G, d), by randomized subspace iteration with a QR
+    after every product (Halko, Martinsson and Tropp, 2011, algorithm 4.4): the
+    products and the thin QRs run where A lives; the SVD of the (k, d) projection
+    Q^T A on the host."""
+    k = min(rank + oversample, *A.shape)
+    Q = be.orthonormalize(A @ be.asarray(rng.standard_normal((A.shape[1], k))))
+    for _ in range(n_iter):
+        Q = be.orthonormalize(A @ be.orthonormalize(A.T @ Q))
+    _, sv, vt = np.linalg.svd(be.to_numpy(Q.T @ A), full_matrices=False)
+    return sv[:rank], svd_flip_rows(vt[:rank])
 
 
 # ---------------------------------------------------------------------------

@@ -147,3 +147,45 @@ def test_user_step_ignores_row_order_and_layout(counts, seed, kind):
                                          be.eye(B), kind))
     np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-9)
     np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-9)
+
+
+# ---------------------------------------------------------------------------
+# the spectral start's randomized path (users and features both over 512)
+
+
+def _decaying(n, d, rank, seed):
+    rng = np.random.RandomState(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((n, 40)))
+    V, _ = np.linalg.qr(rng.standard_normal((d, 40)))
+    values = np.r_[np.linspace(40.0, 10.0, rank), np.linspace(2.0, 0.5, 40 - rank)]
+    return (U * values) @ V.T + 0.01 * rng.standard_normal((n, d))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_randomized_top_right_matches_the_exact_svd(backend):
+    be = _backend(backend)
+    A = _decaying(600, 700, 6, seed=0)
+    _, exact_values, exact_vt = np.linalg.svd(A, full_matrices=False)
+    values, vt = _solver._randomized_top_right(be, be.asarray(A), 6, np.random.RandomState(1))
+    np.testing.assert_allclose(values, exact_values[:6], rtol=1e-10)
+    np.testing.assert_allclose(vt, _solver.svd_flip_rows(exact_vt[:6]), atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_spectral_start_of_many_users_and_features_on_both_backends(backend):
+    """600 users x 600 features takes the randomized path; a rank-3 signal asked for
+    5 columns keeps 3 from the data and fills 2 at random, orthonormal to them."""
+    rng = np.random.RandomState(5)
+    n_users, d = 600, 600
+    groups = np.repeat(np.arange(n_users), 2)
+    mix = rng.standard_normal((n_users, 3)) @ np.linalg.qr(rng.standard_normal((d, 3)))[0].T
+    Z = np.repeat(mix, 2, axis=0) / 2.0  # each user's two rows sum to its signal
+    y, s = np.ones(len(groups)), np.ones(len(groups))
+    be = _backend(backend)
+    basis = _solver.spectral_init(be, be.as_data(Z), y, s, groups, n_users, 5, 0)
+    reference = _solver.spectral_init(NumpyBackend(), Z, y, s, groups, n_users, 5, 0)
+    assert basis.shape == (d, 5)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(5), atol=1e-10)
+    _, _, vt = np.linalg.svd(mix, full_matrices=False)
+    np.testing.assert_allclose(np.abs(basis[:, :3].T @ vt[:3].T), np.eye(3), atol=1e-8)
+    np.testing.assert_allclose(basis, reference, atol=1e-8)

@@ -30,11 +30,15 @@ class NumpyBackend:
         """The rows ``index`` of a data matrix, as a data matrix."""
         return Z[index]
 
-    def group_sums(self, Z, groups, coef, n_groups):
-        """sum_i coef_i z_i per group -> numpy (n_groups, d): one pass over the data."""
+    def group_sums(self, Z, groups, coef, n_groups, to_host=True):
+        """sum_i coef_i z_i per group, (n_groups, d): one pass over the data."""
         n = Z.shape[0]
         indicator = sp.csr_matrix((coef, (groups, np.arange(n))), shape=(n_groups, n))
         return np.asarray(indicator @ Z)
+
+    def orthonormalize(self, Y):
+        """An orthonormal basis of Y's columns (reduced QR), (n, k)."""
+        return np.linalg.qr(Y)[0]
 
     def as_index(self, a):
         return np.asarray(a, dtype=np.intp)

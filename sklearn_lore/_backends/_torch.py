@@ -119,13 +119,18 @@ class TorchBackend:
         return Z[self.as_index(index)]
 
     @_full_precision
-    def group_sums(self, Z, groups, coef, n_groups):
-        """sum_i coef_i z_i per group -> numpy (n_groups, d), in row chunks on the device."""
+    def group_sums(self, Z, groups, coef, n_groups, to_host=True):
+        """sum_i coef_i z_i per group, (n_groups, d), in row chunks on the device;
+        numpy unless ``to_host=False`` (then a float64 tensor on the device)."""
         g, c = self.as_index(groups), self.asarray(coef)
         out = torch.zeros((n_groups, Z.shape[1]), dtype=torch.float64, device=self.device_)
         for start, stop, Zc in _row_chunks(Z):
             out.index_add_(0, g[start:stop], c[start:stop, None] * Zc.to(torch.float64))
-        return self.to_numpy(out)
+        return self.to_numpy(out) if to_host else out
+
+    def orthonormalize(self, Y):
+        """An orthonormal basis of Y's columns (reduced QR, on the device), (n, k)."""
+        return torch.linalg.qr(Y)[0]
 
     def as_index(self, a):
         return torch.as_tensor(np.asarray(a, dtype=np.int64), device=self.device_)

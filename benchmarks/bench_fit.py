@@ -90,6 +90,21 @@ def ours(args, **kw):
                                   random_state=0, **kw)
 
 
+def _eager(fit):
+    """``fit()`` with the user step's CUDA graphs switched off (the comparison line)."""
+    import os
+
+    previous = os.environ.get("SKLEARN_LORE_CUDA_GRAPHS")
+    os.environ["SKLEARN_LORE_CUDA_GRAPHS"] = "0"
+    try:
+        return fit()
+    finally:
+        if previous is None:
+            del os.environ["SKLEARN_LORE_CUDA_GRAPHS"]
+        else:
+            os.environ["SKLEARN_LORE_CUDA_GRAPHS"] = previous
+
+
 def published(args):
     return PublishedLoRe(args.n_components, device=args.device or "cpu", random_state=0)
 
@@ -111,6 +126,9 @@ def bench_fit(args):
               ("sklearn_lore, shrinkage=1.0, calibrate=False (the solver alone)",
                lambda: ours(args, shrinkage=1.0, calibrate=False).fit(Xtr, ytr, user_ids=utr)),
               ("published (vectorized Adam)", lambda: published(args).fit(Xtr, ytr, user_ids=utr))]
+    if args.device and str(args.device).startswith("cuda"):
+        models.insert(1, ("sklearn_lore, eager user steps (no CUDA graphs)",
+                          lambda: _eager(lambda: ours(args).fit(Xtr, ytr, user_ids=utr))))
     if args.loop:
         models.append(("published (per-user loop)",
                        lambda: published(args).set_params(per_user_loop=True).fit(

@@ -151,16 +151,23 @@ def main(argv=None):
 
     rows, est = profile(args)
     device = args.device or "cpu (numpy)"
+    graphs = ""
     if args.device and args.device.startswith("cuda"):
+        import os
+
         import torch
 
+        from sklearn_lore._backends._torch import GRAPH_ERRORS
+
         device += f" ({torch.cuda.get_device_name(0)})"
+        graphs = ("; CUDA graphs " + ("off" if os.environ.get("SKLEARN_LORE_CUDA_GRAPHS") == "0"
+                                      else "on") + f", capture errors {GRAPH_ERRORS}")
     text = "\n".join([
         f"fit {args.n_users} users x {args.n_pairs} pairs, d = {args.n_features}, rank "
         f"{args.n_components}, device {device}, {args.dtype} inputs; rounds {est.n_iter_}, "
         f"shrinkage_ "
         f"{est.shrinkage_:g}" + ("; ops counted in a second, untimed fit" if args.count_ops
-                                  else ""),
+                                  else "") + graphs,
         "",
         pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"),
     ])

@@ -13,7 +13,7 @@ clean arrays of that backend: validation happened at the estimator's boundary.
   data each) until the relative objective change falls below ``tol``.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.utils import check_random_state
@@ -83,6 +83,7 @@ class Rows:
     n_groups: int
     s_total: float
     blocks: Blocks
+    graphs: dict = field(default_factory=dict)  # the user step's CUDA graphs, by shapes
 
 
 def make_rows(be, Z, y, s, groups, n_groups):
@@ -209,6 +210,10 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10):
     eye = be.eye(B)
     b = rows.blocks
     Fp = F[b.index]  # the rows' F laid out user by user, once per call
+    graph = _newton_graph(be, rows, Fp, theta, mu, precision, kind, tol, eye)
+    if graph is not None:
+        return _user_step_graphed(be, rows, graph, Fp, theta, mu, precision, kind, max_iter,
+                                  tol)
     f_g = None
     for _ in range(max_iter):
         if f_g is None:
@@ -217,23 +222,8 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10):
             # the line search already evaluated each user's objective where it stopped
             W = obj.user_weights_from_params(be, theta, kind)
             t = _block_logits(rows, Fp, W)
-        p = be.sigmoid(t)
-        grad_w = _to_users(be, rows, ((b.s * (p - b.y))[:, None, :] @ Fp)[:, 0, :])
-        H_w = _block_hessian(be, rows, Fp, b.s * p * (1.0 - p))
-        prior_grad = obj.prior_gradient(be, theta - mu, precision)
-        if kind == "simplex":
-            grad, H = _simplex_newton_system(be, W, grad_w, H_w, precision, eye)
-            grad = grad + prior_grad
-            step = be.solve(H + 1e-10 * eye, grad)
-            decrement = be.sum(grad * step, axis=1)
-            if not bool((decrement > 0).all()):
-                J = _softmax_jacobian(be, W, eye)
-                gn_step = be.solve(J @ H_w @ J + precision + 1e-10 * eye, grad)
-                step = be.where((decrement > 0)[:, None], step, gn_step)
-        else:
-            grad = grad_w + prior_grad
-            step = be.solve(H_w + precision, grad)
-        decrement = be.sum(grad * step, axis=1)
+        step, decrement, H_w = _newton_system(be, rows, Fp, theta, mu, precision, kind, W, t,
+                                              eye)
         if be.max_value(decrement) <= tol:
             # converged where H_w was just computed: it is the data Hessian there
             return theta, _param_hessian(be, W, H_w, kind)
@@ -241,6 +231,113 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10):
             be, rows, Fp, theta, mu, precision, kind, f_g, step, decrement, tol
         )
     return theta, _user_hessian(be, rows, Fp, theta, kind)
+
+
+def _newton_system(be, rows, Fp, theta, mu, precision, kind, W, t, eye, sync_free=False):
+    """Every user's Newton step, its decrement and the data Hessian in weight space.
+
+    ``sync_free``: no host sync (a CUDA graph's body): the simplex fallback step is
+    computed whether or not any user needs it, and the solves skip their singularity
+    check; the same values either way.
+    """
+    b = rows.blocks
+    solve = be.solve_unchecked if sync_free else be.solve
+    p = be.sigmoid(t)
+    grad_w = _to_users(be, rows, ((b.s * (p - b.y))[:, None, :] @ Fp)[:, 0, :])
+    H_w = _block_hessian(be, rows, Fp, b.s * p * (1.0 - p))
+    prior_grad = obj.prior_gradient(be, theta - mu, precision)
+    if kind == "simplex":
+        grad, H = _simplex_newton_system(be, W, grad_w, H_w, precision, eye)
+        grad = grad + prior_grad
+        step = solve(H + 1e-10 * eye, grad)
+        decrement = be.sum(grad * step, axis=1)
+        if sync_free or not bool((decrement > 0).all()):
+            J = _softmax_jacobian(be, W, eye)
+            gn_step = solve(J @ H_w @ J + precision + 1e-10 * eye, grad)
+            step = be.where((decrement > 0)[:, None], step, gn_step)
+    else:
+        grad = grad_w + prior_grad
+        step = solve(H_w + precision, grad)
+    return step, be.sum(grad * step, axis=1), H_w
+
+
+# Newton iterations of one user step as a CUDA graph: captured at the second call with
+# the same rows and shapes (a one-off user step, a fold-in say, stays eager), with this
+# many line-search trials in the graph (the main fit's searches take one).
+_GRAPH_AT_CALL = 2
+_GRAPH_TRIALS = 2
+
+
+def _newton_graph(be, rows, Fp, theta, mu, precision, kind, tol, eye):
+    """The graph of one Newton iteration for these rows and shapes, or None (eager)."""
+    if not getattr(be, "cuda_graphs", False) or theta.shape[0] == 0 or Fp.shape[0] == 0:
+        return None
+    key = (kind, tol, tuple(Fp.shape), tuple(theta.shape), tuple(mu.shape),
+           tuple(precision.shape))
+    entry = rows.graphs.get(key, 0)
+    if isinstance(entry, int):
+        if entry + 1 < _GRAPH_AT_CALL:
+            rows.graphs[key] = entry + 1
+            return None
+        f_g = _group_objective(be, rows, Fp, theta, mu, precision, kind)[0]
+        # the body sees the layout alone: a graph that held the rows (stored in them)
+        # would keep the data on the GPU until a garbage collection
+        layout = _Layout(rows.blocks)
+
+        def body(Fp, theta, mu, precision, f_g):
+            return _newton_iteration(be, layout, Fp, theta, mu, precision, kind, f_g, tol, eye)
+
+        # about twenty (blocks, width, B) intermediates per trial, float64
+        nbytes = 8 * 20 * (1 + _GRAPH_TRIALS) * Fp.shape[0] * Fp.shape[1] * Fp.shape[2]
+        entry = be.graph(body, [Fp, theta, mu, precision, f_g], nbytes=nbytes) or False
+        rows.graphs[key] = entry
+    return entry or None
+
+
+@dataclass
+class _Layout:
+    """What the user step reads of :class:`Rows`: the per-user blocks."""
+
+    blocks: Blocks
+
+
+def _newton_iteration(be, rows, Fp, theta, mu, precision, kind, f_g, tol, eye):
+    """One Newton iteration of every user without a host sync (a graph's body): the
+    decrement, the data Hessian at ``theta``, and a line search of fixed length."""
+    W = obj.user_weights_from_params(be, theta, kind)
+    t = _block_logits(rows, Fp, W)
+    step, decrement, H_w = _newton_system(be, rows, Fp, theta, mu, precision, kind, W, t, eye,
+                                          sync_free=True)
+    theta_new, f_new, settled = _line_search_users(
+        be, rows, Fp, theta, mu, precision, kind, f_g, step, decrement, tol,
+        trials=_GRAPH_TRIALS,
+    )
+    converged = (decrement <= tol).all()
+    return converged, _param_hessian(be, W, H_w, kind), theta_new, f_new, settled, step, \
+        decrement
+
+
+def _user_step_graphed(be, rows, graph, Fp, theta, mu, precision, kind, max_iter, tol):
+    """:func:`user_step` by replays of the Newton iteration's graph: one host sync per
+    iteration (converged? every user's search done?); a search that needs more trials
+    than the graph holds is rerun eagerly from the start. The same iterates as eager."""
+    f_g = _group_objective(be, rows, Fp, theta, mu, precision, kind)[0]
+    static = graph.inputs  # Fp, theta, mu, precision, f_g
+    inputs = (Fp, theta, mu, precision, f_g)
+    for _ in range(max_iter):
+        converged, hess, theta_new, f_new, settled, step, decrement = graph(*inputs)
+        inputs = ()
+        done, ok = be.read_flags(converged, settled)
+        if done:
+            return static[1].clone(), hess.clone()
+        if not ok:
+            theta_new, f_new = _line_search_users(
+                be, rows, Fp, static[1], static[2], static[3], kind, static[4], step,
+                decrement, tol,
+            )
+        static[1].copy_(theta_new)
+        static[4].copy_(f_new)
+    return static[1].clone(), _user_hessian(be, rows, Fp, static[1], kind)
 
 
 def _softmax_jacobian(be, W, eye):
@@ -261,13 +358,16 @@ def _simplex_newton_system(be, W, grad_w, H_w, precision, eye):
     return grad, H + precision
 
 
-def _line_search_users(be, rows, Fp, theta, mu, precision, kind, f_g, step, decrement, tol):
+def _line_search_users(be, rows, Fp, theta, mu, precision, kind, f_g, step, decrement, tol,
+                       trials=None):
     """Per-user backtracking (Armijo) along the Newton directions, all users at once.
 
     Users whose Newton decrement is already below ``tol`` do not move; a small
     slack absorbs rounding in the per-user objective. Returns the new parameters and
     each user's objective there (the trial value where the user was accepted, the
     old one where it did not move), so the next Newton iteration need not recompute it.
+    ``trials``: exactly that many halvings without a host sync (a graph's body), and
+    a third value, whether every user was accepted; else up to 40, stopping early.
     """
     alpha = decrement * 0.0 + 1.0
     still = decrement > tol
@@ -276,16 +376,19 @@ def _line_search_users(be, rows, Fp, theta, mu, precision, kind, f_g, step, decr
     # each user's objective is a sum of non-negative terms: a relative slack per user
     bound = f_g + 1e-12 * (f_g + 1.0)
     armijo = 1e-4 * decrement
-    for _ in range(40):
+    for _ in range(40 if trials is None else trials):
         trial = theta - alpha[:, None] * step
         f_new, _, _ = _group_objective(be, rows, Fp, trial, mu, precision, kind)
         f_out = be.where(accepted, f_out, f_new)
         accepted = accepted | (f_new <= bound - alpha * armijo)
-        if bool(accepted.all()):
+        if trials is None and bool(accepted.all()):
             break
         alpha = be.where(accepted, alpha, 0.5 * alpha)
     moved = accepted & still
-    return theta - be.where(moved, alpha, 0.0 * alpha)[:, None] * step, be.where(moved, f_out, f_g)
+    theta_new = theta - be.where(moved, alpha, 0.0 * alpha)[:, None] * step
+    if trials is None:
+        return theta_new, be.where(moved, f_out, f_g)
+    return theta_new, be.where(moved, f_out, f_g), accepted.all()
 
 
 def _user_hessian(be, rows, Fp, theta, kind):

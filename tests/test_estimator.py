@@ -436,6 +436,32 @@ class TestTorchCPUBackend(BackendContract):
 class TestTorchCUDABackend(BackendContract):
     params = {"backend": "torch", "device": "cuda"}
 
+    def test_cuda_graphs_are_captured_and_fit_as_eager(self, data, monkeypatch):
+        """The user step's Newton iterations replayed as CUDA graphs: captured without
+        error, and the same model as the eager fit (SKLEARN_LORE_CUDA_GRAPHS=0)."""
+        from sklearn_lore._backends import _torch
+
+        captured = []
+
+        class Counting(_torch._Graph):
+            def __init__(self, *args):
+                super().__init__(*args)
+                captured.append(1)
+
+        monkeypatch.setattr(_torch, "_Graph", Counting)
+        X, y, users = data
+        errors = len(_torch.GRAPH_ERRORS)
+        graphed = self.make().fit(X, y, user_ids=users)
+        assert _torch.GRAPH_ERRORS[errors:] == []
+        assert len(captured) >= 2  # the main fit's and the prior's user steps at least
+        n_captured = len(captured)
+        monkeypatch.setenv("SKLEARN_LORE_CUDA_GRAPHS", "0")
+        eager = self.make().fit(X, y, user_ids=users)
+        assert len(captured) == n_captured  # no capture in the eager fit
+        np.testing.assert_allclose(graphed.predict_proba(X, user_ids=users),
+                                   eager.predict_proba(X, user_ids=users), atol=1e-9)
+        np.testing.assert_allclose(graphed.components_, eager.components_, atol=1e-9)
+
     def test_passes_stay_ieee_float32_when_the_caller_enabled_tf32(self, data):
         """A script's ``set_float32_matmul_precision("high")`` (TF32 on a GPU) must not
         reach the passes over the float32 rows: TF32 would be ~1000 times the bound."""

@@ -189,3 +189,123 @@ def test_spectral_start_of_many_users_and_features_on_both_backends(backend):
     _, _, vt = np.linalg.svd(mix, full_matrices=False)
     np.testing.assert_allclose(np.abs(basis[:, :3].T @ vt[:3].T), np.eye(3), atol=1e-8)
     np.testing.assert_allclose(basis, reference, atol=1e-8)
+
+
+# ---------------------------------------------------------------------------
+# the user step by graph replays (CUDA graphs on a GPU), emulated on the CPU
+
+
+class _EmulatedGraph:
+    """What a CUDA graph does, eagerly: static input buffers copied into, outputs the
+    same tensors after every call, overwritten by each."""
+
+    def __init__(self, body, inputs):
+        self.body, self.inputs, self.outputs = body, [x.clone() for x in inputs], None
+
+    def __call__(self, *inputs):
+        for static, value in zip(self.inputs, inputs):
+            if value is not None and value is not static:
+                static.copy_(value)
+        new = self.body(*self.inputs)
+        if self.outputs is None:
+            self.outputs = new
+        else:
+            for out, value in zip(self.outputs, new):
+                out.copy_(value)
+        return self.outputs
+
+
+def _graph_backend(captures):
+    from sklearn_lore._backends._torch import TorchBackend
+
+    class GraphBackend(TorchBackend):
+        def graph(self, body, inputs, nbytes=0):
+            captures.append(nbytes)
+            return _EmulatedGraph(body, inputs)
+
+    be = GraphBackend("cpu")
+    be.cuda_graphs = True
+    return be
+
+
+needs_torch = pytest.mark.skipif(not torch_available(), reason="needs torch")
+
+
+@needs_torch
+@pytest.mark.parametrize("trials", [0, 1, 2])
+@pytest.mark.parametrize("kind", ["free", "simplex"])
+@pytest.mark.parametrize("per_user_prior", [False, True])
+def test_graphed_user_step_gives_the_eager_iterates(monkeypatch, trials, kind, per_user_prior):
+    """Bit for bit, whether the graph's fixed-length line search settles every user
+    (trials=2 mostly does) or an eager search reruns it (trials=0 always)."""
+    monkeypatch.setattr(_solver, "_GRAPH_TRIALS", trials)
+    captures = []
+    eager, graphed = _backend("torch"), _graph_backend(captures)
+    groups, y, s = _rows(COUNTS["heavy_with_empty"], seed=4)
+    n, G, B = groups.shape[0], len(COUNTS["heavy_with_empty"]), 3
+    rng = np.random.default_rng(5)
+    F = 3.0 * rng.standard_normal((n, B))  # steep: some users need several halvings
+    mu = rng.standard_normal((G, B)) if per_user_prior else rng.standard_normal(B)
+    P = np.stack([np.eye(B) * (1 + g % 3) for g in range(G)]) if per_user_prior else np.eye(B)
+    results = []
+    for be in (eager, graphed):
+        rows = _solver.make_rows(be, np.zeros((n, 1)), y, s, groups, G)
+        theta = be.zeros((G, B))
+        for _ in range(3):  # the graph is captured at the second call, replayed at the third
+            theta, hess = _solver.user_step(be, rows, be.asarray(F * (1 + 0.1 * _)), theta,
+                                            be.asarray(mu), be.asarray(P), kind)
+        results.append((_to_numpy(theta), _to_numpy(hess)))
+    assert len(captures) == 1
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+@needs_torch
+def test_fit_with_graphed_user_steps_predicts_as_eager(monkeypatch):
+    from sklearn_lore import LowRankRewardEstimator
+    from sklearn_lore._backends import _torch as torch_module
+    from sklearn_lore.datasets import make_preference_data
+
+    X, y, users, _ = make_preference_data(n_users=30, n_pairs_per_user=20, n_features=6,
+                                          n_components=2, random_state=1)
+    eager = LowRankRewardEstimator(2, backend="torch", device="cpu", random_state=0)
+    eager.fit(X, y, user_ids=users)
+    captures = []
+    graph_backend = type(_graph_backend(captures))
+
+    def make(*args, **kwargs):
+        be = graph_backend(*args, **kwargs)
+        be.cuda_graphs = True
+        return be
+
+    monkeypatch.setattr(torch_module, "TorchBackend", make)  # resolve_backend's import
+    graphed = LowRankRewardEstimator(2, backend="torch", device="cpu", random_state=0)
+    graphed.fit(X, y, user_ids=users)
+    assert len(captures) >= 2  # at least the main fit's and the prior's user steps
+    np.testing.assert_array_equal(graphed.predict_proba(X, user_ids=users),
+                                  eager.predict_proba(X, user_ids=users))
+    np.testing.assert_array_equal(graphed.components_, eager.components_)
+
+
+@needs_torch
+def test_a_graphed_user_step_does_not_keep_the_rows_alive():
+    """The graph is stored in the rows; it must not refer back to them (a cycle would
+    hold the data on the GPU until a garbage collection)."""
+    import gc
+    import weakref
+
+    be = _graph_backend([])
+    groups, y, s = _rows(COUNTS["even"])
+    n, G = groups.shape[0], len(COUNTS["even"])
+    rows = _solver.make_rows(be, np.zeros((n, 1)), y, s, groups, G)
+    for _ in range(2):
+        _solver.user_step(be, rows, be.asarray(np.ones((n, 2))), be.zeros((G, 2)), be.zeros(2),
+                          be.eye(2), "free")
+    assert any(rows.graphs.values())
+    ref = weakref.ref(rows)
+    gc.disable()
+    try:
+        del rows
+        assert ref() is None
+    finally:
+        gc.enable()

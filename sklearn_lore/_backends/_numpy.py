@@ -135,6 +135,15 @@ class NumpyBackend:
         """Batched solve of (G, B, B) systems with (G, B) right-hand sides."""
         return np.linalg.solve(H, g[..., None])[..., 0]
 
+    solve_unchecked = solve
+
+    def read_flags(self, *flags):
+        return [bool(v) for v in flags]
+
+    def graph(self, body, inputs, nbytes=0):
+        """No graphs on the CPU: the caller runs ``body`` eagerly."""
+        return None
+
     def segments(self, groups, n_groups):
         """Segment structure of the rows: a sparse indicator matrix."""
         return _Segments(groups, n_groups)

@@ -8,9 +8,16 @@ B x B solves included, is float64. When Z does not fit in GPU memory it stays in
 
 import contextlib
 import functools
+import logging
+import os
 
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
+
+# why CUDA graph captures failed in this process (the user step then stays eager)
+GRAPH_ERRORS = []
 
 
 @contextlib.contextmanager
@@ -67,6 +74,9 @@ class TorchBackend:
         on_gpu = self.device_.type == "cuda"
         self.data_dtype = data_dtype or (torch.float32 if on_gpu else torch.float64)
         self.max_data_bytes = max_data_bytes
+        # the user step's Newton iteration as one CUDA graph (SKLEARN_LORE_CUDA_GRAPHS=0:
+        # eager, for comparisons)
+        self.cuda_graphs = on_gpu and os.environ.get("SKLEARN_LORE_CUDA_GRAPHS", "1") != "0"
 
     # conversion -----------------------------------------------------------
     def asarray(self, a):
@@ -211,6 +221,33 @@ class TorchBackend:
     def solve(self, H, g):
         return torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
 
+    def solve_unchecked(self, H, g):
+        """:meth:`solve` without the singularity check (a host sync; a singular system
+        gives non-finite values instead of an error): capturable in a CUDA graph."""
+        return torch.linalg.solve_ex(H, g.unsqueeze(-1), check_errors=False)[0].squeeze(-1)
+
+    def read_flags(self, *flags):
+        """Boolean scalars on the device -> Python bools, in one transfer."""
+        return [bool(v) for v in torch.stack(flags).tolist()]
+
+    def graph(self, body, inputs, nbytes=0):
+        """``body(*inputs)`` captured as a CUDA graph (:class:`_Graph`), or None where
+        graphs do not apply (not CUDA, switched off, ``nbytes`` of intermediates more
+        than a quarter of the free GPU memory) or the capture failed; the caller then
+        runs ``body`` eagerly."""
+        if not self.cuda_graphs:
+            return None
+        if nbytes > 0.25 * torch.cuda.mem_get_info(self.device_)[0]:
+            return None
+        try:
+            return _Graph(body, inputs, self.device_)
+        except Exception as exc:  # noqa: BLE001 - any capture failure: stay eager
+            message = f"{type(exc).__name__}: {exc}"
+            if len(GRAPH_ERRORS) < 20:
+                GRAPH_ERRORS.append(message)
+            logger.debug("CUDA graph capture failed, running eagerly: %s", message)
+            return None
+
     # segment sums ----------------------------------------------------------
     def segments(self, groups, n_groups):
         return (groups, n_groups)
@@ -245,6 +282,39 @@ class TorchBackend:
         if isinstance(Z, _HostChunks):
             return Z.matmul_ZtR(R)
         return (Z.T @ R.to(Z.dtype)).to(torch.float64)
+
+
+class _Graph:
+    """A function of fixed-shape device tensors, captured once, replayed many times.
+
+    ``inputs`` are copied into static buffers (``self.inputs``); calling the graph
+    with new tensors copies them in (None keeps a buffer as it is) and replays every
+    kernel of the body in one launch. The outputs (``self.outputs``) are the same
+    tensors after every replay, overwritten by each: copy what must outlive the next.
+    """
+
+    def __init__(self, body, inputs, device):
+        self.inputs = [x.clone() for x in inputs]
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up: library handles and workspaces before capture
+                body(*self.inputs)
+            graph = torch.cuda.CUDAGraph()
+            graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                outputs = body(*self.inputs)
+            finally:
+                graph.capture_end()
+        torch.cuda.current_stream(device).wait_stream(stream)
+        self.graph, self.outputs = graph, outputs
+
+    def __call__(self, *inputs):
+        for static, value in zip(self.inputs, inputs):
+            if value is not None and value is not static:
+                static.copy_(value)
+        self.graph.replay()
+        return self.outputs
 
 
 def _row_chunks(Z, chunk=8192):

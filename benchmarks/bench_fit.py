@@ -172,13 +172,20 @@ def bench_fold_in(args):
 
             return copy.deepcopy(fitted)
 
-        repeats = args.repeats if name == "sklearn_lore" else 1
-        seconds, est = (timed(fold, args.device, repeats, setup=fresh) if repeats > 1
-                        else _once(fold, args.device, setup=fresh))
-        acc = float(np.mean(est.predict(X[test], user_ids=users[test]) == y[test]))
-        rows.append({"model": name, "fold_in_s": seconds, "population_accuracy": population,
-                     "fold_in_accuracy": acc,
-                     "shrinkage_": getattr(fitted, "shrinkage_", float("nan"))})
+        variants = [(name, fresh)]
+        if name == "sklearn_lore" and args.device and str(args.device).startswith("cuda"):
+            # the same model's fold-in with the user step on the host instead of the GPU
+            variants.append(("sklearn_lore, fold-in on the host (numpy backend)",
+                             lambda fresh=fresh: fresh().set_params(backend="numpy",
+                                                                    device=None)))
+        for label, setup in variants:
+            repeats = args.repeats if label.startswith("sklearn_lore") else 1
+            seconds, est = (timed(fold, args.device, repeats, setup=setup) if repeats > 1
+                            else _once(fold, args.device, setup=setup))
+            acc = float(np.mean(est.predict(X[test], user_ids=users[test]) == y[test]))
+            rows.append({"model": label, "fold_in_s": seconds, "population_accuracy": population,
+                         "fold_in_accuracy": acc,
+                         "shrinkage_": getattr(fitted, "shrinkage_", float("nan"))})
     return rows
 
 

@@ -198,17 +198,20 @@ def test_methods_before_fit_raise_not_fitted():
 # one contract, every backend
 
 
+@pytest.fixture(scope="module")
+def data():
+    """The backend contract's data (a module-level fixture: pytest deprecates
+    class-scoped fixtures defined as instance methods)."""
+    X, y, users, truth = make_preference_data(
+        n_users=40, n_pairs_per_user=40, n_features=12, n_components=2, random_state=1
+    )
+    return X, y, users
+
+
 class BackendContract:
     """Behaviour every solver backend must show; subclasses set the params."""
 
     params = {}
-
-    @pytest.fixture(scope="class")
-    def data(self):
-        X, y, users, truth = make_preference_data(
-            n_users=40, n_pairs_per_user=40, n_features=12, n_components=2, random_state=1
-        )
-        return X, y, users
 
     def make(self, **kw):
         return LowRankRewardEstimator(2, random_state=0, **self.params, **kw)

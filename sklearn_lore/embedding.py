@@ -18,13 +18,17 @@ file per model identity under ``cache_dir``.
 """
 
 import contextlib
+import copy
 import hashlib
+import itertools
 import logging
 import os
+import queue
 import sqlite3
 import threading
 import weakref
 from collections import OrderedDict, namedtuple
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -804,11 +808,16 @@ class SentencePairEmbedder(_PairEmbedderBase):
 
     def _encode_batch(self, texts):
         """Vectors of up to ``batch_size`` texts (an injected encoder) or of up to eight
-        batches (the model: its own loop runs them, the vectors stay on the device until
-        all are done, so tokenizing a batch overlaps the previous batch on a GPU)."""
+        batches (the model: host threads tokenize the next batches while the device runs
+        the forward of the current one, and the vectors stay on the device until all are
+        done; `_encode_pipelined`). A model the pipeline cannot reproduce exactly runs its
+        own ``encode``."""
         if self.encoder is not None:
             return self.encoder(list(texts))
         model = self._sentence_transformer()
+        tokenizers = _host_tokenizers(model)
+        if tokenizers is not None:
+            return _encode_pipelined(model, tokenizers, list(texts), self.batch_size)
         return model.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -844,6 +853,234 @@ def _load_sentence_transformer(source, device, dtype):
         # Right truncation would cut the response off a long prompt, making phi(x, a) == phi(x, b).
         tokenizer.truncation_side = "left"
     return model.eval()
+
+
+# --------------------------------------------------------------------------- pipelined encode
+
+# Texts whose tokens check a tokenizer copy against the model's own preprocessing: an
+# empty one, a special token's text, accents, and one past any maximum length (truncation).
+_PROBE_TEXTS = ("", "x [PAD] y [SEP]", "Ünïcödé  tabs\tand\nlines", "word " * 600)
+_FEATURE_KEYS = ("input_ids", "token_type_ids", "attention_mask")
+# Configured tokenizer copies per loaded model (weak keys: they go with the model).
+_HOST_TOKENIZERS = weakref.WeakKeyDictionary()
+_HOST_TOKENIZERS_LOCK = threading.Lock()
+
+
+def _tokenization_workers():
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _plain_text_tokenizer(model):
+    """The fast tokenizer that ``model.encode`` calls as ``tokenizer(texts, padding=True,
+    truncation="longest_first")`` before running the model's modules, or None when the
+    model does anything else (another input module, a chat format, flattened inputs...)."""
+    try:  # the defining module (the package's name for the class can be patched)
+        from sentence_transformers.base.modules.transformer import Transformer
+    except ImportError:
+        return None
+    if not _stock_encode(model):
+        return None
+    first = model[0]
+    tokenizer = getattr(first, "processor", None)
+    modalities = getattr(first, "modality_config", None) or {}
+    if (
+        type(first) is not Transformer
+        or not getattr(tokenizer, "is_fast", False)
+        or tokenizer is not getattr(first, "tokenizer", None)
+        or "text" not in modalities
+        or "message" in modalities
+        or getattr(first, "processing_kwargs", True)
+        or getattr(first, "can_flatten_inputs", True)
+        or getattr(first, "transformer_task", None) != "feature-extraction"
+    ):
+        return None
+    return tokenizer
+
+
+def _stock_encode(model):
+    """Whether ``model.encode`` is sentence-transformers' own, without a prompt, a
+    truncated dimension, distributed inference or a device map."""
+    try:
+        from sentence_transformers.sentence_transformer.model import SentenceTransformer
+    except ImportError:
+        return False
+    if not isinstance(model, SentenceTransformer) or any(
+        getattr(type(model), name, None) is not getattr(SentenceTransformer, name)
+        for name in ("encode", "preprocess", "forward")
+    ):
+        return False
+    resolve_prompt = getattr(model, "_resolve_prompt", None)
+    return not (
+        resolve_prompt is None
+        or resolve_prompt(None, None)
+        or getattr(model, "truncate_dim", None) is not None
+        or getattr(model, "_distributed_inference", None) is not None
+        or getattr(model, "_placement_is_delegated", False)
+        or model.device.type == "hpu"
+    )
+
+
+def _tokenizer_settings(tokenizer):
+    """The tokenizer attributes that change its output: a change makes new copies."""
+    return (
+        id(tokenizer.backend_tokenizer),
+        tokenizer.model_max_length,
+        tokenizer.truncation_side,
+        tokenizer.padding_side,
+        tokenizer.pad_token_id,
+        tokenizer.pad_token_type_id,
+        getattr(tokenizer, "split_special_tokens", None),
+        tuple(tokenizer.model_input_names),
+    )
+
+
+def _host_tokenizers(model):
+    """The `_HostTokenizers` of a model whose ``encode`` the pipeline reproduces, else None."""
+    tokenizer = _plain_text_tokenizer(model)
+    if tokenizer is None:
+        return None
+    settings = _tokenizer_settings(tokenizer)
+    with _HOST_TOKENIZERS_LOCK:
+        known = _HOST_TOKENIZERS.get(model)
+        if known is None or known[0] != settings:
+            try:
+                tokenizers = _HostTokenizers.build(model, tokenizer)
+            except (AttributeError, TypeError, ValueError) as exc:
+                # an API this code does not know (another tokenizers or transformers version)
+                logger.info("no pipelined tokenization for %s: %r", type(model).__name__, exc)
+                tokenizers = None
+            known = (settings, tokenizers)
+            _HOST_TOKENIZERS[model] = known
+    return known[1]
+
+
+class _HostTokenizers:
+    """Copies of a fast tokenizer's Rust backend that host threads call at the same time.
+
+    A fast tokenizer sets its padding and truncation on every call, so one object called
+    from several threads fails ("Already borrowed"); each thread borrows a copy from a
+    free list instead. The copies truncate as the model's own tokenizer call does and do
+    not pad: padding to the longest text of a batch happens here, in numpy, and the
+    attention mask follows from the lengths rather than from one more list per text read
+    back from Rust (turning those lists into arrays is the part that holds the GIL).
+    """
+
+    def __init__(self, backends, padding, keys):
+        self._free = queue.SimpleQueue()
+        for backend in backends:
+            self._free.put(backend)
+        self._padding = padding
+        self._keys = keys
+
+    @classmethod
+    def build(cls, model, tokenizer):
+        """Configured copies, checked against ``model.preprocess`` on `_PROBE_TEXTS`; None
+        if the model's tokenization is anything the copies do not reproduce."""
+        expected = model.preprocess(list(_PROBE_TEXTS))
+        backend = tokenizer.backend_tokenizer
+        padding = backend.padding  # as the model's own call just configured them
+        keys = tuple(key for key in _FEATURE_KEYS if key in expected)
+        if (
+            expected.get("modality", "text") != "text"
+            or set(expected) - {"modality"} != set(keys)
+            or "input_ids" not in keys
+            or padding is None
+            or padding.get("length") is not None
+            or padding.get("pad_to_multiple_of")
+        ):
+            return None
+        copies = [cls._configured_copy(backend) for _ in range(_tokenization_workers())]
+        tokenizers = cls(copies, padding, keys)
+        for _ in copies:  # every copy, each in turn, must give the model's own features
+            features = tokenizers.features(list(_PROBE_TEXTS))
+            if not all(_same_tensor(features[key], expected[key]) for key in keys):
+                logger.info("tokenizer copies differ from %s's own", type(model).__name__)
+                return None
+        return tokenizers
+
+    @staticmethod
+    def _configured_copy(backend):
+        duplicate = copy.deepcopy(backend)
+        truncation = backend.truncation
+        if truncation is None:
+            duplicate.no_truncation()
+        else:
+            duplicate.enable_truncation(**truncation)
+        duplicate.no_padding()
+        duplicate.encode_special_tokens = backend.encode_special_tokens
+        return duplicate
+
+    def features(self, texts, pin_memory=False):
+        """``input_ids`` and, as the tokenizer returns them, ``token_type_ids`` and
+        ``attention_mask`` of a batch: int64 tensors padded to its longest text."""
+        import torch
+
+        backend = self._free.get()
+        try:
+            encodings = backend.encode_batch(texts)
+        finally:
+            self._free.put(backend)
+        ids = [encoding.ids for encoding in encodings]
+        lengths = np.fromiter(map(len, ids), dtype=np.intp, count=len(ids))
+        positions = np.arange(lengths.max())
+        if self._padding["direction"] == "left":
+            real = positions >= positions.size - lengths[:, None]
+        else:
+            real = positions < lengths[:, None]
+        arrays = {"input_ids": self._pad(ids, real, self._padding["pad_id"])}
+        if "token_type_ids" in self._keys:
+            type_ids = [encoding.type_ids for encoding in encodings]
+            arrays["token_type_ids"] = self._pad(type_ids, real, self._padding["pad_type_id"])
+        if "attention_mask" in self._keys:
+            arrays["attention_mask"] = real.astype(np.int64)
+        tensors = {key: torch.from_numpy(array) for key, array in arrays.items()}
+        if pin_memory:
+            tensors = {key: tensor.pin_memory() for key, tensor in tensors.items()}
+        return tensors
+
+    @staticmethod
+    def _pad(rows, real, fill):
+        padded = np.full(real.shape, fill, dtype=np.int64)
+        padded[real] = np.fromiter(itertools.chain.from_iterable(rows), np.int64, real.sum())
+        return padded
+
+
+def _same_tensor(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and bool((a == b).all())
+
+
+def _encode_pipelined(model, tokenizers, texts, batch_size):
+    """``model.encode(texts, batch_size=batch_size, convert_to_tensor=True)`` with the
+    tokenization on host threads: while the device runs the forward of one batch, the
+    threads tokenize the next ones. The batches are those of ``encode`` (the same
+    length sort), the forward is the model's own modules; the vectors stay on the device
+    and come back in the order of `texts`."""
+    import torch
+
+    # encode's own (unstable) sort: the same batches, so the same padding and numbers
+    order = np.argsort([-len(text) for text in texts])
+    ordered = [texts[i] for i in order]
+    batches = [ordered[start : start + batch_size] for start in range(0, len(texts), batch_size)]
+    device = model.device
+    pinned = device.type == "cuda"
+    workers = min(_tokenization_workers(), len(batches))
+    with ThreadPoolExecutor(workers, thread_name_prefix="sklearn_lore-tokenize") as pool:
+        pending = [pool.submit(tokenizers.features, batch, pinned) for batch in batches]
+        try:
+            with torch.inference_mode():
+                vectors = [_forward(model, future.result(), device, pinned) for future in pending]
+                vectors = torch.cat(vectors)
+                return vectors[torch.from_numpy(np.argsort(order)).to(vectors.device)]
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _forward(model, features, device, non_blocking):
+    """The model's sentence embeddings of one tokenized batch, left on the device."""
+    features = {key: value.to(device, non_blocking=non_blocking) for key, value in features.items()}
+    features["modality"] = "text"
+    return model(features)["sentence_embedding"]
 
 
 # --------------------------------------------------------------------------- reward-model backbones

@@ -853,6 +853,145 @@ def test_docstring_examples_run():
     assert results.attempted > 0 and results.failed == 0
 
 
+# Short and long texts, a duplicate, near-empty ones, a special token's text, one past the
+# 256-token limit (cut from the left): more than one batch of 4, batches of unequal widths.
+PIPELINE_TEXTS = [
+    ".",
+    " ",
+    "ok",
+    "Ünïcödé text with\ttabs and\nnew lines",
+    "A [PAD] inside [SEP] the text",
+    "Tell me a story. " * 120 + "The end.",
+    "The cat is sleeping on the sofa.",
+    "The cat is sleeping on the sofa.",
+] + [" ".join(triple) for triple in SIMILAR] + [f"item {k} " * (k % 9 + 1) for k in range(14)]
+
+
+class _EncodeSpy:
+    """Counts the calls of a model's own ``encode`` (patched on the instance)."""
+
+    def __init__(self, model, monkeypatch):
+        self.calls = 0
+        real = model.encode
+
+        def encode(*args, **kwargs):
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setitem(vars(model), "encode", encode)  # removed again afterwards
+
+
+def _reference_vectors(model, texts, batch_size):
+    return model.encode(
+        texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=False,
+        show_progress_bar=False,
+    ).numpy()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_size", [4, 64])
+def test_minilm_pipelined_loop_gives_the_vectors_of_encode(minilm, batch_size, monkeypatch):
+    import threading
+
+    emb = clone(minilm).set_params(batch_size=batch_size)
+    model = emb._sentence_transformer()
+    expected = _reference_vectors(model, PIPELINE_TEXTS, batch_size)
+    spy = _EncodeSpy(model, monkeypatch)
+    threads = threading.active_count()
+    got = emb._encode_batch(PIPELINE_TEXTS)
+    assert spy.calls == 0  # the pipelined loop ran, not encode
+    assert threading.active_count() == threads  # its tokenizing threads are gone
+    # the same batches through the same modules: the same numbers, bit for bit on a CPU
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
+@pytest.mark.slow
+def test_minilm_transform_through_the_pipelined_loop(minilm, monkeypatch):
+    import threading
+
+    emb = clone(minilm).set_params(batch_size=4, normalize=False)
+    model = emb._sentence_transformer()
+    responses = [text for text in PIPELINE_TEXTS if text.strip()]  # transform refuses " "
+    df = pd.DataFrame({"prompt": "", "response_a": responses[:-1], "response_b": responses[1:]})
+    texts = list(dict.fromkeys(responses))
+    vectors = dict(zip(texts, _reference_vectors(model, texts, 4).astype(np.float64)))
+    expected = np.stack([vectors[a] - vectors[b] for a, b in zip(df.response_a, df.response_b)])
+    spy = _EncodeSpy(model, monkeypatch)
+    threads = threading.active_count()
+    out = emb.transform(df)
+    assert spy.calls == 0 and threading.active_count() == threads
+    np.testing.assert_allclose(out.to_numpy(), expected, rtol=0, atol=1e-6)
+    assert emb.cache_info().misses == len(texts)
+    clear_embedding_cache()
+    pd.testing.assert_frame_equal(pickle.loads(pickle.dumps(emb)).transform(df), out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting, value", [("max_seq_length", 8), ("padding_side", "left")])
+def test_minilm_pipelined_loop_follows_changed_tokenizer_settings(
+    minilm, monkeypatch, setting, value
+):
+    emb = clone(minilm).set_params(batch_size=4)
+    model = emb._sentence_transformer()
+    emb._encode_batch(["warm the tokenizer copies up"])
+    monkeypatch.setattr(model if setting == "max_seq_length" else model.tokenizer, setting, value)
+    expected = _reference_vectors(model, PIPELINE_TEXTS, 4)
+    np.testing.assert_array_equal(emb._encode_batch(PIPELINE_TEXTS).numpy(), expected)
+
+
+@pytest.mark.slow
+def test_minilm_pipelined_loop_is_safe_from_several_threads(minilm):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = minilm._sentence_transformer()
+    expected = _reference_vectors(model, PIPELINE_TEXTS, 4)
+    embedders = [clone(minilm).set_params(batch_size=4) for _ in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda e: e._encode_batch(PIPELINE_TEXTS).numpy(), embedders))
+    for got in results:
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "change",
+    ["prompt", "truncate_dim", "tokenizer copies differ"],
+)
+def test_minilm_falls_back_to_encode_when_the_loop_would_differ(minilm, monkeypatch, change):
+    emb = clone(minilm).set_params(batch_size=4)
+    model = emb._sentence_transformer()
+    if change == "prompt":
+        monkeypatch.setattr(model, "prompts", {**model.prompts, "lore": "query: "})
+        monkeypatch.setattr(model, "default_prompt_name", "lore")
+    elif change == "truncate_dim":
+        monkeypatch.setattr(model, "truncate_dim", 16)
+    else:
+        # a tokenization the copies get wrong must be caught by the probe, not embedded
+        monkeypatch.setattr(embedding, "_HOST_TOKENIZERS", embedding.weakref.WeakKeyDictionary())
+        real = embedding._HostTokenizers.features
+
+        def shifted(self, texts, pin_memory=False):
+            features = real(self, texts, pin_memory)
+            features["input_ids"] = features["input_ids"] + 1
+            return features
+
+        monkeypatch.setattr(embedding._HostTokenizers, "features", shifted)
+    expected = _reference_vectors(model, PIPELINE_TEXTS[:6], 4)
+    spy = _EncodeSpy(model, monkeypatch)
+    got = emb._encode_batch(PIPELINE_TEXTS[:6])
+    assert spy.calls == 1
+    np.testing.assert_array_equal(got.numpy(), expected)
+    if change != "tokenizer copies differ":
+        assert embedding._host_tokenizers(model) is None
+
+
+@pytest.mark.slow
+def test_a_model_without_a_fast_tokenizer_runs_encode(minilm, monkeypatch):
+    model = minilm._sentence_transformer()
+    monkeypatch.setattr(type(model.tokenizer), "is_fast", property(lambda self: False))
+    assert embedding._host_tokenizers(model) is None
+
+
 # --------------------------------------------------------------------------- CUDA
 
 
@@ -894,6 +1033,22 @@ def test_minilm_on_cuda_uses_float16_and_matches_cpu(cuda):
     )
     assert cosine.min() > 0.99
     assert gpu.cache_info().misses == cpu_out.shape[0] * 2
+
+
+@pytest.mark.cuda
+def test_minilm_pipelined_loop_matches_encode_on_cuda(cuda, monkeypatch):
+    import torch
+
+    emb = SentencePairEmbedder(_minilm_source(), device=cuda, batch_size=4)
+    model = emb._sentence_transformer()
+    expected = model.encode(
+        PIPELINE_TEXTS, batch_size=4, convert_to_tensor=True, normalize_embeddings=False,
+        show_progress_bar=False,
+    )
+    spy = _EncodeSpy(model, monkeypatch)
+    got = emb._encode_batch(PIPELINE_TEXTS)
+    assert spy.calls == 0 and got.device.type == "cuda"
+    torch.testing.assert_close(got, expected)
 
 
 @pytest.mark.cuda

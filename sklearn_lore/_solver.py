@@ -341,7 +341,7 @@ def _user_step_graphed(be, rows, graph, Fp, theta, mu, precision, kind, max_iter
 
 
 def _softmax_jacobian(be, W, eye):
-    return be.einsum("gi,ij->gij", W, eye) - be.einsum("gi,gj->gij", W, W)
+    return W[:, :, None] * eye - W[:, :, None] * W[:, None, :]
 
 
 def _simplex_newton_system(be, W, grad_w, H_w, precision, eye):
@@ -351,10 +351,10 @@ def _simplex_newton_system(be, W, grad_w, H_w, precision, eye):
     curvature of the softmax itself, diag(a) - a w^T - w a^T with a = w * (g - w.g).
     """
     J = _softmax_jacobian(be, W, eye)
-    grad = be.einsum("gij,gj->gi", J, grad_w)
+    grad = (J @ grad_w[:, :, None])[:, :, 0]
     a = W * (grad_w - be.sum(W * grad_w, axis=1)[:, None])
-    H = J @ H_w @ J + be.einsum("gi,ij->gij", a, eye)
-    H = H - be.einsum("gi,gj->gij", a, W) - be.einsum("gi,gj->gij", W, a)
+    H = J @ H_w @ J + a[:, :, None] * eye
+    H = H - a[:, :, None] * W[:, None, :] - W[:, :, None] * a[:, None, :]
     return grad, H + precision
 
 

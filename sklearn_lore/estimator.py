@@ -356,8 +356,12 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         V = self.components_.T
         if V.dtype != Z.dtype:
             V = V.astype(Z.dtype)
+        F = np.empty((Z.shape[0], V.shape[1]), dtype=np.result_type(Z.dtype, V.dtype))
         with np.errstate(invalid="ignore", over="ignore"):
-            F = Z @ V
+            # in blocks of rows, as the solver's pass: a tall, narrow product as one BLAS
+            # call was slower (fold-in of 5,000 rows at d = 4096: 11.5 against 8.8 ms)
+            for start in range(0, Z.shape[0], 1024):
+                np.matmul(Z[start:start + 1024], V, out=F[start:start + 1024])
         ignored = None
         if np.count_nonzero(V) < V.size:
             ignored = ~np.any(V != 0, axis=1)

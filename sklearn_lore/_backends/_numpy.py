@@ -128,9 +128,6 @@ class NumpyBackend:
             A_inv = np.linalg.inv(A)
         return lambda q: A_inv @ q
 
-    def einsum(self, spec, *ops):
-        return np.einsum(spec, *ops, optimize=True)
-
     def solve(self, H, g):
         """Batched solve of (G, B, B) systems with (G, B) right-hand sides."""
         return np.linalg.solve(H, g[..., None])[..., 0]

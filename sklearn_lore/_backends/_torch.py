@@ -215,9 +215,6 @@ class TorchBackend:
         A_inv = torch.linalg.inv(A)
         return lambda q: A_inv @ q
 
-    def einsum(self, spec, *ops):
-        return torch.einsum(spec, *ops)
-
     def solve(self, H, g):
         return torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
 

@@ -498,21 +498,40 @@ def lbfgs(be, fg, x, max_iter=100, gtol=1e-7, ftol=1e-12, memory=10, callback=No
 
 
 def _two_loop(be, g, pairs, precond):
-    """The L-BFGS direction H g; its inner products stay on the device (no sync)."""
-    q = g
-    coeffs = []
-    for s_vec, y_vec, rho in reversed(pairs):
-        a = rho * be.dot(s_vec, q)
-        coeffs.append(a)
-        q = q - a * y_vec
-    q = precond(q)
-    if pairs:
-        s_vec, y_vec, rho = pairs[-1]
-        q = q * ((1.0 / rho) / be.dot(y_vec, precond(y_vec)))
-    for (s_vec, y_vec, rho), a in zip(pairs, reversed(coeffs)):
-        b = rho * be.dot(y_vec, q)
-        q = q + (a - b) * s_vec
-    return q
+    """The L-BFGS direction H g by the two-loop recursion, its inner products batched.
+
+    Each loop's coefficient depends on the previous ones only through inner products
+    of the stored pairs with each other and with g (first loop) or with the
+    preconditioned vector r (second loop): ``s_i . q_i = s_i . g - sum_{j>i} a_j
+    s_i . y_j`` and ``y_i . r_i = y_i . r + sum_{j<i} (a_j - b_j) y_i . s_j``. So the
+    products S g, S Y^T and Y r come as three matrix products, the m-step recursions
+    run on the host on m numbers (two transfers), and the vector updates are two more
+    products: about thirty operations a round instead of ninety at memory 10, the same
+    direction up to rounding.
+    """
+    if not pairs:
+        return precond(g)
+    shape = g.shape
+    S = be.stack([s_vec.reshape(-1) for s_vec, _, _ in pairs])  # (m, n)
+    Y = be.stack([y_vec.reshape(-1) for _, y_vec, _ in pairs])
+    rho = np.array([float(r) for _, _, r in pairs])
+    m = len(pairs)
+    flat = g.reshape(-1)
+    host = be.to_numpy(be.concat_rows(S @ Y.T, S @ flat))  # S Y^T (m, m) and S g
+    SY, Sg = host[:m], host[m]
+    a = np.zeros(m)
+    for i in range(m - 1, -1, -1):
+        a[i] = rho[i] * (Sg[i] - SY[i, i + 1:] @ a[i + 1:])
+    q = flat - be.asarray(a) @ Y
+    r = precond(q.reshape(shape))
+    y_last = pairs[-1][1]
+    r = r * ((1.0 / rho[-1]) / be.dot(y_last, precond(y_last)))
+    Yr = be.to_numpy(Y @ r.reshape(-1))
+    c = np.zeros(m)  # a_j - b_j
+    for i in range(m):
+        b = rho[i] * (Yr[i] + SY[:i, i] @ c[:i])
+        c[i] = a[i] - b
+    return r + (be.asarray(c) @ S).reshape(shape)
 
 
 # ---------------------------------------------------------------------------

@@ -309,3 +309,54 @@ def test_a_graphed_user_step_does_not_keep_the_rows_alive():
         assert ref() is None
     finally:
         gc.enable()
+
+
+# ---------------------------------------------------------------------------
+# the L-BFGS two-loop recursion with batched inner products
+
+
+def _plain_two_loop(g, pairs, precond):
+    """The textbook recursion, one inner product at a time (the reference)."""
+    q, coeffs = g.copy(), []
+    for s_vec, y_vec, rho in reversed(pairs):
+        a = rho * np.vdot(s_vec, q)
+        coeffs.append(a)
+        q = q - a * y_vec
+    q = precond(q)
+    if pairs:
+        s_vec, y_vec, rho = pairs[-1]
+        q = q * ((1.0 / rho) / np.vdot(y_vec, precond(y_vec)))
+    for (s_vec, y_vec, rho), a in zip(pairs, reversed(coeffs)):
+        b = rho * np.vdot(y_vec, q)
+        q = q + (a - b) * s_vec
+    return q
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("m", [0, 1, 3, 10])
+def test_batched_two_loop_gives_the_textbook_direction(backend, m):
+    be = _backend(backend)
+    rng = np.random.default_rng(m)
+    shape = (7, 3)
+    M = rng.standard_normal((21, 21))
+    M = M @ M.T + 21 * np.eye(21)  # a positive definite "Hessian"
+    P = np.diag(rng.uniform(0.5, 2.0, 21))  # the preconditioner, a fixed scaling here
+    pairs_np = []
+    for _ in range(m):
+        s_vec = rng.standard_normal(shape)
+        y_vec = (M @ s_vec.reshape(-1)).reshape(shape)
+        pairs_np.append((s_vec, y_vec, 1.0 / np.vdot(s_vec, y_vec)))
+    g = rng.standard_normal(shape)
+
+    def precond_np(q):
+        return (P @ q.reshape(-1)).reshape(shape)
+
+    Pb = be.asarray(P)
+
+    def precond(q):
+        return (Pb @ q.reshape(-1)).reshape(shape)
+
+    pairs = [(be.asarray(s_vec), be.asarray(y_vec), rho) for s_vec, y_vec, rho in pairs_np]
+    got = _to_numpy(_solver._two_loop(be, be.asarray(g), pairs, precond))
+    np.testing.assert_allclose(got, _plain_two_loop(g, pairs_np, precond_np), rtol=1e-10,
+                               atol=1e-12)

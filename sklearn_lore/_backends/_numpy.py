@@ -86,6 +86,9 @@ class NumpyBackend:
     def concat_rows(self, a, b):
         return np.vstack([a, b[None, :]])
 
+    def stack(self, arrays):
+        return np.stack(arrays)
+
     def gram(self, Z, c, chunk=2048):
         """Weighted Gram matrix Z^T diag(c) Z, (d, d).
 

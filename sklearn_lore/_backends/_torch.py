@@ -192,6 +192,9 @@ class TorchBackend:
     def concat_rows(self, a, b):
         return torch.cat([a, b.unsqueeze(0)], dim=0)
 
+    def stack(self, arrays):
+        return torch.stack(arrays)
+
     @_full_precision
     def gram(self, Z, c):
         """Weighted Gram matrix Z^T diag(c) Z, (d, d), streamed for host-resident Z.

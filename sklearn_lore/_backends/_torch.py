@@ -307,13 +307,14 @@ class _Graph:
             finally:
                 graph.capture_end()
         torch.cuda.current_stream(device).wait_stream(stream)
-        self.graph, self.outputs = graph, outputs
+        self.graph, self.outputs, self.device = graph, outputs, device
 
     def __call__(self, *inputs):
         for static, value in zip(self.inputs, inputs):
             if value is not None and value is not static:
                 static.copy_(value)
-        self.graph.replay()
+        with torch.cuda.device(self.device):  # replays on the current stream of its GPU
+            self.graph.replay()
         return self.outputs
 
 

@@ -279,7 +279,6 @@ def _newton_graph(be, rows, Fp, theta, mu, precision, kind, tol, eye):
         if entry + 1 < _GRAPH_AT_CALL:
             rows.graphs[key] = entry + 1
             return None
-        f_g = _group_objective(be, rows, Fp, theta, mu, precision, kind)[0]
         # the body sees the layout alone: a graph that held the rows (stored in them)
         # would keep the data on the GPU until a garbage collection
         layout = _Layout(rows.blocks)
@@ -289,6 +288,8 @@ def _newton_graph(be, rows, Fp, theta, mu, precision, kind, tol, eye):
 
         # about twenty (blocks, width, B) intermediates per trial, float64
         nbytes = 8 * 20 * (1 + _GRAPH_TRIALS) * Fp.shape[0] * Fp.shape[1] * Fp.shape[2]
+        # the inputs only give shapes: every replay's values are copied in first
+        f_g = be.zeros((theta.shape[0],))
         entry = be.graph(body, [Fp, theta, mu, precision, f_g], nbytes=nbytes) or False
         rows.graphs[key] = entry
     return entry or None

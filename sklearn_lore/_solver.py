@@ -856,7 +856,12 @@ def expit(t):
 
 
 def fit_inverse_temperature(t, y, s, bounds=(0.05, 20.0)):
-    """tau minimizing sum_i s_i logloss(y_i, tau t_i): 1-d Newton, clipped to ``bounds``."""
+    """tau minimizing sum_i s_i logloss(y_i, tau t_i): 1-d Newton, clipped to ``bounds``.
+
+    The loss is convex in tau, so at a bound with the Newton step pointing out of the
+    interval that bound is the minimizer: it stops there (instead of repeating the
+    same clipped step to the iteration limit).
+    """
     tau = 1.0
     for _ in range(100):
         q = expit(tau * t)
@@ -865,6 +870,8 @@ def fit_inverse_temperature(t, y, s, bounds=(0.05, 20.0)):
         if hess <= 1e-300:
             break
         step = grad / hess
+        if (tau == bounds[0] and step > 0) or (tau == bounds[1] and step < 0):
+            break
         tau = float(np.clip(tau - step, *bounds))
         if abs(step) <= 1e-10 * max(tau, 1.0):
             break

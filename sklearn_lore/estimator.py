@@ -531,7 +531,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         return theta[0], precision + hess[0]
 
-    def _fit_curvature_and_temperature(self, be, Z, F, y01, sw, W_rows, P_rows, gram,
+    def _fit_curvature_and_temperature(self, be, Z, F, y01, sw, W_rows, precisions, gram,
                                        gram_be=None):
         """The basis curvature of the fitted rows (streaming prior and calibration),
         then the temperatures from leave-one-out logits with the basis leverage.
@@ -545,9 +545,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             if gram_be is not None and gram_be is not gram:
                 A = gram_be * _solver.gram_scale(sw, total)
             basis = _solver.basis_leverage(be, Z, A, S, self.alpha)
-        self._fit_temperature(F, y01, sw, W_rows, P_rows, basis)
+        self._fit_temperature(F, y01, sw, W_rows, precisions, basis)
 
-    def _fit_temperature(self, F, y01, sw, W_rows, P_rows, basis=None):
+    def _fit_temperature(self, F, y01, sw, W_rows, precisions, basis=None):
         """Temperature from approximate leave-one-out logits of the training rows.
 
         Removing one unit of weight of row i moves its user's parameters by one
@@ -558,8 +558,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         (Sherman-Morrison). ``basis = (R, Q)`` (:func:`_solver.basis_leverage`) adds
         the same for the basis, which was fitted on that row too: with few users
         in many dimensions it is the larger part of the overfit. The inverse
-        temperature is the 1-d logistic regression of y on those logits; rows
-        without a user (``P_rows`` None) count the basis part alone.
+        temperature is the 1-d logistic regression of y on those logits.
+        ``precisions = (P, groups)``: the users' precisions P_u (G, B, B) and each
+        row's user; rows without a user (``precisions`` None) count the basis part
+        alone.
         """
         self.temperature_ = self.population_temperature_ = 1.0
         if not self.calibrate:
@@ -570,11 +572,14 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         c = p * (1.0 - p)
         residual = p - y01
         shift = np.zeros_like(t)
-        if P_rows is not None:
+        if precisions is not None:
+            P, groups = precisions
             G = F
             if self._kind == "simplex":
                 G = W_rows * (F - np.einsum("nb,nb->n", W_rows, F)[:, None])
-            h = np.einsum("ni,ni->n", G, np.linalg.solve(P_rows, G[..., None])[..., 0])
+            # one inverse per user, not one solve per row (a third of the time)
+            P_inv = np.linalg.inv(P)[groups]
+            h = np.einsum("ni,ni->n", G, (P_inv @ G[..., None])[..., 0])
             shift += residual * h / np.maximum(1.0 - c * h, _LEVERAGE_FLOOR)
         t_pop = F @ self.population_weights_
         pop_shift = 0.0
@@ -640,26 +645,53 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self : LowRankRewardEstimator
         """
         self._validate_params()
-        Z, ids = self._validate_X(X, user_ids, reset=True)
+        gpu = self._gpu_backend()
+        # on a GPU the rows' finiteness is checked where they land (_to_gpu), not by a
+        # pass over the host's copy
+        Z, ids = self._validate_X(X, user_ids, reset=True, finite=gpu is None)
         y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
-        self._check_trainable(Z, continuing=False)
+        data = None
+        if gpu is None:
+            self._check_trainable(Z, continuing=False)
+        else:
+            data = self._to_gpu(gpu, Z)
         self.classes_ = self._set_classes(y)
         y01 = self._binary_labels(y)
         self._stream_memory = None
         with _numerical_failure_as_value_error(Z):
-            return self._fit_first_batch(Z, y01, sw, ids)
+            return self._fit_first_batch(Z, y01, sw, ids, data=data)
 
-    def _fit_first_batch(self, Z, y01, sw, ids, V0=None, shrinkage=None, tol=None):
+    def _gpu_backend(self):
+        """The torch backend when the fit will run on a CUDA device, else None."""
+        be = resolve_backend(self.backend, self.device)
+        return be if getattr(be, "device_", None) is not None and be.device_.type == "cuda" else None
+
+    def _to_gpu(self, be, Z):
+        """Training rows on the device, checked there: finite, and within the range of
+        the device's data type (float32: values past 3.4e38 become inf on the way). Only
+        rows that fail are examined on the host, for the message."""
+        data = be.as_data(Z)
+        if not be.all_finite(data):
+            assert_all_finite(Z, input_name="X", estimator_name=type(self).__name__)
+            self._check_trainable(Z, continuing=False)
+            raise ValueError(
+                f"X is finite but overflows {str(be.data_dtype).replace('torch.', '')}, "
+                "the data type of the rows on the GPU. " + _scale_advice(Z))
+        return data
+
+    def _fit_first_batch(self, Z, y01, sw, ids, V0=None, shrinkage=None, tol=None,
+                         data=None):
         """Alternating minimization from a spectral start, or from ``V0`` (d, B).
 
         ``tol`` replaces ``self.tol`` when given. ``shrinkage``, when given, replaces
-        ``self.shrinkage`` (a refit that keeps the scale chosen earlier).
+        ``self.shrinkage`` (a refit that keeps the scale chosen earlier). ``data``: the
+        rows ``Z`` already moved to the backend's device, when they were.
         """
         if ids is None:
-            return self._fit_without_users(Z, y01, sw)
+            return self._fit_without_users(Z, y01, sw, data)
         groups, users = self._factorize(ids)
         be = resolve_backend(self.backend, self.device)
-        rows = _solver.make_rows(be, Z, y01, sw, groups, len(users))
+        rows = _solver.make_rows(be, Z if data is None else data, y01, sw, groups, len(users))
         if V0 is None:
             V0 = _solver.spectral_init(be, rows.Z, y01, sw, groups, len(users),
                                        self.n_components, self.random_state)
@@ -692,7 +724,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.shrinkage_ = float(shrinkage)
         self._set_population(mu, len(users) * P, prior_precision=self.shrinkage_ * P)
         self._fit_curvature_and_temperature(be, rows.Z, F, y01, sw, W_rows,
-                                            self.user_precision_[groups], res.gram, res.gram_be)
+                                            (self.user_precision_, groups), res.gram,
+                                            res.gram_be)
         self.user_temperature_ = np.full(len(users), self.temperature_)
         self.fold_in_temperature_ = (
             fold_in_temperature if fold_in_temperature is not None and self.calibrate
@@ -713,7 +746,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 ConvergenceWarning, stacklevel=4,
             )
 
-    def _fit_without_users(self, Z, y01, sw):
+    def _fit_without_users(self, Z, y01, sw, data=None):
         """The population model alone: one ridge Bradley-Terry direction.
 
         Without user ids every row belongs to one group and only ``V w`` matters, so
@@ -723,7 +756,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         """
         B, d = self.n_components, Z.shape[1]
         be = resolve_backend(self.backend, self.device)
-        rows = _solver.make_rows(be, Z, y01, sw, np.zeros(Z.shape[0], dtype=np.intp), 1)
+        rows = _solver.make_rows(be, Z if data is None else data, y01, sw,
+                                 np.zeros(Z.shape[0], dtype=np.intp), 1)
         u, objective, n_iter, gram = _solver.fit_single_model(be, rows, self.alpha)
         self.components_ = np.zeros((B, d))
         self.components_[0] = u

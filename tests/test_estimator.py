@@ -492,6 +492,38 @@ class TestTorchCUDABackend(BackendContract):
         assert np.all(np.abs(ZV - X32 @ V32) <= bound)
 
 
+    def test_rows_reach_the_card_through_staging_buffers(self, monkeypatch):
+        """Rows cross in many page-locked chunks (float64 cast on the card, float32 as
+        is) and arrive equal to the host's rows in the card's data type."""
+        import torch
+
+        from sklearn_lore._backends import _torch, resolve_backend
+
+        monkeypatch.setattr(_torch, "_STAGING_BYTES", 4096)
+        be = resolve_backend("torch", "cuda")
+        X = np.random.RandomState(0).standard_normal((1001, 37))
+        for host in (X, X.astype(np.float32)):
+            Z = be.as_data(host)
+            assert Z.dtype == torch.float32 and Z.shape == host.shape
+            np.testing.assert_array_equal(Z.cpu().numpy(), host.astype(np.float32))
+            assert be.all_finite(Z)
+
+    def test_fit_checks_the_rows_on_the_card(self, data):
+        """No host scan on a GPU: a NaN or inf is found on the card and reported with
+        scikit-learn's message; float64 values past float32's range are refused."""
+        X, y, users = data
+        bad = X.copy()
+        bad[3, 1] = np.nan
+        with pytest.raises(ValueError, match="Input X contains NaN"):
+            self.make().fit(bad, y, user_ids=users)
+        bad[3, 1] = np.inf
+        with pytest.raises(ValueError, match="Input X contains infinity"):
+            self.make().fit(bad, y, user_ids=users)
+        bad[3, 1] = 1e39
+        with pytest.raises(ValueError, match="overflows float32"):
+            self.make().fit(bad, y, user_ids=users)
+
+
 def test_cuda_requested_without_gpu_fails_at_fit():
     if not torch_available() or cuda_available():
         pytest.skip("needs torch and no GPU")
@@ -581,3 +613,42 @@ def test_fold_ins_append_into_buffers_with_the_same_result():
     est.partial_fit_users(X[last], y[last], user_ids=np.full(len(last), "late-user"))
     assert est.users_[-1] == "late-user" and len(est.users_) == 28
     assert len(est.user_weights_) == len(est.user_precision_) == len(est.user_temperature_) == 28
+
+
+@pytest.mark.skipif(not torch_available(), reason="torch is not installed")
+def test_rows_checked_on_the_device_instead_of_the_host(monkeypatch):
+    """The GPU route of fit (rows moved first, finiteness checked where they land),
+    taken here on the CPU with float32 rows as a card keeps them: same errors as the
+    host checks, and the same model as the plain torch backend's fit of float32 rows."""
+    import torch
+
+    from sklearn_lore._backends._torch import TorchBackend
+
+    X, y, users, _ = make_preference_data(n_users=10, n_pairs_per_user=12, n_features=5,
+                                          n_components=2, random_state=2)
+    device = TorchBackend("cpu", data_dtype=torch.float32)
+    checked, original = [], LowRankRewardEstimator._to_gpu
+
+    def to_device(self, be, Z):
+        checked.append(Z.shape)
+        return original(self, be, Z)
+
+    monkeypatch.setattr(LowRankRewardEstimator, "_gpu_backend", lambda self: device)
+    monkeypatch.setattr(LowRankRewardEstimator, "_to_gpu", to_device)
+    est = LowRankRewardEstimator(2, random_state=0, backend="torch", device="cpu")
+    for value, message in [(np.nan, "Input X contains NaN"),
+                           (-np.inf, "Input X contains infinity"),
+                           (1e39, "overflows float32")]:
+        bad = X.copy()
+        bad[4, 2] = value
+        with pytest.raises(ValueError, match=message):
+            est.fit(bad, y, user_ids=users)
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        est.fit(np.where(np.arange(5) == 1, np.nan, X), y)  # the population model's route
+    fitted = est.fit(X.astype(np.float32), y, user_ids=users)
+    assert len(checked) == 5
+    monkeypatch.undo()
+    ref = LowRankRewardEstimator(2, random_state=0, backend="torch", device="cpu").fit(
+        X.astype(np.float32), y, user_ids=users)
+    np.testing.assert_allclose(fitted.predict_proba(X, user_ids=users),
+                               ref.predict_proba(X, user_ids=users), atol=1e-5)

@@ -360,3 +360,26 @@ def test_batched_two_loop_gives_the_textbook_direction(backend, m):
     got = _to_numpy(_solver._two_loop(be, be.asarray(g), pairs, precond))
     np.testing.assert_allclose(got, _plain_two_loop(g, pairs_np, precond_np), rtol=1e-10,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("bounds", [(0.05, 1.0), (0.05, 20.0), (2.0, 20.0)])
+def test_inverse_temperature_is_the_constrained_minimizer_and_stops_at_a_bound(
+        bounds, monkeypatch):
+    """The clipped 1-d Newton gives the minimizer of the convex loss over the interval
+    (checked on a fine grid), and when that is a bound it stops after a step or two
+    instead of repeating the clipped step up to its iteration limit."""
+    from sklearn_lore import _solver
+
+    rng = np.random.RandomState(0)
+    t = 3.0 * rng.standard_normal(2000)
+    y = (rng.uniform(size=t.size) < _solver.expit(0.4 * t)).astype(float)  # wants tau ~ 0.4
+    s = rng.uniform(0.5, 1.5, t.size)
+    calls = []
+    expit = _solver.expit
+    monkeypatch.setattr(_solver, "expit", lambda u: calls.append(1) or expit(u))
+    tau = _solver.fit_inverse_temperature(t, y, s, bounds=bounds)
+    grid = np.linspace(*bounds, 20001)
+    loss = [np.sum(s * (np.logaddexp(0, g * t) - y * g * t)) for g in grid]
+    assert abs(tau - grid[int(np.argmin(loss))]) <= (bounds[1] - bounds[0]) / 20000
+    if bounds[0] > 0.4:
+        assert tau == bounds[0] and len(calls) <= 3

@@ -38,6 +38,10 @@ class NumpyBackend:
         """The rows matrix used by the passes over the data (no copy if it already is)."""
         return np.ascontiguousarray(Z, dtype=np.float64)
 
+    def all_finite(self, Z):
+        """Whether every entry of a data matrix is finite."""
+        return bool(np.isfinite(Z).all())
+
     def take_rows(self, Z, index):
         """The rows ``index`` of a data matrix, as a data matrix."""
         return Z[index]

@@ -116,11 +116,35 @@ class TorchBackend:
         if self.device_.type == "cpu":
             return host.to(self.data_dtype)
         out = torch.empty((n, d), dtype=self.data_dtype, device=self.device_)
-        step = max((64 << 20) // max(host.element_size() * d, 1), 1)
-        for start in range(0, n, step):
-            out[start:start + step] = host[start:start + step].to(self.device_).to(
-                self.data_dtype)
+        step = max(_STAGING_BYTES // max(host.element_size() * d, 1), 1)
+        try:
+            staging = [torch.empty((min(step, n), d), dtype=host.dtype, pin_memory=True)
+                       for _ in range(2)]
+        except RuntimeError:  # no page-locked memory to be had: the driver's own staging
+            staging = None
+        done = [None, None]
+        for k, start in enumerate(range(0, n, step)):
+            chunk = host[start:start + step]
+            if staging is None:
+                out[start:start + step] = chunk.to(self.device_).to(self.data_dtype)
+                continue
+            # two page-locked buffers in turn: the host fills one while the other's
+            # copy to the device is in flight (a pageable copy waits for each chunk)
+            buffer = staging[k % 2][:chunk.shape[0]]
+            if done[k % 2] is not None:
+                done[k % 2].synchronize()
+            buffer.copy_(chunk)
+            out[start:start + step].copy_(buffer, non_blocking=True)  # cast on the device
+            done[k % 2] = torch.cuda.Event()
+            done[k % 2].record(torch.cuda.current_stream(self.device_))
         return out
+
+    def all_finite(self, Z):
+        """Whether every entry of a data matrix is finite (on the device: one reduction
+        there instead of a pass over the host's copy)."""
+        if isinstance(Z, _HostChunks):
+            return all(bool(torch.isfinite(Zc).all()) for _, _, Zc in Z._chunks())
+        return bool(torch.isfinite(Z).all())
 
     def take_rows(self, Z, index):
         """The rows ``index`` of a data matrix, gathered where the matrix lives."""
@@ -316,6 +340,10 @@ class _Graph:
         with torch.cuda.device(self.device):  # replays on the current stream of its GPU
             self.graph.replay()
         return self.outputs
+
+
+# rows travel to a GPU in chunks of this size, through two page-locked buffers
+_STAGING_BYTES = 32 << 20
 
 
 def _row_chunks(Z, chunk=8192):

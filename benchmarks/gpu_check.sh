@@ -3,10 +3,10 @@
 # scikit-learn, pandas and pytest but not this package: installs nothing.
 #   here, once:   python benchmarks/prepare_gpu_carry.py      (fp16 MiniLM -> .carry/)
 #   device tool:  run(command="bash benchmarks/gpu_check.sh $OUT", carry=[".carry"],
-#                     timeout_s=420)
+#                     timeout_s=480)
 # Writes to OUT_DIR: gpu.txt, tests.log, fit_gpu.{md,json}, profile_gpu.md,
-# profile_eager.md, embed_gpu.{md,json} (8 files: what the device tool brings back; the
-# profiles' json files are removed at the end).
+# profile_eager.md, profile_fold_in.md, embed_gpu.{md,json} (9 files: what the device tool
+# brings back; the profiles' json files are removed at the end).
 set -uo pipefail
 out=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
@@ -18,8 +18,8 @@ status=0
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
 python3 -c "import torch, sklearn, sentence_transformers as s; print('torch', torch.__version__, 'sklearn', sklearn.__version__, 'sentence-transformers', s.__version__)" >> "$out/gpu.txt" 2>&1
 
-# every step has its own limit (7.3 minutes together; the whole script took 278 s on an
-# H200), so that a 15-minute device budget leaves room for a rerun (timeout_s=420)
+# every step has its own limit (8 minutes together; the whole script took 278 s on an
+# H200 before the fold-in profile was added), so that a 15-minute device budget leaves room for a rerun (timeout_s=480)
 # CUDA tests and the backend contract (torch on CUDA vs numpy)
 timeout 100 python3 -m pytest -q -p no:cacheprovider -m cuda \
     tests/test_estimator.py tests/test_embedding.py > "$out/tests.log" 2>&1 || status=1
@@ -42,11 +42,15 @@ SKLEARN_LORE_CUDA_GRAPHS=0 timeout 40 python3 benchmarks/profile_fit.py --device
     --n-users 1000 --n-pairs 40 --n-features 4096 --n-components 8 --dtype float32 \
     --out "$out/profile_eager" >> "$out/tests.log" 2>&1 || status=1
 
+# where a fold-in's time goes on this machine, and the host projection's routes
+timeout 40 python3 benchmarks/profile_fold_in.py --device cuda --out "$out/profile_fold_in" \
+    >> "$out/tests.log" 2>&1 || status=1
+
 # embedding throughput against the raw model forward (fp16, 64 tokens)
 timeout 60 python3 benchmarks/bench_embed.py --model "$SKLEARN_LORE_MINILM_DIR" \
     --n-texts 8192 --batch-size 512 --out "$out/embed_gpu" >> "$out/tests.log" 2>&1 || status=1
 
-rm -f "$out/profile_gpu.json" "$out/profile_eager.json"
+rm -f "$out/profile_gpu.json" "$out/profile_eager.json" "$out/profile_fold_in.json"
 cat "$out"/*.md 2>/dev/null
 tail -5 "$out/tests.log"
 exit $status

@@ -457,82 +457,159 @@ def lbfgs(be, fg, x, max_iter=100, gtol=1e-7, ftol=1e-12, memory=10, callback=No
           precond=None):
     """Limited-memory BFGS with Armijo backtracking, on backend arrays.
 
-    ``fg(x)`` returns ``(f, grad, aux)``; returns the final ``(x, f, aux, n_iter)``.
-    ``callback(k, f)`` is called after each iteration and stops it by returning True.
-    ``precond(q)`` applies an approximate inverse Hessian, the initial matrix of the
-    two-loop recursion. Written against the backend so numpy and torch follow the
-    same iterates.
+    ``fg(x)`` returns ``(f, grad, aux)`` (f a backend scalar or a float); returns the
+    final ``(x, f, aux, n_iter)`` with ``aux`` that of the returned x. ``callback(k,
+    f)`` is called after each iteration and stops it by returning True. ``precond(q)``
+    applies an approximate inverse Hessian, the initial matrix of the two-loop
+    recursion. Written against the backend so numpy and torch follow the same
+    iterates.
+
+    Host reads: the inner products the next direction needs (s . y, y . y, S g, S y,
+    s Y, max |g|) come back with the objective in one transfer per evaluation, and the
+    direction in one more (:func:`_direction`); the memory keeps its inner products on
+    the host (:class:`_Pairs`). On a GPU each read waits for the device, so two per
+    round instead of seven.
     """
     scaled = precond is not None
     precond = precond or (lambda q: q)
+    pairs = _Pairs(be, memory)
     f, g, aux = fg(x)
-    pairs = []
+    f, g_max = be.read(f, be.abs_max_array(g))
+    Sg = np.zeros(0)  # s_i . g of the pairs in memory, for the current g
     k = 0
     for k in range(1, max_iter + 1):
-        if be.abs_max(g) <= gtol:
+        if g_max <= gtol:
             break
-        d = -_two_loop(be, g, pairs, precond)
-        gd = be.vdot(g, d)
+        d, gd, d_max = _direction(be, g, pairs, Sg, precond)
         if gd >= 0:
-            pairs = []
-            d = -precond(g)
-            gd = be.vdot(g, d)
+            pairs.clear()
+            Sg = np.zeros(0)
+            d, gd, d_max = _direction(be, g, pairs, Sg, precond)
         # a preconditioned direction is Newton-scaled; a bare gradient is not
-        step = 1.0 if pairs or scaled else min(1.0, 1.0 / max(be.abs_max(d), 1e-12))
+        step = 1.0 if len(pairs) or scaled else min(1.0, 1.0 / max(d_max, 1e-12))
+        stacks = pairs.stacks()
+        m = len(pairs)
         for _ in range(40):
             x_new = x + step * d
             f_new, g_new, aux_new = fg(x_new)
+            s_vec, y_vec = (x_new - x).reshape(-1), (g_new - g).reshape(-1)
+            # what the next direction needs, read with the objective (a rejected
+            # trial's products are dropped)
+            products = [] if stacks is None else [
+                stacks[0] @ g_new.reshape(-1), stacks[0] @ y_vec, stacks[1] @ s_vec]
+            host = be.read(f_new, be.abs_max_array(g_new), be.dot(s_vec, y_vec),
+                           be.dot(y_vec, y_vec), be.dot(s_vec, g_new), *products)
+            f_new = float(host[0])
             if f_new <= f + 1e-4 * step * gd:
                 break
             step *= 0.5
         else:
             break
-        s_vec, y_vec = x_new - x, g_new - g
-        sy = be.vdot(s_vec, y_vec)
-        if sy > 1e-12 * be.vdot(y_vec, y_vec):
-            pairs = (pairs + [(s_vec, y_vec, 1.0 / sy)])[-memory:]
-        converged = bool(pairs) and (f - f_new) <= ftol * max(abs(f), abs(f_new), 1.0)
-        x, f, g, aux = x_new, f_new, g_new, aux_new
+        g_max_new, sy, yy, s_g = host[1:5]
+        S_g, S_y, s_Y = host[5:5 + m], host[5 + m:5 + 2 * m], host[5 + 2 * m:5 + 3 * m]
+        Sg = S_g
+        if sy > 1e-12 * yy:
+            dropped = pairs.add(s_vec, y_vec, sy, s_Y, S_y)
+            Sg = np.append(S_g, s_g)[dropped:]
+        converged = len(pairs) > 0 and (f - f_new) <= ftol * max(abs(f), abs(f_new), 1.0)
+        x, f, g, aux, g_max = x_new, f_new, g_new, aux_new, g_max_new
         if converged or (callback is not None and callback(k, f)):
             break
-    return x, f, aux, k
+    return x, float(f), aux, k
 
 
-def _two_loop(be, g, pairs, precond):
-    """The L-BFGS direction H g by the two-loop recursion, its inner products batched.
+class _Pairs:
+    """The L-BFGS memory: pairs (s_i, y_i), flat backend vectors, with their inner
+    products ``SY[i, j] = s_i . y_j`` on the host, grown by a row and a column per
+    pair (read with the objective) instead of recomputed every round."""
+
+    def __init__(self, be, size):
+        self.be, self.size = be, size
+        self.clear()
+
+    def clear(self):
+        self.s, self.y = [], []
+        self.SY = np.zeros((0, 0))
+        self._stacks = None
+
+    def __len__(self):
+        return len(self.s)
+
+    def stacks(self):
+        """(S, Y), the pairs stacked as (m, n) backend matrices, or None when empty."""
+        if self._stacks is None and self.s:
+            self._stacks = (self.be.stack(self.s), self.be.stack(self.y))
+        return self._stacks
+
+    def add(self, s_vec, y_vec, sy, s_Y, S_y):
+        """Append a pair given ``s . y``, ``s . y_j`` and ``s_i . y`` over the pairs
+        held; returns how many old pairs were dropped (0 or 1)."""
+        m = len(self.s)
+        SY = np.empty((m + 1, m + 1))
+        SY[:m, :m], SY[:m, m], SY[m, :m], SY[m, m] = self.SY, S_y, s_Y, sy
+        self.s.append(s_vec)
+        self.y.append(y_vec)
+        self._stacks = None
+        dropped = max(m + 1 - self.size, 0)
+        if dropped:
+            del self.s[:dropped], self.y[:dropped]
+            SY = SY[dropped:, dropped:]
+        self.SY = SY
+        return dropped
+
+
+def _direction(be, g, pairs, Sg, precond):
+    """The L-BFGS direction d = -H g by the two-loop recursion, ``g . d`` and max |d|.
 
     Each loop's coefficient depends on the previous ones only through inner products
-    of the stored pairs with each other and with g (first loop) or with the
-    preconditioned vector r (second loop): ``s_i . q_i = s_i . g - sum_{j>i} a_j
-    s_i . y_j`` and ``y_i . r_i = y_i . r + sum_{j<i} (a_j - b_j) y_i . s_j``. So the
-    products S g, S Y^T and Y r come as three matrix products, the m-step recursions
-    run on the host on m numbers (two transfers), and the vector updates are two more
-    products: about thirty operations a round instead of ninety at memory 10, the same
-    direction up to rounding.
+    of the stored pairs with each other (``pairs.SY``, on the host) and with g (``Sg``,
+    on the host) or with the preconditioned vector r (second loop): ``s_i . q_i =
+    s_i . g - sum_{j>i} a_j s_i . y_j`` and ``y_i . r_i = y_i . r + sum_{j<i} (a_j -
+    b_j) y_i . s_j``. So the m-step recursions run on the host on m numbers, the vector
+    updates are two matrix products, and Y r comes back in one transfer with g . r and
+    y . H0 y (the initial matrix's scaling); ``g . d`` follows from those without
+    another. The same direction as the textbook recursion up to rounding.
     """
-    if not pairs:
-        return precond(g)
     shape = g.shape
-    S = be.stack([s_vec.reshape(-1) for s_vec, _, _ in pairs])  # (m, n)
-    Y = be.stack([y_vec.reshape(-1) for _, y_vec, _ in pairs])
-    rho = np.array([float(r) for _, _, r in pairs])
+    if not len(pairs):
+        r = precond(g)
+        gr, r_max = be.read(be.dot(g, r), be.abs_max_array(r))
+        return -r, -float(gr), float(r_max)
+    S, Y = pairs.stacks()
+    SY = pairs.SY
+    rho = 1.0 / np.diag(SY)
     m = len(pairs)
-    flat = g.reshape(-1)
-    host = be.to_numpy(be.concat_rows(S @ Y.T, S @ flat))  # S Y^T (m, m) and S g
-    SY, Sg = host[:m], host[m]
     a = np.zeros(m)
     for i in range(m - 1, -1, -1):
         a[i] = rho[i] * (Sg[i] - SY[i, i + 1:] @ a[i + 1:])
-    q = flat - be.asarray(a) @ Y
-    r = precond(q.reshape(shape))
-    y_last = pairs[-1][1]
-    r = r * ((1.0 / rho[-1]) / be.dot(y_last, precond(y_last)))
-    Yr = be.to_numpy(Y @ r.reshape(-1))
+    r = precond((g.reshape(-1) - be.asarray(a) @ Y).reshape(shape))
+    y_last = pairs.y[-1].reshape(shape)
+    host = be.read(Y @ r.reshape(-1), be.dot(g, r), be.dot(y_last, precond(y_last)))
+    scale = SY[-1, -1] / host[m + 1]  # H0 = scale * precond, scaled by the last pair
+    Yr = scale * host[:m]
     c = np.zeros(m)  # a_j - b_j
     for i in range(m):
         b = rho[i] * (Yr[i] + SY[:i, i] @ c[:i])
         c[i] = a[i] - b
-    return r + (be.asarray(c) @ S).reshape(shape)
+    d = -(scale * r + (be.asarray(c) @ S).reshape(shape))
+    gd = -(scale * float(host[m]) + float(c @ Sg))
+    return d, gd, np.inf
+
+
+def _two_loop(be, g, pairs, precond):
+    """H g for pairs ``[(s, y, rho)]`` (arrays shaped as g): :func:`_direction` with the
+    inner products computed here (for tests and callers holding plain pairs)."""
+    memory = _Pairs(be, max(len(pairs), 1))
+    flat = g.reshape(-1)
+    for s_vec, y_vec, _ in pairs:
+        s_vec, y_vec = s_vec.reshape(-1), y_vec.reshape(-1)
+        stacks = memory.stacks()
+        held = ([] if stacks is None else [stacks[1] @ s_vec, stacks[0] @ y_vec])
+        host = be.read(be.dot(s_vec, y_vec), *held)
+        n = len(memory)
+        memory.add(s_vec, y_vec, host[0], host[1:1 + n], host[1 + n:1 + 2 * n])
+    Sg = be.read(memory.stacks()[0] @ flat) if pairs else np.zeros(0)
+    return -_direction(be, g, memory, Sg, precond)[0]
 
 
 # ---------------------------------------------------------------------------
@@ -607,7 +684,7 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
             value = value + 0.5 * lam * be.sum(mu * mu)
             gmu = lam * (rows.n_groups * mu - be.sum(theta, axis=0)) + lam * mu
             g = be.concat_rows(g, gmu)
-        return be.scalar(value) / rows.s_total, g / rows.s_total, None
+        return value / rows.s_total, g / rows.s_total, dict(theta=theta, hess=hess, F=F)
 
     x0 = be.asarray(V0)
     if optimize_mu:
@@ -624,9 +701,9 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
 
     precond = _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anchor,
                                    gram)
-    x, f, _, n_iter = lbfgs(be, fg, x0, max_iter=max_iter, gtol=1e-9, callback=callback,
-                            precond=precond)
-    fg(x)
+    x, f, final, n_iter = lbfgs(be, fg, x0, max_iter=max_iter, gtol=1e-9, callback=callback,
+                                precond=precond)
+    state.update(final)  # the users, their Hessians and Z V at the returned basis
     V, mu = unpack(x)
     return FitResult(
         V=be.to_numpy(V),
@@ -843,7 +920,7 @@ def fit_single_model(be, rows, alpha, max_iter=1000, gtol=1e-10):
         t = be.matmul_ZV(rows.Z, u)[:, 0]
         value = obj.pair_loss(be, t, rows.y, rows.s) + 0.5 * alpha * be.sum(u * u)
         g = be.matmul_ZtR(rows.Z, (rows.s * (be.sigmoid(t) - rows.y))[:, None]) + alpha * u
-        return be.scalar(value) / rows.s_total, g / rows.s_total, None
+        return value / rows.s_total, g / rows.s_total, None
 
     u, f, _, n_iter = lbfgs(be, fg, be.zeros((d, 1)), max_iter=max_iter, gtol=gtol,
                             ftol=0.0, precond=lambda q: A_solve(q) * rows.s_total)

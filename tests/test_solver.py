@@ -383,3 +383,52 @@ def test_inverse_temperature_is_the_constrained_minimizer_and_stops_at_a_bound(
     assert abs(tau - grid[int(np.argmin(loss))]) <= (bounds[1] - bounds[0]) / 20000
     if bounds[0] > 0.4:
         assert tau == bounds[0] and len(calls) <= 3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("preconditioned", [True, False])
+def test_lbfgs_reads_the_host_twice_a_round_and_finds_the_minimizer(backend, preconditioned,
+                                                                      monkeypatch):
+    """L-BFGS on a ridge logistic regression: the minimizer scipy finds, the objective
+    decreasing, and every value it needs from the backend comes in batched reads, one
+    per evaluation and one per direction: no other host sync."""
+    be = _backend(backend)
+    rng = np.random.default_rng(5)
+    Z = rng.standard_normal((300, 12)) * rng.uniform(0.2, 3.0, 12)
+    y = (rng.uniform(size=300) < _solver.expit(Z @ rng.standard_normal(12))).astype(float)
+    Zb, yb = be.asarray(Z), be.asarray(y)
+    evaluations, directions, reads = [], [], []
+
+    def fg(u):
+        evaluations.append(1)
+        t = (Zb @ u)[:, 0]
+        value = be.sum(be.softplus(t) - yb * t) + 0.5 * be.sum(u * u)
+        return value, Zb.T @ (be.sigmoid(t) - yb)[:, None] + u, None
+
+    for name in ("scalar", "vdot", "abs_max", "to_numpy", "max_value"):
+        def refuse(*args, _name=name):
+            raise AssertionError(f"lbfgs read the host through be.{_name}")
+        setattr(be, name, refuse)
+    read = be.read
+    be.read = lambda *arrays: reads.append(1) or read(*arrays)
+    direction = _solver._direction
+    monkeypatch.setattr(_solver, "_direction",
+                        lambda *args: directions.append(1) or direction(*args))
+    A_inv = be.asarray(np.linalg.inv(Z.T @ Z / 4 + np.eye(12)))
+    trace = []
+    u, f, _, n_iter = _solver.lbfgs(
+        be, fg, be.zeros((12, 1)), max_iter=200, gtol=1e-9, ftol=0.0,
+        precond=(lambda q: A_inv @ q) if preconditioned else None,
+        callback=lambda k, value: trace.append(value) and False)
+
+    def loss(w):
+        t = Z @ w
+        return np.sum(np.logaddexp(0, t) - y * t) + 0.5 * w @ w
+
+    best = minimize(loss, np.zeros(12), jac=lambda w: Z.T @ (_solver.expit(Z @ w) - y) + w,
+                    method="BFGS", options={"gtol": 1e-10})
+    np.testing.assert_allclose(_to_numpy(u)[:, 0], best.x, atol=1e-6)
+    assert abs(f - best.fun) <= 1e-9 * abs(best.fun)
+    assert np.all(np.diff(trace) <= 1e-12)
+    assert len(reads) == len(evaluations) + len(directions)
+    assert len(directions) <= n_iter + 1 and len(evaluations) >= n_iter

@@ -77,6 +77,14 @@ class NumpyBackend:
     def abs_max(self, a):
         return float(np.max(np.abs(a))) if a.size else 0.0
 
+    def abs_max_array(self, a):
+        """max |a| (a backend scalar; 0 for an empty array)."""
+        return np.max(np.abs(a)) if a.size else 0.0
+
+    def read(self, *arrays):
+        """Several arrays (or numbers) flattened into one float64 vector."""
+        return np.concatenate([np.ravel(np.asarray(a, dtype=np.float64)) for a in arrays])
+
     def max_value(self, a):
         """The largest entry as a float (-inf for an empty array)."""
         return float(np.max(a)) if a.size else -np.inf

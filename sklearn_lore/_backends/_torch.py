@@ -188,6 +188,18 @@ class TorchBackend:
     def abs_max(self, a):
         return float(a.abs().max()) if a.numel() else 0.0
 
+    def abs_max_array(self, a):
+        """max |a| as a 0-d device tensor (no host sync; 0 for an empty tensor)."""
+        return a.abs().max() if a.numel() else a.new_zeros(())
+
+    def read(self, *arrays):
+        """Several device arrays (or numbers), flattened into one float64 numpy vector:
+        one transfer, one wait for the device."""
+        parts = [a.reshape(-1).to(torch.float64) if isinstance(a, torch.Tensor)
+                 else torch.as_tensor(np.ravel(a), dtype=torch.float64, device=self.device_)
+                 for a in arrays]
+        return torch.cat(parts).cpu().numpy()
+
     def max_value(self, a):
         """The largest entry as a float (-inf for an empty tensor)."""
         return float(a.max()) if a.numel() else -float("inf")

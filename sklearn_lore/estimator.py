@@ -21,13 +21,18 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from . import _solver
 from ._ids import require_hashable
 from ._backends import resolve_backend
-from ._backends._numpy import matmul_rows
+from ._backends._numpy import NumpyBackend, matmul_rows
 
 # 1 - c h, floored: a leave-one-out shift is at most 20 times the first-order one
 _LEVERAGE_FLOOR = 0.05
 
 # features beyond this magnitude overflow the float64 curvature (squares summed over rows)
 _MAX_FEATURE = 1e100
+
+# A fold-in of at most this many rows runs its user step on the host whatever the backend:
+# on an H200 machine 500 users x 10 pairs took 26 ms through the GPU (laying out and
+# moving the few rows dominates) and 7.8 ms on the host (docs/benchmarks.md, GPU run 4).
+_HOST_FOLD_IN_ROWS = 65536
 
 # training logits all below this: the penalties won and the model collapsed to zero
 _COLLAPSED_LOGIT = 1e-8
@@ -135,7 +140,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Column of a DataFrame ``X`` that holds the user ids.
     backend : {"auto", "numpy", "torch"}, default="auto"
         Array backend of the solver. ``"auto"`` picks torch on a CUDA GPU when one
-        is visible, numpy otherwise. Fitted attributes are numpy either way.
+        is visible, numpy otherwise. Fitted attributes are numpy either way. A
+        :meth:`partial_fit_users` call of at most 65,536 rows runs on the host with
+        either backend: for a few comparisons per user, moving them to a GPU costs
+        more than the step itself.
     device : str or None, default=None
         None or ``"auto"`` (CUDA when torch sees a GPU, else the CPU), ``"cpu"``,
         ``"cpu:N"``, ``"cuda"`` or ``"cuda:N"``; the numpy backend takes the CPU
@@ -1041,6 +1049,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         groups, batch_users = self._factorize(ids)
         centres, precisions, index = self._batch_priors(batch_users, self.prior_precision_)
         be = resolve_backend(self.backend, self.device)
+        if be.name == "torch" and Z.shape[0] <= _HOST_FOLD_IN_ROWS:
+            be = NumpyBackend()  # see _HOST_FOLD_IN_ROWS
         rows = _solver.make_rows(be, F, y01, sw, groups, len(batch_users))
         with _numerical_failure_as_value_error(Z):
             theta, hess = _solver.user_step(

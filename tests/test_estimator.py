@@ -652,3 +652,31 @@ def test_rows_checked_on_the_device_instead_of_the_host(monkeypatch):
         X.astype(np.float32), y, user_ids=users)
     np.testing.assert_allclose(fitted.predict_proba(X, user_ids=users),
                                ref.predict_proba(X, user_ids=users), atol=1e-5)
+
+
+@pytest.mark.skipif(not torch_available(), reason="torch is not installed")
+def test_small_fold_ins_of_a_torch_model_run_on_the_host(monkeypatch):
+    """A fold-in of few rows takes its user step on the host (numpy) even for a torch
+    model: the same users as a numpy model's fold-in; larger ones stay on the backend."""
+    import copy
+
+    import sklearn_lore.estimator as estimator_module
+
+    X, y, users, _ = make_preference_data(n_users=30, n_pairs_per_user=12, n_features=6,
+                                          n_components=2, random_state=3)
+    old = np.isin(users, np.unique(users)[:20])
+    torch_model = LowRankRewardEstimator(2, random_state=0, backend="torch", device="cpu").fit(
+        X[old], y[old], user_ids=users[old])
+    numpy_model = copy.deepcopy(torch_model).set_params(backend="numpy")
+    used = []
+    user_step = estimator_module._solver.user_step
+    monkeypatch.setattr(estimator_module._solver, "user_step",
+                        lambda be, *a, **k: used.append(be.name) or user_step(be, *a, **k))
+    new = ~old
+    a = torch_model.partial_fit_users(X[new], y[new], user_ids=users[new])
+    b = numpy_model.partial_fit_users(X[new], y[new], user_ids=users[new])
+    assert used == ["numpy", "numpy"]
+    np.testing.assert_array_equal(a.user_weights_, b.user_weights_)
+    monkeypatch.setattr(estimator_module, "_HOST_FOLD_IN_ROWS", 0)
+    a.partial_fit_users(X[new], y[new], user_ids=users[new])
+    assert used[-1] == "torch"

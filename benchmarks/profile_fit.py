@@ -47,7 +47,8 @@ def _sync(device):
 
 
 class _Counter:
-    """A torch dispatch mode counting operations (views excluded) and host syncs."""
+    """A torch dispatch mode counting operations (views excluded) and host syncs
+    (scalar reads and copies from the GPU to the host)."""
 
     def __init__(self):
         from torch.utils._python_dispatch import TorchDispatchMode
@@ -59,11 +60,28 @@ class _Counter:
                 # views (reshape, unsqueeze, transpose) change metadata only: no kernel
                 if not getattr(func, "is_view", False):
                     counter.ops += 1
-                if func.__name__.startswith("_local_scalar_dense"):
+                out = func(*args, **(kwargs or {}))
+                if func.__name__.startswith("_local_scalar_dense") or _to_host(func, args, out):
                     counter.syncs += 1
-                return func(*args, **(kwargs or {}))
+                return out
 
         self.ops, self.syncs, self.mode = 0, 0, Mode()
+
+
+def _to_host(func, args, out):
+    """Whether an operation copied a GPU tensor into host memory (``.cpu()``,
+    ``.numpy()`` after a move, ``tolist``): the host waits for the device there too."""
+    import torch
+
+    name = func.__name__
+    if name.startswith("_to_copy"):
+        source, target = args[0] if args else None, out
+    elif name.startswith("copy_"):
+        target, source = (args + (None, None))[:2]
+    else:
+        return False
+    return (isinstance(source, torch.Tensor) and isinstance(target, torch.Tensor)
+            and source.device.type == "cuda" and target.device.type == "cpu")
 
 
 def profile(args):

@@ -624,9 +624,8 @@ class FitResult:
     user_hessian: np.ndarray
     n_iter: int
     objective: float
-    gram: np.ndarray
     F: object  # Z V at the solution, a backend array (the last pass, kept)
-    gram_be: object = None  # the same Gram matrix where the data live (no second copy)
+    gram_be: object = None  # the rows' Gram matrix where the data live (a backend array)
 
 
 def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None,
@@ -712,7 +711,6 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
         user_hessian=be.to_numpy(state["hess"]),
         n_iter=n_iter,
         objective=f,
-        gram=be.to_numpy(state["gram"]),
         F=state["F"],
         gram_be=state["gram"],
     )
@@ -910,7 +908,8 @@ def fit_single_model(be, rows, alpha, max_iter=1000, gtol=1e-10):
     With one group the factorized problem only sees ``V w`` and its minimizers form
     a flat valley; this convex equivalent has a unique solution, found by L-BFGS
     preconditioned with (Z^T diag(s / 4) Z + alpha I)^-1. Returns u (d,), the
-    objective, the iteration count and that Gram matrix, in numpy.
+    objective and the iteration count in numpy, and that Gram matrix where the data
+    live (a backend array).
     """
     d = rows.Z.shape[1]
     gram = be.gram(rows.Z, rows.s / 4.0)
@@ -924,7 +923,7 @@ def fit_single_model(be, rows, alpha, max_iter=1000, gtol=1e-10):
 
     u, f, _, n_iter = lbfgs(be, fg, be.zeros((d, 1)), max_iter=max_iter, gtol=gtol,
                             ftol=0.0, precond=lambda q: A_solve(q) * rows.s_total)
-    return be.to_numpy(u)[:, 0], f, n_iter, be.to_numpy(gram)
+    return be.to_numpy(u)[:, 0], f, n_iter, gram
 
 
 def expit(t):
@@ -959,7 +958,7 @@ def fit_inverse_temperature(t, y, s, bounds=(0.05, 20.0)):
 # streaming curvature
 
 
-def kron_curvature(F, s, W_rows, gram):
+def kron_curvature(F, s, W_rows, gram, be=None):
     """Kronecker factors (A, S) of the basis-block Hessian of one batch (numpy).
 
     The exact Hessian is sum_i c_i (z_i z_i^T) (x) (w_i w_i^T) with
@@ -969,13 +968,17 @@ def kron_curvature(F, s, W_rows, gram):
     total curvature (saving a second Gram pass); ``F = Z V`` gives the logits.
     Applying A (x) S to a (d, B) matrix D costs A D S. Returned with the batch's
     total curvature (the weight used when factors of several batches are merged).
+    With ``be``, ``gram`` is that backend's array: rescaled where it lives (a GPU) and
+    copied to the host once. Returns ``(A, S, total)`` in numpy and A where ``gram``
+    lives (the same array for numpy).
     """
     p = expit(np.einsum("nb,nb->n", F, W_rows))
     c = s * p * (1.0 - p)
     total = float(c.sum())
-    A = gram * gram_scale(s, total)
+    A_where = gram * gram_scale(s, total)
+    A = A_where if be is None else be.to_numpy(A_where)
     S = (W_rows.T @ (c[:, None] * W_rows)) / max(total, 1e-300)
-    return A, S, total
+    return (A, S, total), A_where
 
 
 def gram_scale(s, total):

@@ -539,20 +539,17 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         return theta[0], precision + hess[0]
 
-    def _fit_curvature_and_temperature(self, be, Z, F, y01, sw, W_rows, precisions, gram,
-                                       gram_be=None):
+    def _fit_curvature_and_temperature(self, be, Z, F, y01, sw, W_rows, precisions, gram):
         """The basis curvature of the fitted rows (streaming prior and calibration),
         then the temperatures from leave-one-out logits with the basis leverage.
 
-        ``gram_be``: the same Gram matrix where the data live (on a GPU: the
-        leverage's decomposition then starts there, without copying d x d back)."""
-        self._stream_curvature = _solver.kron_curvature(F, sw, W_rows, gram)
+        ``gram``: the rows' Gram matrix where the data live (on a GPU the curvature is
+        scaled there and the leverage's decomposition starts there; one d x d copy
+        comes back, for the streaming state)."""
+        self._stream_curvature, A = _solver.kron_curvature(F, sw, W_rows, gram, be)
         basis = None
         if self.calibrate:
-            A, S, total = self._stream_curvature
-            if gram_be is not None and gram_be is not gram:
-                A = gram_be * _solver.gram_scale(sw, total)
-            basis = _solver.basis_leverage(be, Z, A, S, self.alpha)
+            basis = _solver.basis_leverage(be, Z, A, self._stream_curvature[1], self.alpha)
         self._fit_temperature(F, y01, sw, W_rows, precisions, basis)
 
     def _fit_temperature(self, F, y01, sw, W_rows, precisions, basis=None):
@@ -732,8 +729,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.shrinkage_ = float(shrinkage)
         self._set_population(mu, len(users) * P, prior_precision=self.shrinkage_ * P)
         self._fit_curvature_and_temperature(be, rows.Z, F, y01, sw, W_rows,
-                                            (self.user_precision_, groups), res.gram,
-                                            res.gram_be)
+                                            (self.user_precision_, groups), res.gram_be)
         self.user_temperature_ = np.full(len(users), self.temperature_)
         self.fold_in_temperature_ = (
             fold_in_temperature if fold_in_temperature is not None and self.calibrate
@@ -1001,8 +997,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         posterior = precisions + res.user_hessian
         F = be.to_numpy(res.F)
         batch_curv = _solver.kron_curvature(
-            F, sw, self._weights_from_params(res.theta)[groups], res.gram
-        )
+            F, sw, self._weights_from_params(res.theta)[groups], res.gram_be, be
+        )[0]
         self._stream_curvature = _solver.add_kron_curvature(self._stream_curvature, batch_curv)
         if batch_users is not None:
             self._update_users(batch_users, index, self._weights_from_params(res.theta),

@@ -32,8 +32,9 @@ from _report import write_report  # noqa: E402
 from sklearn_lore import LowRankRewardEstimator, _solver  # noqa: E402
 from sklearn_lore.datasets import make_preference_data  # noqa: E402
 
-PHASES = ["make_rows", "spectral_init", "fit_alternating", "lbfgs", "empirical_bayes_prior",
-          "crossfit_shrinkage", "basis_leverage", "user_step", "kron_curvature"]
+PHASES = ["make_rows", "spectral_init", "fit_alternating", "_kron_preconditioner", "lbfgs",
+          "empirical_bayes_prior", "crossfit_shrinkage", "basis_leverage", "user_step",
+          "kron_curvature"]
 # the estimator's own steps around the solver: input checks (the rows' finiteness scan),
 # and the curvature and temperatures fitted after the basis (the leverage inside)
 ESTIMATOR_PHASES = ["_validate_X", "_validate_y", "_fit_curvature_and_temperature"]

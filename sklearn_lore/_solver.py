@@ -728,24 +728,27 @@ def empirical_bayes_prior(be, rows, F, theta, kind, lam, max_iter=30, tol=1e-6, 
     """
     B, G = F.shape[1], rows.n_groups
     theta = be.asarray(theta)
-    mu = be.to_numpy(be.sum(theta, axis=0)) / G
+    mu = be.sum(theta, axis=0) / G
     sigma = np.eye(B) / lam if sigma0 is None else np.array(sigma0, dtype=float)
+    eye = be.eye(B)
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         P = np.linalg.inv(sigma)
-        theta, hess = user_step(be, rows, F, theta, be.asarray(mu), be.asarray(P), kind)
-        theta_np = be.to_numpy(theta)
-        post = np.linalg.inv(be.to_numpy(hess) + P)
-        mu = theta_np.mean(axis=0)
-        diff = theta_np - mu
-        new = diff.T @ diff / G + post.mean(axis=0) + 1e-9 * np.eye(B)
+        P_be = be.asarray(P)
+        theta, hess = user_step(be, rows, F, theta, mu, P_be, kind)
+        # the M-step where the users are (G small inverses in one batched call); only
+        # the B x B covariance comes back, for the stopping test
+        mu = be.sum(theta, axis=0) / G
+        diff = theta - mu
+        new = (diff.T @ diff + be.sum(be.inv(hess + P_be), axis=0)) / G + 1e-9 * eye
+        new = be.read(new).reshape(B, B)
         done = np.abs(new - sigma).max() <= tol * np.abs(sigma).max()
         sigma = new
         if done:
             break
     P = np.linalg.inv(sigma)
-    theta, hess = user_step(be, rows, F, theta, be.asarray(mu), be.asarray(P), kind)
-    return be.to_numpy(theta), be.to_numpy(hess), mu, P, n_iter
+    theta, hess = user_step(be, rows, F, theta, mu, be.asarray(P), kind)
+    return be.to_numpy(theta), be.to_numpy(hess), be.to_numpy(mu), P, n_iter
 
 
 SHRINKAGE_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)

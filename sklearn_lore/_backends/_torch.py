@@ -250,8 +250,15 @@ class TorchBackend:
     def spd_solver(self, A):
         """q -> A^-1 q for a symmetric positive definite A: an explicit inverse, so that
         each call is one matrix product (triangular solves with a few right-hand sides
-        are latency-bound on a GPU)."""
-        A_inv = torch.linalg.inv(A)
+        are latency-bound on a GPU). The inverse comes from the Cholesky factor (half
+        the arithmetic of a general inverse, and exactly symmetric); a general inverse
+        if A is not numerically positive definite."""
+        factor, info = torch.linalg.cholesky_ex(A)
+        if int(info) == 0:
+            A_inv = torch.cholesky_inverse(factor)
+            A_inv = 0.5 * (A_inv + A_inv.T)
+        else:
+            A_inv = torch.linalg.inv(A)
         return lambda q: A_inv @ q
 
     def solve(self, H, g):

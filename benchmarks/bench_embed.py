@@ -9,7 +9,11 @@ the cache and the output frame. On CUDA everything runs in float16.
 Diagnostic rows, to read the share of each part: the tokenizer alone as a full
 ``tokenizer(batch, padding=True, truncation=True, return_tensors="pt")`` call and as
 its Rust ``encode_batch`` (no tensors), the tokenization of the embedder's host
-threads alone (no forward), and ``SentenceTransformer.encode`` on the same texts.
+threads alone and of its worker processes alone (pool started before the timing; no
+forward), and ``SentenceTransformer.encode`` on the same texts. The header says how
+the embedder tokenized: host threads, worker processes (on CUDA for calls of at least
+1024 texts; ``--tokenize-processes`` sets SKLEARN_LORE_TOKENIZE_PROCESSES), or
+``model.encode``.
 
     python benchmarks/bench_embed.py --model .carry/minilm-fp16 --n-texts 4096
 """
@@ -29,8 +33,12 @@ import torch  # noqa: E402
 
 from sklearn_lore import SentencePairEmbedder  # noqa: E402
 from sklearn_lore.embedding import (  # noqa: E402
+    _PROCESSES_SWITCH,
     _host_tokenizers,
+    _spare_cores,
     _tokenization_workers,
+    _WorkerCall,
+    _WorkerPool,
     clear_embedding_cache,
 )
 from _report import write_report  # noqa: E402
@@ -68,7 +76,11 @@ def main(argv=None):
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="benchmarks/results/embed")
+    p.add_argument("--tokenize-processes", choices=["0", "1"], default=None,
+                   help=f"set {_PROCESSES_SWITCH} (default: as the environment has it)")
     args = p.parse_args(argv)
+    if args.tokenize_processes is not None:
+        os.environ[_PROCESSES_SWITCH] = args.tokenize_processes
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     emb = SentencePairEmbedder(args.model, batch_size=args.batch_size, normalize=False)
@@ -111,6 +123,14 @@ def main(argv=None):
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(host.features, batches))
 
+    n_processes = max(2, _spare_cores())
+    processes = _WorkerPool.start(host, n_processes) if host is not None else None
+
+    def tokenizer_processes():
+        with _WorkerCall(processes, host, batches, pinned=False) as call:
+            for number in range(len(batches)):
+                call.result(number)
+
     def model_encode():
         st.encode(texts, batch_size=args.batch_size, convert_to_tensor=True,
                   show_progress_bar=False)
@@ -132,23 +152,45 @@ def main(argv=None):
     if host is not None:  # None: the embedder falls back to model.encode for this model
         cases.insert(5, (f"tokenizer alone (embedder's {workers} host threads)",
                          tokenizer_host_threads, len(texts)))
+    if processes is not None:
+        cases.insert(6, (f"tokenizer alone ({n_processes} worker processes)",
+                         tokenizer_processes, len(texts)))
     raw_forward()
     embedder()
+    if host is not None:
+        host.calls.clear()  # count the timed calls only
     rows = []
     for name, fn, n in cases:
         best, median = best_of(fn, device, args.repeats)
         rows.append({"path": name, "texts_per_s": n / best, "median_texts_per_s": n / median})
+    if processes is not None:
+        processes.close()
+    path = embedder_path(host)
     table = pd.DataFrame(rows)
     table["share of raw forward"] = table.texts_per_s / table.texts_per_s.iloc[0]
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else "none"
     text = (f"device {device} ({gpu}), dtype {emb._device_dtype()[1]}, {len(texts)} texts, "
             f"~{n_tokens:.0f} tokens each, batch {args.batch_size}, "
-            f"{os.cpu_count()} CPUs, embedder path: "
-            f"{'pipelined' if host is not None else 'model.encode'}\n\n"
+            f"{os.cpu_count()} CPUs, embedder path: {path}\n\n"
             + table.to_markdown(index=False, floatfmt=".2f"))
     write_report(args.out, text, {"device": device, "gpu": gpu, "rows": rows, "tokens": n_tokens,
-                                  "cpus": os.cpu_count(), "pipelined": host is not None})
+                                  "cpus": os.cpu_count(), "pipelined": host is not None,
+                                  "embedder_path": path})
     return 0
+
+
+def embedder_path(host):
+    """How the timed embedder calls tokenized, from the counts of its pipelined calls."""
+    if host is None:
+        return "model.encode"
+    workers = host._workers
+    counts = {
+        "worker processes" + (f" ({len(workers.processes)})" if workers else ""):
+            host.calls["processes"],
+        "host threads": host.calls["threads"],
+    }
+    used = [f"{name}, {n} calls" for name, n in counts.items() if n]
+    return "pipelined, tokenized on " + " and ".join(used)
 
 
 if __name__ == "__main__":

@@ -21,19 +21,32 @@ import contextlib
 import copy
 import hashlib
 import itertools
+import json
 import logging
 import os
 import queue
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 import weakref
-from collections import OrderedDict, namedtuple
+from collections import Counter, OrderedDict, namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
+
+from sklearn_lore import _tokenize_worker
+from sklearn_lore._tokenize_worker import (
+    WorkerError,
+    pack_texts,
+    read_frame,
+    unpack_tokens,
+    write_frame,
+)
 
 __all__ = [
     "SentencePairEmbedder",
@@ -808,10 +821,10 @@ class SentencePairEmbedder(_PairEmbedderBase):
 
     def _encode_batch(self, texts):
         """Vectors of up to ``batch_size`` texts (an injected encoder) or of up to eight
-        batches (the model: host threads tokenize the next batches while the device runs
-        the forward of the current one, and the vectors stay on the device until all are
-        done; `_encode_pipelined`). A model the pipeline cannot reproduce exactly runs its
-        own ``encode``."""
+        batches (the model: host threads, or worker processes for large calls on CUDA,
+        tokenize the next batches while the device runs the forward of the current one,
+        and the vectors stay on the device until all are done; `_encode_pipelined`). A
+        model the pipeline cannot reproduce exactly runs its own ``encode``."""
         if self.encoder is not None:
             return self.encoder(list(texts))
         model = self._sentence_transformer()
@@ -864,6 +877,17 @@ _FEATURE_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 # Configured tokenizer copies per loaded model (weak keys: they go with the model).
 _HOST_TOKENIZERS = weakref.WeakKeyDictionary()
 _HOST_TOKENIZERS_LOCK = threading.Lock()
+# Tokenizing worker processes (`_WorkerPool`): the switch ("0" off, "1" always, unset:
+# on CUDA for calls of at least _PROCESSES_MIN_TEXTS texts), how many at most, the
+# fewest texts of a part of a batch sent to one, how to start one, how long one may
+# keep an answer (seconds) and how long they get to end after their stdin closes.
+_PROCESSES_SWITCH = "SKLEARN_LORE_TOKENIZE_PROCESSES"
+_PROCESSES_MIN_TEXTS = 1024
+_MAX_PROCESSES = 16
+_MIN_PART = 16
+_WORKER_ARGS = ("-m", "sklearn_lore._tokenize_worker")
+_WORKER_TIMEOUT = 60.0
+_STOP_WAIT = 2.0
 
 
 def _tokenization_workers():
@@ -955,22 +979,28 @@ def _host_tokenizers(model):
 
 
 class _HostTokenizers:
-    """Copies of a fast tokenizer's Rust backend that host threads call at the same time.
+    """Copies of a fast tokenizer's Rust backend that host threads call at the same time,
+    and (started when first wanted) worker processes with one more copy each.
 
     A fast tokenizer sets its padding and truncation on every call, so one object called
     from several threads fails ("Already borrowed"); each thread borrows a copy from a
     free list instead. The copies truncate as the model's own tokenizer call does and do
     not pad: padding to the longest text of a batch happens here, in numpy, and the
     attention mask follows from the lengths rather than from one more list per text read
-    back from Rust (turning those lists into arrays is the part that holds the GIL).
+    back from Rust (turning those lists into arrays is the part that holds the GIL, which
+    worker processes, `_WorkerPool`, do not share).
     """
 
-    def __init__(self, backends, padding, keys):
+    def __init__(self, backends, padding, keys, expected):
         self._free = queue.SimpleQueue()
         for backend in backends:
             self._free.put(backend)
         self._padding = padding
         self._keys = keys
+        self._expected = expected
+        self._workers = None  # a _WorkerPool once started, False once given up
+        self._workers_lock = threading.Lock()
+        self.calls = Counter()  # pipelined calls tokenized on "threads" or "processes"
 
     @classmethod
     def build(cls, model, tokenizer):
@@ -990,10 +1020,9 @@ class _HostTokenizers:
         ):
             return None
         copies = [cls._configured_copy(backend) for _ in range(_tokenization_workers())]
-        tokenizers = cls(copies, padding, keys)
+        tokenizers = cls(copies, padding, keys, {key: expected[key] for key in keys})
         for _ in copies:  # every copy, each in turn, must give the model's own features
-            features = tokenizers.features(list(_PROBE_TEXTS))
-            if not all(_same_tensor(features[key], expected[key]) for key in keys):
+            if not tokenizers.matches_probe(tokenizers.features(list(_PROBE_TEXTS))):
                 logger.info("tokenizer copies differ from %s's own", type(model).__name__)
                 return None
         return tokenizers
@@ -1010,26 +1039,52 @@ class _HostTokenizers:
         duplicate.encode_special_tokens = backend.encode_special_tokens
         return duplicate
 
+    def matches_probe(self, features):
+        """Whether `features` of `_PROBE_TEXTS` are the model's own, bit for bit."""
+        return all(_same_tensor(features[key], self._expected[key]) for key in self._keys)
+
     def features(self, texts, pin_memory=False):
         """``input_ids`` and, as the tokenizer returns them, ``token_type_ids`` and
         ``attention_mask`` of a batch: int64 tensors padded to its longest text."""
-        import torch
-
         backend = self._free.get()
         try:
-            encodings = backend.encode_batch(texts)
+            tokens = _tokenize_worker.tokenize(backend, texts, self.type_ids)
         finally:
             self._free.put(backend)
-        ids = [encoding.ids for encoding in encodings]
-        lengths = np.fromiter(map(len, ids), dtype=np.intp, count=len(ids))
+        return self.pad(*tokens, pin_memory=pin_memory)
+
+    @property
+    def type_ids(self):
+        """Whether the model reads ``token_type_ids``."""
+        return "token_type_ids" in self._keys
+
+    def pad(self, lengths, ids, type_ids, pin_memory=False):
+        """The features of a batch from its unpadded tokens (`_tokenize_worker.tokenize`).
+
+        Parameters
+        ----------
+        lengths : ndarray of shape (n_texts,), int64
+            Tokens per text.
+        ids, type_ids : ndarray of shape (lengths.sum(),), int64
+            Token ids and token type ids of the texts one after the other (``type_ids``
+            None when the model does not read them).
+        pin_memory : bool, default=False
+            Return the tensors in page-locked memory (for asynchronous copies to CUDA).
+
+        Returns
+        -------
+        features : dict of str to torch.Tensor
+            Int64 tensors of shape (n_texts, lengths.max()) under the model's keys.
+        """
+        import torch
+
         positions = np.arange(lengths.max())
         if self._padding["direction"] == "left":
             real = positions >= positions.size - lengths[:, None]
         else:
             real = positions < lengths[:, None]
         arrays = {"input_ids": self._pad(ids, real, self._padding["pad_id"])}
-        if "token_type_ids" in self._keys:
-            type_ids = [encoding.type_ids for encoding in encodings]
+        if self.type_ids:
             arrays["token_type_ids"] = self._pad(type_ids, real, self._padding["pad_type_id"])
         if "attention_mask" in self._keys:
             arrays["attention_mask"] = real.astype(np.int64)
@@ -1039,41 +1094,341 @@ class _HostTokenizers:
         return tensors
 
     @staticmethod
-    def _pad(rows, real, fill):
+    def _pad(tokens, real, fill):
         padded = np.full(real.shape, fill, dtype=np.int64)
-        padded[real] = np.fromiter(itertools.chain.from_iterable(rows), np.int64, real.sum())
+        padded[real] = tokens
         return padded
+
+    def worker_config(self):
+        """The first frame a tokenizing worker reads: a copy's settings (`_tokenize_worker`)."""
+        backend = self._free.get()
+        try:
+            config = {
+                "tokenizer": backend.to_str(),
+                "encode_special_tokens": backend.encode_special_tokens,
+                "type_ids": self.type_ids,
+            }
+        finally:
+            self._free.put(backend)
+        return json.dumps(config).encode()
+
+    @contextlib.contextmanager
+    def worker_pool(self, device, n_texts):
+        """The worker processes to tokenize a call of `n_texts` texts with, held for the
+        call (started on first use); None: tokenize on threads, because processes are
+        not wanted (`_process_workers`), failed before, or serve another call."""
+        n_workers = _process_workers(device, n_texts)
+        if not n_workers or self._workers is False or not self._workers_lock.acquire(False):
+            yield None
+            return
+        try:
+            if self._workers is not None and not self._workers.usable():
+                self.drop_workers("they were stopped")
+            if self._workers is None:
+                self._workers = _WorkerPool.start(self, n_workers) or False
+            yield self._workers or None
+        finally:
+            self._workers_lock.release()
+
+    def drop_workers(self, reason):
+        """Stop the worker processes for good: later calls tokenize on threads."""
+        logger.info("tokenizing on host threads from now on: the worker processes %s", reason)
+        workers, self._workers = self._workers, False
+        if workers:
+            workers.close()
 
 
 def _same_tensor(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and bool((a == b).all())
 
 
+def _available_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _spare_cores():
+    """Cores for tokenizing worker processes: all but two (for the main thread and the
+    pipes' feeders and readers), at most `_MAX_PROCESSES`."""
+    return min(_MAX_PROCESSES, _available_cores() - 2)
+
+
+def _process_workers(device, n_texts):
+    """Tokenizing worker processes for a call of `n_texts` texts on `device` (0: threads).
+
+    ``SKLEARN_LORE_TOKENIZE_PROCESSES``: "0" never, "1" always (at least two), unset (or
+    anything else) on CUDA for calls of `_PROCESSES_MIN_TEXTS` texts or more when
+    `_spare_cores` is at least two.
+    """
+    switch = os.environ.get(_PROCESSES_SWITCH, "").strip()
+    spare = _spare_cores()
+    if switch == "0":
+        return 0
+    if switch == "1":
+        return max(2, spare)
+    if device.type == "cuda" and n_texts >= _PROCESSES_MIN_TEXTS and spare >= 2:
+        return spare
+    return 0
+
+
+def _spawn_worker():
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", RAYON_NUM_THREADS="1")
+    return subprocess.Popen(
+        [sys.executable, *_WORKER_ARGS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        bufsize=0,
+        env=env,
+    )
+
+
+def _stop_workers(processes, pid):
+    """Close the workers' pipes and reap them: a worker ends at the end of its stdin; one
+    still running after `_STOP_WAIT` seconds is killed. In a forked child, whose copies
+    of the pipes these are but not the processes, only closes the copies."""
+    for process in processes:
+        process.stdin.close()
+    deadline = time.monotonic() + _STOP_WAIT
+    for process in processes:
+        if os.getpid() == pid:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        process.stdout.close()
+
+
+class _WorkerPool:
+    """Tokenizing worker processes (``python -m sklearn_lore._tokenize_worker``), each
+    with its own Rust tokenizer, fed and read through pipes by `_WorkerCall`.
+
+    Stopped by `close`, when garbage-collected, or at interpreter exit (`_stop_workers`).
+    """
+
+    def __init__(self, type_ids):
+        self.processes = []
+        self.type_ids = type_ids
+        self._pid = os.getpid()
+        self._killed = False
+        self._finalizer = weakref.finalize(self, _stop_workers, self.processes, self._pid)
+
+    @classmethod
+    def start(cls, tokenizers, n_workers):
+        """`n_workers` workers with the settings of `tokenizers`' copies, each checked on
+        `_PROBE_TEXTS` as the copies were; None (logged) if any fails."""
+        pool = cls(tokenizers.type_ids)
+        probes = [list(_PROBE_TEXTS)] * n_workers  # one part each: batch i to worker i
+        try:
+            for _ in range(n_workers):
+                pool.processes.append(_spawn_worker())
+            config = tokenizers.worker_config()
+            with _WorkerCall(pool, tokenizers, probes, pinned=False, preamble=config) as call:
+                for batch in range(n_workers):
+                    if not tokenizers.matches_probe(call.result(batch)):
+                        raise WorkerError("a worker's tokens differ from the model's own")
+        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+            logger.info("no tokenizing worker processes: %r", exc)
+            pool.close()
+            return None
+        logger.info("tokenizing on %d worker processes", n_workers)
+        return pool
+
+    def usable(self):
+        """Whether this process started the workers and none was killed or has ended."""
+        return (
+            not self._killed
+            and os.getpid() == self._pid
+            and all(process.poll() is None for process in self.processes)
+        )
+
+    def kill(self):
+        """Kill the workers (pipes stay open until `close`): IO blocked on them returns."""
+        self._killed = True
+        for process in self.processes:
+            if process.poll() is None:
+                with contextlib.suppress(OSError):
+                    process.kill()
+
+    def close(self):
+        """Kill the workers if a call failed on them, then stop them (`_stop_workers`)."""
+        self._finalizer()
+
+
+def _part_bounds(batch, n_workers):
+    """Where to cut a batch into contiguous parts of about the same number of characters:
+    ``min(n_workers, len(batch) // _MIN_PART)`` parts, fewer where a long text spans
+    several shares, at least one."""
+    n_parts = max(1, min(n_workers, len(batch) // _MIN_PART))
+    chars = np.cumsum([len(text) + 1 for text in batch])
+    cuts = np.searchsorted(chars, chars[-1] * np.arange(1, n_parts) / n_parts) + 1
+    return np.unique(np.concatenate([[0], cuts, [len(batch)]])).tolist()
+
+
+class _WorkerCall:
+    """The batches of one call tokenized on a `_WorkerPool`: a feeder and a reader thread
+    per worker (pipe IO releases the GIL, so the main thread runs the model meanwhile).
+
+    Each batch is cut into parts (`_part_bounds`), one request each, part j of batch i
+    to worker (i + j) mod n_workers; the reader that receives a batch's last part pads
+    it (`_HostTokenizers.pad`, pinned if asked). `result` waits for a batch. As a context
+    manager: on leaving, the feeders stop and the readers take the answers still due, so
+    the workers end between requests, ready for the next call; a worker that fails, ends,
+    or answers nothing for `_WORKER_TIMEOUT` seconds raises `WorkerError` and the pool is
+    killed.
+    """
+
+    def __init__(self, pool, tokenizers, batches, pinned, preamble=None):
+        self._pool = pool
+        self._tokenizers = tokenizers
+        self._pinned = pinned
+        self._cond = threading.Condition()
+        self._stopping = threading.Event()
+        self._parts, self._missing, self._ready, self._error = [], [], {}, None
+        n_workers = len(pool.processes)
+        todo = [[] for _ in range(n_workers)]
+        for i, batch in enumerate(batches):
+            bounds = _part_bounds(batch, n_workers)
+            self._parts.append([None] * (len(bounds) - 1))
+            self._missing.append(len(bounds) - 1)
+            for j, (start, end) in enumerate(itertools.pairwise(bounds)):
+                todo[(i + j) % n_workers].append(((i, j), batch[start:end]))
+        self._threads = []
+        for process, requests in zip(pool.processes, todo):
+            due = queue.SimpleQueue()
+            feeder = (self._feed, (process.stdin, preamble, requests, due))
+            reader = (self._read, (process.stdout, due))
+            for target, args in (feeder, reader):
+                thread = threading.Thread(
+                    target=target, args=args, name="sklearn_lore-tokenize-io", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        self._stopping.set()
+        if self._error is not None:
+            self._pool.kill()
+        deadline = time.monotonic() + _WORKER_TIMEOUT
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            self._pool.kill()
+            for thread in self._threads:
+                thread.join()
+            if exc_type is None:
+                raise WorkerError(f"a worker answered nothing for {_WORKER_TIMEOUT} s")
+
+    def result(self, batch):
+        """The padded features of batch number `batch` (waits for them)."""
+        with self._cond:
+            ready = self._cond.wait_for(
+                lambda: batch in self._ready or self._error is not None, _WORKER_TIMEOUT
+            )
+            if self._error is not None:
+                raise WorkerError(f"a worker failed: {self._error!r}") from self._error
+            if not ready:
+                self._error = WorkerError(f"no answer for {_WORKER_TIMEOUT} s")
+                raise self._error
+            return self._ready.pop(batch)
+
+    def _feed(self, stream, preamble, requests, due):
+        try:
+            if preamble is not None:
+                write_frame(stream, preamble)
+            for slot, texts in requests:
+                if self._stopping.is_set():
+                    break
+                due.put(slot)
+                write_frame(stream, *pack_texts(texts))
+        except Exception as exc:  # noqa: BLE001 - a broken pipe, say: for result() to raise
+            self._fail(exc)
+        finally:
+            due.put(None)
+
+    def _read(self, stream, due):
+        try:
+            while (slot := due.get()) is not None:
+                payload = read_frame(stream)
+                if payload is None:
+                    raise WorkerError("a worker ended")
+                self._deliver(slot, unpack_tokens(payload, self._pool.type_ids))
+        except Exception as exc:  # noqa: BLE001 - an ended worker, say: for result()
+            self._fail(exc)
+
+    def _deliver(self, slot, tokens):
+        batch, part = slot
+        with self._cond:
+            self._parts[batch][part] = tokens
+            self._missing[batch] -= 1
+            if self._missing[batch] or self._stopping.is_set():
+                return
+            parts, self._parts[batch] = self._parts[batch], None
+        lengths, ids, types = zip(*parts)
+        features = self._tokenizers.pad(
+            np.concatenate(lengths),
+            np.concatenate(ids),
+            None if types[0] is None else np.concatenate(types),
+            pin_memory=self._pinned,
+        )
+        with self._cond:
+            self._ready[batch] = features
+            self._cond.notify_all()
+
+    def _fail(self, exc):
+        with self._cond:
+            if self._error is None:
+                self._error = exc
+            self._cond.notify_all()
+
+
 def _encode_pipelined(model, tokenizers, texts, batch_size):
     """``model.encode(texts, batch_size=batch_size, convert_to_tensor=True)`` with the
-    tokenization on host threads: while the device runs the forward of one batch, the
-    threads tokenize the next ones. The batches are those of ``encode`` (the same
-    length sort), the forward is the model's own modules; the vectors stay on the device
-    and come back in the order of `texts`."""
-    import torch
-
+    tokenization on host threads or worker processes: while the device runs the forward
+    of one batch, they tokenize the next ones. The batches are those of ``encode`` (the
+    same length sort), the forward is the model's own modules; the vectors stay on the
+    device and come back in the order of `texts`. Worker processes that fail are
+    dropped (logged) and the call runs again on threads."""
     # encode's own (unstable) sort: the same batches, so the same padding and numbers
     order = np.argsort([-len(text) for text in texts])
     ordered = [texts[i] for i in order]
     batches = [ordered[start : start + batch_size] for start in range(0, len(texts), batch_size)]
     device = model.device
     pinned = device.type == "cuda"
-    workers = min(_tokenization_workers(), len(batches))
-    with ThreadPoolExecutor(workers, thread_name_prefix="sklearn_lore-tokenize") as pool:
+    with tokenizers.worker_pool(device, len(texts)) as workers:
+        if workers is not None:
+            try:
+                with _WorkerCall(workers, tokenizers, batches, pinned) as call:
+                    features = map(call.result, range(len(batches)))
+                    vectors = _forward_batches(model, features, order, device, pinned)
+                tokenizers.calls["processes"] += 1
+                return vectors
+            except WorkerError as exc:
+                tokenizers.drop_workers(f"failed ({exc})")
+    tokenizers.calls["threads"] += 1
+    n_threads = min(_tokenization_workers(), len(batches))
+    with ThreadPoolExecutor(n_threads, thread_name_prefix="sklearn_lore-tokenize") as pool:
         pending = [pool.submit(tokenizers.features, batch, pinned) for batch in batches]
         try:
-            with torch.inference_mode():
-                vectors = [_forward(model, future.result(), device, pinned) for future in pending]
-                vectors = torch.cat(vectors)
-                return vectors[torch.from_numpy(np.argsort(order)).to(vectors.device)]
+            features = (future.result() for future in pending)
+            return _forward_batches(model, features, order, device, pinned)
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _forward_batches(model, features, order, device, non_blocking):
+    """The sentence embeddings of the batches' `features` in the order of the texts."""
+    import torch
+
+    with torch.inference_mode():
+        vectors = torch.cat([_forward(model, batch, device, non_blocking) for batch in features])
+        return vectors[torch.from_numpy(np.argsort(order)).to(vectors.device)]
 
 
 def _forward(model, features, device, non_blocking):

@@ -992,6 +992,278 @@ def test_a_model_without_a_fast_tokenizer_runs_encode(minilm, monkeypatch):
     assert embedding._host_tokenizers(model) is None
 
 
+# --------------------------------------------------------------------------- worker processes
+
+
+# PIPELINE_TEXTS but the one of 256 tokens: a quicker forward, for the failure tests
+SHORT_TEXTS = [text for text in PIPELINE_TEXTS if len(text) < 100]
+
+
+@pytest.fixture
+def worker_processes(monkeypatch):
+    """Tokenizing worker processes forced on (on a CPU and for any call), with a fresh
+    registry of tokenizer copies: the workers a test starts end with it."""
+    monkeypatch.setenv(embedding._PROCESSES_SWITCH, "1")
+    monkeypatch.setattr(embedding, "_HOST_TOKENIZERS", embedding.weakref.WeakKeyDictionary())
+
+
+def _threads_only(monkeypatch, emb, texts):
+    with monkeypatch.context() as patch:
+        patch.setenv(embedding._PROCESSES_SWITCH, "0")
+        return emb._encode_batch(texts).numpy()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_size", [4, 64])
+def test_minilm_worker_processes_give_the_vectors_of_threads_and_encode(
+    minilm, worker_processes, monkeypatch, batch_size
+):
+    import threading
+
+    emb = clone(minilm).set_params(batch_size=batch_size)
+    model = emb._sentence_transformer()
+    expected = _reference_vectors(model, PIPELINE_TEXTS, batch_size)
+    on_threads = _threads_only(monkeypatch, emb, PIPELINE_TEXTS)
+    spy = _EncodeSpy(model, monkeypatch)
+    threads = threading.active_count()
+    got = emb._encode_batch(PIPELINE_TEXTS).numpy()
+    tokenizers = embedding._host_tokenizers(model)
+    assert tokenizers.calls == {"threads": 1, "processes": 1} and spy.calls == 0
+    assert threading.active_count() == threads  # the pipes' feeders and readers are gone
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, on_threads)
+    # the workers stay for the next call
+    workers, texts = tokenizers._workers.processes, SHORT_TEXTS[::-1]
+    expected = _reference_vectors(model, texts, batch_size)
+    np.testing.assert_array_equal(emb._encode_batch(texts).numpy(), expected)
+    assert tokenizers._workers.processes is workers and tokenizers.calls["processes"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "owner, setting, value",
+    [
+        ("tokenizer", "truncation_side", "left"),  # as loaded
+        ("tokenizer", "truncation_side", "right"),
+        ("tokenizer", "padding_side", "left"),
+        ("model", "max_seq_length", 8),
+    ],
+)
+def test_minilm_worker_processes_tokenize_as_the_threads_do(
+    minilm, worker_processes, monkeypatch, owner, setting, value
+):
+    emb = clone(minilm).set_params(batch_size=4)
+    model = emb._sentence_transformer()
+    monkeypatch.setattr(model if owner == "model" else model.tokenizer, setting, value)
+    tokenizers = embedding._host_tokenizers(model)
+    with tokenizers.worker_pool(model.device, len(PIPELINE_TEXTS)) as workers:
+        # two parts, on two workers, in the batch of 72
+        batches = [PIPELINE_TEXTS[:5], PIPELINE_TEXTS * 2, PIPELINE_TEXTS[5:]]
+        with embedding._WorkerCall(workers, tokenizers, batches, pinned=False) as call:
+            for number, batch in enumerate(batches):
+                got, expected = call.result(number), tokenizers.features(batch)
+                assert list(got) == list(expected)
+                for key in expected:
+                    assert embedding._same_tensor(got[key], expected[key]), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failure", ["no start", "hangs", "other tokens"])
+def test_minilm_falls_back_to_threads_when_workers_fail_at_start(
+    minilm, worker_processes, monkeypatch, caplog, failure
+):
+    emb = clone(minilm).set_params(batch_size=4)
+    model = emb._sentence_transformer()
+    if failure == "no start":
+        monkeypatch.setattr(embedding, "_WORKER_ARGS", ("-c", "raise SystemExit(3)"))
+    elif failure == "hangs":  # reads nothing, answers nothing
+        monkeypatch.setattr(embedding, "_WORKER_ARGS", ("-c", "import time; time.sleep(60)"))
+        monkeypatch.setattr(embedding, "_WORKER_TIMEOUT", 1.0)
+    else:  # workers that truncate elsewhere than the model: the probe must catch them
+        real = embedding._HostTokenizers.worker_config
+
+        def truncating_at_8(self):
+            config = embedding.json.loads(real(self))
+            tokenizer = embedding.json.loads(config["tokenizer"])
+            tokenizer["truncation"]["max_length"] = 8
+            config["tokenizer"] = embedding.json.dumps(tokenizer)
+            return embedding.json.dumps(config).encode()
+
+        monkeypatch.setattr(embedding._HostTokenizers, "worker_config", truncating_at_8)
+    expected = _reference_vectors(model, SHORT_TEXTS, 4)
+    with caplog.at_level("INFO", logger=embedding.__name__):
+        got = emb._encode_batch(SHORT_TEXTS).numpy()
+    assert "no tokenizing worker processes" in caplog.text
+    np.testing.assert_array_equal(got, expected)
+    tokenizers = embedding._host_tokenizers(model)
+    assert tokenizers.calls == {"threads": 1} and tokenizers._workers is False
+    emb._encode_batch(SHORT_TEXTS[:3])  # later calls do not try again
+    assert tokenizers.calls == {"threads": 2}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["mid-call", "between calls"])
+def test_minilm_falls_back_to_threads_when_a_worker_dies(
+    minilm, worker_processes, monkeypatch, caplog, when
+):
+    emb = clone(minilm).set_params(batch_size=4)
+    model = emb._sentence_transformer()
+    expected = _reference_vectors(model, SHORT_TEXTS, 4)
+    emb._encode_batch(SHORT_TEXTS[:8])
+    tokenizers = embedding._host_tokenizers(model)
+    processes = tokenizers._workers.processes
+    if when == "between calls":
+        processes[0].kill()
+        processes[0].wait()
+    else:  # killed as the third request goes out: its batch can only fail
+        real, sent = embedding.pack_texts, []
+
+        def killing(texts):
+            sent.append(texts)
+            if len(sent) == 3:
+                for process in processes:
+                    process.kill()
+                    process.wait()
+            return real(texts)
+
+        monkeypatch.setattr(embedding, "pack_texts", killing)
+    with caplog.at_level("INFO", logger=embedding.__name__):
+        got = emb._encode_batch(SHORT_TEXTS).numpy()
+    assert "tokenizing on host threads from now on" in caplog.text
+    np.testing.assert_array_equal(got, expected)
+    assert tokenizers.calls == {"processes": 1, "threads": 1} and tokenizers._workers is False
+    assert all(process.poll() is not None for process in processes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("end", ["owner collected", "dropped"])
+def test_minilm_worker_processes_end_with_their_owner(minilm, worker_processes, end):
+    import gc
+    import warnings
+
+    emb = clone(minilm).set_params(batch_size=4)
+    model = emb._sentence_transformer()
+    emb._encode_batch(SHORT_TEXTS[:8])
+    tokenizers = embedding._host_tokenizers(model)
+    processes = list(tokenizers._workers.processes)
+    assert len(processes) >= 2 and all(process.poll() is None for process in processes)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        if end == "dropped":
+            tokenizers.drop_workers("were dropped by a test")
+        else:  # the copies go with the model, or when its tokenizer settings change
+            del tokenizers
+            embedding._HOST_TOKENIZERS.clear()
+        gc.collect()
+    assert all(process.poll() == 0 for process in processes)  # ended at end of stdin, reaped
+    assert all(process.stdin.closed and process.stdout.closed for process in processes)
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_process_workers_only_on_cuda_for_large_calls_with_cores_to_spare(monkeypatch):
+    from types import SimpleNamespace
+
+    cuda, cpu = SimpleNamespace(type="cuda"), SimpleNamespace(type="cpu")
+    big = embedding._PROCESSES_MIN_TEXTS
+    monkeypatch.delenv(embedding._PROCESSES_SWITCH, raising=False)
+    monkeypatch.setattr(embedding, "_available_cores", lambda: 16)
+    assert embedding._process_workers(cuda, big) == 14  # two cores for the main thread, IO
+    monkeypatch.setattr(embedding, "_available_cores", lambda: 64)
+    assert embedding._process_workers(cuda, big) == embedding._MAX_PROCESSES == 16
+    monkeypatch.setattr(embedding, "_available_cores", lambda: 16)
+    assert embedding._process_workers(cuda, big - 1) == 0
+    assert embedding._process_workers(cpu, 10 * big) == 0
+    monkeypatch.setattr(embedding, "_available_cores", lambda: 6)
+    assert embedding._process_workers(cuda, big) == 4  # two cores for the main thread, IO
+    monkeypatch.setattr(embedding, "_available_cores", lambda: 3)
+    assert embedding._process_workers(cuda, big) == 0
+    monkeypatch.setenv(embedding._PROCESSES_SWITCH, "1")
+    assert embedding._process_workers(cpu, 1) == 2
+    monkeypatch.setenv(embedding._PROCESSES_SWITCH, "0")
+    monkeypatch.setattr(embedding, "_available_cores", lambda: 16)
+    assert embedding._process_workers(cuda, 10 * big) == 0
+
+
+def test_batches_are_cut_into_parts_of_similar_length():
+    batch = ["x" * 1000] + ["y" * 10] * 63
+    assert embedding._part_bounds(batch, 8) == [0, 1, 26, 64]  # the long text alone
+    assert embedding._part_bounds(["z"] * 64, 8) == [0, 16, 32, 48, 64]  # 16 texts at least
+    assert embedding._part_bounds(["z"] * 512, 8) == list(range(0, 513, 64))
+    assert embedding._part_bounds(["", "a"], 8) == [0, 2]
+
+
+def _tiny_tokenizer():
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "a": 3, "b": 4, "é": 5}
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tokenizer.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 1), ("[SEP]", 2)]
+    )
+    tokenizer.enable_truncation(4, direction="left")
+    return tokenizer
+
+
+def test_a_worker_answers_as_the_tokenizer_imports_no_torch_and_ends_with_its_stdin():
+    """The worker module alone, on a tiny tokenizer: no model, no torch (``-X importtime``
+    lists every module the worker imported)."""
+    import subprocess
+    import sys
+
+    from sklearn_lore import _tokenize_worker as worker
+
+    tokenizer = _tiny_tokenizer()
+    texts = ["a b", "", "b a x a b", "é a", "a " * 50]  # x: unknown; cut from the left
+    config = {"tokenizer": tokenizer.to_str(), "encode_special_tokens": False, "type_ids": True}
+    process = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "sklearn_lore._tokenize_worker"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+    )
+    try:
+        worker.write_frame(process.stdin, embedding.json.dumps(config).encode())
+        worker.write_frame(process.stdin, *worker.pack_texts(texts))
+        got = worker.unpack_tokens(worker.read_frame(process.stdout), type_ids=True)
+        worker.write_frame(process.stdin, *worker.pack_texts(["\ud800"]))  # not UTF-8
+        with pytest.raises(worker.WorkerError, match="TypeError|Exception"):
+            worker.unpack_tokens(worker.read_frame(process.stdout), type_ids=True)
+        process.stdin.close()
+        assert process.wait(timeout=30) == 0
+        imports = process.stderr.read().decode()
+    finally:
+        for stream in (process.stdin, process.stdout, process.stderr):
+            stream.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    for array, expected in zip(got, worker.tokenize(tokenizer, texts, type_ids=True)):
+        np.testing.assert_array_equal(array, expected)
+    assert got[0].tolist() == [4, 2, 4, 4, 4]
+    modules = {line.split("|")[-1].strip().split(".")[0] for line in imports.splitlines()}
+    assert {"numpy", "tokenizers"} <= modules
+    assert not modules & {"torch", "pandas", "sklearn", "scipy", "transformers"}
+    assert "sklearn_lore.embedding" not in imports
+
+
+def test_worker_frames_round_trip():
+    import io
+
+    from sklearn_lore import _tokenize_worker as worker
+
+    texts = ["", "plain", "Ünïcödé\ttabs\nlines", "\ud83d\ude00 and a lone \udc80", "😀"]
+    stream = io.BytesIO()
+    worker.write_frame(stream, *worker.pack_texts(texts))
+    worker.write_frame(stream, *worker.pack_error("it broke"))
+    stream.seek(0)
+    assert worker.unpack_texts(worker.read_frame(stream)) == texts
+    with pytest.raises(worker.WorkerError, match="it broke"):
+        worker.unpack_tokens(worker.read_frame(stream), type_ids=False)
+    assert worker.read_frame(stream) is None  # the end, between frames
+    truncated = io.BytesIO(stream.getvalue()[:-3])
+    worker.read_frame(truncated)
+    with pytest.raises(worker.WorkerError, match="inside a frame"):
+        worker.read_frame(truncated)
+
+
 # --------------------------------------------------------------------------- CUDA
 
 
@@ -1036,9 +1308,14 @@ def test_minilm_on_cuda_uses_float16_and_matches_cpu(cuda):
 
 
 @pytest.mark.cuda
-def test_minilm_pipelined_loop_matches_encode_on_cuda(cuda, monkeypatch):
+@pytest.mark.parametrize("path", ["threads", "processes"])
+def test_minilm_pipelined_loop_matches_encode_on_cuda(cuda, path, monkeypatch):
+    """The pipelined loop on a GPU, tokenizing on host threads or (forced) in worker
+    processes: the vectors of ``model.encode``, left on the device."""
     import torch
 
+    monkeypatch.setenv(embedding._PROCESSES_SWITCH, "1" if path == "processes" else "0")
+    monkeypatch.setattr(embedding, "_HOST_TOKENIZERS", embedding.weakref.WeakKeyDictionary())
     emb = SentencePairEmbedder(_minilm_source(), device=cuda, batch_size=4)
     model = emb._sentence_transformer()
     expected = model.encode(
@@ -1048,6 +1325,7 @@ def test_minilm_pipelined_loop_matches_encode_on_cuda(cuda, monkeypatch):
     spy = _EncodeSpy(model, monkeypatch)
     got = emb._encode_batch(PIPELINE_TEXTS)
     assert spy.calls == 0 and got.device.type == "cuda"
+    assert embedding._host_tokenizers(model).calls == {path: 1}
     torch.testing.assert_close(got, expected)
 
 

@@ -3,11 +3,11 @@
 # scikit-learn, pandas and pytest but not this package: installs nothing.
 #   here, once:   python benchmarks/prepare_gpu_carry.py      (fp16 MiniLM -> .carry/)
 #   device tool:  run(command="bash benchmarks/gpu_check.sh $OUT", carry=[".carry"],
-#                     timeout_s=560)
+#                     timeout_s=600)
 # Writes four files to OUT_DIR (the device tool brings back only a few): gpu.txt (card and
 # versions), tests.log (the CUDA tests and every step's output), summary.md (every
 # report's table) and results.tar.gz (the reports, markdown and json: fit_gpu,
-# profile_gpu, profile_eager, profile_fold_in, embed_gpu, embed_threads).
+# profile_gpu, profile_eager, profile_fold_in, micro_gpu, embed_gpu, embed_threads).
 set -uo pipefail
 final=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$final"
@@ -20,9 +20,9 @@ status=0
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
 python3 -c "import torch, sklearn, sentence_transformers as s; print('torch', torch.__version__, 'sklearn', sklearn.__version__, 'sentence-transformers', s.__version__)" >> "$out/gpu.txt" 2>&1
 
-# every step has its own limit (about 9 minutes together; the whole script took 239 and 290 s
+# every step has its own limit (9.4 minutes together; the whole script took 239 and 290 s
 # on H200 machines in runs 4 and 5), so that a 15-minute device budget leaves room for a rerun
-# (timeout_s=560)
+# (timeout_s=600)
 # CUDA tests and the backend contract (torch on CUDA vs numpy)
 timeout 100 python3 -m pytest -q -p no:cacheprovider -m cuda \
     tests/test_estimator.py tests/test_embedding.py > "$out/tests.log" 2>&1 || status=1
@@ -48,6 +48,10 @@ SKLEARN_LORE_CUDA_GRAPHS=0 timeout 40 python3 benchmarks/profile_fit.py --device
 # where a fold-in's time goes on this machine, and the host projection's routes
 timeout 40 python3 benchmarks/profile_fold_in.py --device cuda --out "$out/profile_fold_in" \
     >> "$out/tests.log" 2>&1 || status=1
+
+# what a sync, a launch, a d x d copy to the host, eigh and an inverse cost on this card
+timeout 40 python3 benchmarks/micro_gpu.py --out "$out/micro_gpu" >> "$out/tests.log" 2>&1 \
+    || status=1
 
 # embedding throughput against the raw model forward (fp16, 64 tokens)
 timeout 60 python3 benchmarks/bench_embed.py --model "$SKLEARN_LORE_MINILM_DIR" \

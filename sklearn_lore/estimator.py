@@ -669,7 +669,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     def _gpu_backend(self):
         """The torch backend when the fit will run on a CUDA device, else None."""
         be = resolve_backend(self.backend, self.device)
-        return be if getattr(be, "device_", None) is not None and be.device_.type == "cuda" else None
+        on_cuda = getattr(be, "device_", None) is not None and be.device_.type == "cuda"
+        return be if on_cuda else None
 
     def _to_gpu(self, be, Z):
         """Training rows on the device, checked there: finite, and within the range of

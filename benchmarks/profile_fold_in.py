@@ -30,6 +30,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import write_report  # noqa: E402
+from bench_predict_latency import median_call  # noqa: E402
 
 import sklearn_lore.estimator as estimator_module  # noqa: E402
 from sklearn_lore import LowRankRewardEstimator, _solver  # noqa: E402
@@ -73,16 +74,6 @@ def _timed_steps(device, seconds):
     return originals
 
 
-def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
 def projection_routes(Z, V, device, repeats):
     """Milliseconds of Z @ V by each route (host rows in, host (n, B) out)."""
     routes = {"row blocks (the estimator's)": lambda: matmul_rows(Z, V),
@@ -122,7 +113,8 @@ def projection_routes(Z, V, device, repeats):
     rows = []
     for name, fn in routes.items():
         err = float(np.max(np.abs(fn() - reference)))
-        rows.append({"route": name, "ms": median_ms(fn, repeats), "max abs error": err})
+        rows.append({"route": name, "ms": 1e3 * median_call(fn, repeats),
+                     "max abs error": err})
     return rows
 
 

@@ -596,22 +596,6 @@ def _direction(be, g, pairs, Sg, precond):
     return d, gd, np.inf
 
 
-def _two_loop(be, g, pairs, precond):
-    """H g for pairs ``[(s, y, rho)]`` (arrays shaped as g): :func:`_direction` with the
-    inner products computed here (for tests and callers holding plain pairs)."""
-    memory = _Pairs(be, max(len(pairs), 1))
-    flat = g.reshape(-1)
-    for s_vec, y_vec, _ in pairs:
-        s_vec, y_vec = s_vec.reshape(-1), y_vec.reshape(-1)
-        stacks = memory.stacks()
-        held = ([] if stacks is None else [stacks[1] @ s_vec, stacks[0] @ y_vec])
-        host = be.read(be.dot(s_vec, y_vec), *held)
-        n = len(memory)
-        memory.add(s_vec, y_vec, host[0], host[1:1 + n], host[1 + n:1 + 2 * n])
-    Sg = be.read(memory.stacks()[0] @ flat) if pairs else np.zeros(0)
-    return -_direction(be, g, memory, Sg, precond)[0]
-
-
 # ---------------------------------------------------------------------------
 # alternating minimization
 
@@ -683,7 +667,7 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
             value = value + 0.5 * lam * be.sum(mu * mu)
             gmu = lam * (rows.n_groups * mu - be.sum(theta, axis=0)) + lam * mu
             g = be.concat_rows(g, gmu)
-        return value / rows.s_total, g / rows.s_total, dict(theta=theta, hess=hess, F=F)
+        return value / rows.s_total, g / rows.s_total, {"theta": theta, "hess": hess, "F": F}
 
     x0 = be.asarray(V0)
     if optimize_mu:

@@ -332,6 +332,21 @@ def _plain_two_loop(g, pairs, precond):
     return q
 
 
+def _two_loop(be, g, pairs, precond):
+    """H g for plain pairs ``[(s, y, rho)]`` through the solver's memory (inner products
+    computed here, as L-BFGS reads them with the objective) and `_solver._direction`."""
+    memory = _solver._Pairs(be, max(len(pairs), 1))
+    for s_vec, y_vec, _ in pairs:
+        s_vec, y_vec = s_vec.reshape(-1), y_vec.reshape(-1)
+        stacks = memory.stacks()
+        held = [] if stacks is None else [stacks[1] @ s_vec, stacks[0] @ y_vec]
+        host = be.read(be.dot(s_vec, y_vec), *held)
+        n = len(memory)
+        memory.add(s_vec, y_vec, host[0], host[1:1 + n], host[1 + n:1 + 2 * n])
+    Sg = be.read(memory.stacks()[0] @ g.reshape(-1)) if pairs else np.zeros(0)
+    return -_solver._direction(be, g, memory, Sg, precond)[0]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("m", [0, 1, 3, 10])
 def test_batched_two_loop_gives_the_textbook_direction(backend, m):
@@ -357,7 +372,7 @@ def test_batched_two_loop_gives_the_textbook_direction(backend, m):
         return (Pb @ q.reshape(-1)).reshape(shape)
 
     pairs = [(be.asarray(s_vec), be.asarray(y_vec), rho) for s_vec, y_vec, rho in pairs_np]
-    got = _to_numpy(_solver._two_loop(be, be.asarray(g), pairs, precond))
+    got = _to_numpy(_two_loop(be, be.asarray(g), pairs, precond))
     np.testing.assert_allclose(got, _plain_two_loop(g, pairs_np, precond_np), rtol=1e-10,
                                atol=1e-12)
 

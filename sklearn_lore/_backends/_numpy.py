@@ -75,7 +75,7 @@ class NumpyBackend:
         return np.sum(a, axis=axis)
 
     def abs_max(self, a):
-        return float(np.max(np.abs(a))) if a.size else 0.0
+        return float(self.abs_max_array(a))
 
     def abs_max_array(self, a):
         """max |a| (a backend scalar; 0 for an empty array)."""

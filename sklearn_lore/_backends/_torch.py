@@ -186,7 +186,7 @@ class TorchBackend:
         return a.sum() if axis is None else a.sum(dim=axis)
 
     def abs_max(self, a):
-        return float(a.abs().max()) if a.numel() else 0.0
+        return float(self.abs_max_array(a))
 
     def abs_max_array(self, a):
         """max |a| as a 0-d device tensor (no host sync; 0 for an empty tensor)."""

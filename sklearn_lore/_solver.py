@@ -559,7 +559,9 @@ class _Pairs:
 
 
 def _direction(be, g, pairs, Sg, precond):
-    """The L-BFGS direction d = -H g by the two-loop recursion, ``g . d`` and max |d|.
+    """The L-BFGS direction d = -H g by the two-loop recursion, ``g . d`` and max |d|
+    (read for a bare preconditioned gradient only, where the step length needs it;
+    inf otherwise).
 
     Each loop's coefficient depends on the previous ones only through inner products
     of the stored pairs with each other (``pairs.SY``, on the host) and with g (``Sg``,

@@ -193,7 +193,7 @@ def bench_fold_in(args):
             # runs it on the host by default: estimator._HOST_FOLD_IN_ROWS)
             variants.append(("sklearn_lore, user step on the card", fresh, on_the_card(fold)))
         for label, setup, call in variants:
-            repeats = args.repeats if label.startswith("sklearn_lore") else 1
+            repeats = args.fold_in_repeats if label.startswith("sklearn_lore") else 1
             seconds, est = (timed(call, args.device, repeats, setup=setup) if repeats > 1
                             else _once(call, args.device, setup=setup))
             acc = float(np.mean(est.predict(X[test], user_ids=users[test]) == y[test]))
@@ -235,6 +235,9 @@ def main(argv=None):
     p.add_argument("--fold-in-users", type=int, default=500)
     p.add_argument("--fold-in-shots", type=int, default=10)
     p.add_argument("--fold-in-rank", type=int, default=8)
+    p.add_argument("--fold-in-repeats", type=int, default=15,
+                   help="timed fold-ins of ours (median; a fold-in takes milliseconds, "
+                        "so a median of a few moves with the machine's noise)")
     p.add_argument("--fold-in-base-users", type=int, default=2000,
                    help="users whose pairs fit the basis before the fold-in (a rank-8 basis "
                         "in d=384 is not learnable from a few hundred users)")

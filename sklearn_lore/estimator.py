@@ -323,7 +323,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 f"user_ids has {ids.shape[0]} entries but X has {n_samples} rows; "
                 "give one user id per row."
             )
-        missing = pd.isna(pd.Series(ids, dtype=object)).to_numpy()
+        missing = pd.isna(ids)
         if missing.any():
             raise ValueError(
                 f"user_ids contains missing values (None or NaN) at row {int(np.argmax(missing))}; "
@@ -415,7 +415,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"y must be 1-d with one label per row of X ({n_samples}); got shape {y.shape}."
             )
-        check_classification_targets(y)
+        if y.dtype.kind not in "biu":  # integer labels are always class labels
+            check_classification_targets(y)
         sw = _check_sample_weight(sample_weight, Z, dtype=np.float64, ensure_non_negative=True)
         return y, sw
 
@@ -454,11 +455,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Ids of one Python type come back as a typed numpy array (int or str);
         mixed types stay an object array so that 1 and "1" remain different users.
         """
-        series = pd.Series(ids, dtype=object)
+        ids = np.asarray(ids, dtype=object)
         try:
-            codes, uniques = pd.factorize(series, sort=True)
+            codes, uniques = pd.factorize(ids, sort=True)
         except TypeError:
-            codes, uniques = pd.factorize(series, sort=False)
+            codes, uniques = pd.factorize(ids, sort=False)
         values = list(uniques)
         kinds = {type(v) for v in values}
         users = np.fromiter(values, dtype=object, count=len(values))

@@ -147,3 +147,23 @@ def test_torch_asarray_takes_tensors_without_a_host_trip():
     assert from_tensor.dtype == torch.float64 and from_tensor.device == be.device_
     assert torch.equal(from_tensor, be.asarray(a))
     assert be.asarray(torch.ones(2, dtype=torch.float32)).dtype == torch.float64
+
+
+def test_torch_available_asks_the_module_finder_once(monkeypatch):
+    """Every fit and fold-in resolves a backend: the finder (a disk search) is asked
+    once per process, and an imported torch answers without it."""
+    import importlib.util
+    import sys
+    import types
+
+    monkeypatch.setattr(backends, "_TORCH_FOUND", None)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    asked = []
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: asked.append(name) or None)
+    assert backends.torch_available() is False
+    assert backends.torch_available() is False
+    assert asked == ["torch"]
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
+    assert backends.torch_available() is True
+    assert asked == ["torch"]

@@ -161,10 +161,26 @@ def test_one_class(problem):
         LowRankRewardEstimator(2).fit(X, np.ones_like(y), user_ids=users)
 
 
-def test_continuous_y(problem):
+@pytest.mark.parametrize("method", FIT_LIKE)
+def test_continuous_y(method, problem, fitted):
     X, _, users = problem
     with pytest.raises(ValueError, match="Unknown label type: continuous"):
-        LowRankRewardEstimator(2).fit(X, np.linspace(0, 1, len(X)), user_ids=users)
+        call(fresh(method, fitted, problem), method, X, np.linspace(0, 1, len(X)),
+             user_ids=users)
+
+
+@pytest.mark.parametrize("method", FIT_LIKE)
+@pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.float64])
+def test_integer_labels_of_three_classes(method, dtype, problem, fitted):
+    """Integer labels skip scikit-learn's label-type scan (they are always class
+    labels); a third class is still refused, as it is for float labels."""
+    X, y, users = problem
+    y3 = (np.arange(len(y)) % 3).astype(dtype)
+    # fit sees three classes; the updates know the classes [0, 1] already
+    match = ("Only binary classification is supported" if method == "fit"
+             else r"y contains labels \[2(\.0)?\] unseen in the classes \[0, 1\]")
+    with pytest.raises(ValueError, match=match):
+        call(fresh(method, fitted, problem), method, X, y3, user_ids=users)
 
 
 @pytest.mark.parametrize("method", FIT_LIKE + PREDICT_LIKE + ["score"])

@@ -8,11 +8,26 @@ each backend module implements them with its own arrays (``_numpy.NumpyBackend``
 import re
 
 
-def torch_available():
-    """Whether torch can be imported (without importing it twice)."""
-    import importlib.util
+_TORCH_FOUND = None
 
-    return importlib.util.find_spec("torch") is not None
+
+def torch_available():
+    """Whether torch can be imported (without importing it).
+
+    Asked on every fit, fold-in and prediction that resolves a backend: the finder's
+    answer is kept (a module search touches the disk), and an imported torch answers
+    at once.
+    """
+    global _TORCH_FOUND
+    import sys
+
+    if "torch" in sys.modules:
+        return True
+    if _TORCH_FOUND is None:
+        import importlib.util
+
+        _TORCH_FOUND = importlib.util.find_spec("torch") is not None
+    return _TORCH_FOUND
 
 
 def cuda_available():

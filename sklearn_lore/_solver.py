@@ -947,8 +947,8 @@ def fit_inverse_temperature(t, y, s, bounds=(0.05, 20.0)):
 # streaming curvature
 
 
-def kron_curvature(F, s, W_rows, gram, be=None):
-    """Kronecker factors (A, S) of the basis-block Hessian of one batch (numpy).
+def kron_curvature(F, s, W_rows, gram):
+    """Kronecker factors (A, S) of the basis-block Hessian of one batch.
 
     The exact Hessian is sum_i c_i (z_i z_i^T) (x) (w_i w_i^T) with
     c_i = s_i p_i (1 - p_i); it is approximated by A (x) S with
@@ -957,17 +957,16 @@ def kron_curvature(F, s, W_rows, gram, be=None):
     total curvature (saving a second Gram pass); ``F = Z V`` gives the logits.
     Applying A (x) S to a (d, B) matrix D costs A D S. Returned with the batch's
     total curvature (the weight used when factors of several batches are merged).
-    With ``be``, ``gram`` is that backend's array: rescaled where it lives (a GPU) and
-    copied to the host once. Returns ``(A, S, total)`` in numpy and A where ``gram``
-    lives (the same array for numpy).
+    Returns ``(A, S, total)``: A (d, d) where ``gram`` lives (a backend array: on a
+    GPU it stays there, the d x d copy to the host is left to whoever needs it), S
+    (B, B) numpy.
     """
     p = expit(np.einsum("nb,nb->n", F, W_rows))
     c = s * p * (1.0 - p)
     total = float(c.sum())
-    A_where = gram * gram_scale(s, total)
-    A = A_where if be is None else be.to_numpy(A_where)
+    A = gram * gram_scale(s, total)
     S = (W_rows.T @ (c[:, None] * W_rows)) / max(total, 1e-300)
-    return (A, S, total), A_where
+    return A, S, total
 
 
 def gram_scale(s, total):
@@ -998,7 +997,8 @@ def basis_leverage(be, Z, A, S, alpha):
 
 
 def add_kron_curvature(old, new):
-    """Merge two batches' factors: A adds up, S is the curvature-weighted mean."""
+    """Merge two batches' factors: A adds up, S is the curvature-weighted mean (the
+    two A of the same kind: numpy, or arrays of one backend)."""
     A0, S0, c0 = old
     A1, S1, c1 = new
     total = c0 + c1

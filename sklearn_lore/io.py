@@ -175,6 +175,8 @@ class _Writer:
                 f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}; sklearn_lore.save "
                 f"stores only these classes: {sorted(_CLASSES)}. Use pickle or joblib for others."
             )
+        if hasattr(obj, "_state_to_host"):  # a GPU fit's state, as numpy arrays
+            obj._state_to_host()
         params = obj.get_params(deep=False)
         if name == "sklearn.pipeline.Pipeline" and params["memory"] is not None:
             raise TypeError(

@@ -250,6 +250,48 @@ class BackendContract:
         assert np.all(np.isfinite(est.predict_proba(X, user_ids=users)))
 
 
+    def test_stream_curvature_stays_where_it_was_fitted_until_needed(self, data, tmp_path):
+        """The d x d basis curvature kept for streaming is not copied to the host by
+        fit (on a GPU that copy was a tenth of the fit); pickling, copying and saving
+        give numpy, a stream continued with the same backend keeps it where it is, and
+        one continued with numpy takes it to the host: the same model either way."""
+        import copy
+
+        from sklearn_lore import load, save
+        from sklearn_lore._backends import resolve_backend
+
+        X, y, users = data
+        first, later = np.arange(len(y)) < 1200, np.arange(len(y)) >= 1200
+        est = self.make().fit(X[first], y[first], user_ids=users[first])
+        be = resolve_backend(self.params["backend"], self.params.get("device"))
+        A = est._stream_curvature[0]
+        if be.name == "torch":
+            import torch
+
+            assert isinstance(A, torch.Tensor) and A.device.type == be.device_.type
+        host_A = np.array(be.to_numpy(A))
+        pickled = pickle.loads(pickle.dumps(est))
+        for other in (pickled, copy.deepcopy(est)):
+            assert isinstance(other._stream_curvature[0], np.ndarray)
+            np.testing.assert_array_equal(other._stream_curvature[0], host_A)
+        assert est._stream_curvature[0] is A  # pickling copied, it did not move it
+
+        on_host = pickled.set_params(backend="numpy", device="cpu")
+        for model in (est, on_host):
+            model.partial_fit(X[later], y[later], user_ids=users[later])
+        assert isinstance(on_host._stream_curvature[0], np.ndarray)
+        if be.name == "torch":
+            assert isinstance(est._stream_curvature[0], torch.Tensor)
+        np.testing.assert_allclose(est.predict_proba(X, user_ids=users),
+                                   on_host.predict_proba(X, user_ids=users), atol=1e-3)
+        np.testing.assert_allclose(be.to_numpy(est._stream_curvature[0]),
+                                   on_host._stream_curvature[0], rtol=1e-3, atol=1e-6)
+
+        save(est, tmp_path / "model.lore")
+        assert isinstance(est._stream_curvature[0], np.ndarray)  # saving took it to the host
+        np.testing.assert_array_equal(load(tmp_path / "model.lore")._stream_curvature[0],
+                                      est._stream_curvature[0])
+
     def test_gram_and_spd_solver_match_dense_algebra(self, data):
         from sklearn_lore._backends import resolve_backend
 

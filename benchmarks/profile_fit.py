@@ -2,8 +2,9 @@
 
 Wraps the solver's phases (row layout and transfer to the device, spectral start,
 alternating fit and its L-BFGS basis steps, empirical-Bayes prior, cross-fit, basis
-leverage) and the estimator's own steps (input checks, curvature and temperatures) with timers that synchronize the GPU at their edges, fits
-``LowRankRewardEstimator`` once to warm up and once measured, and prints a table.
+leverage) and the estimator's own steps (input checks, curvature and temperatures)
+with timers that synchronize the GPU at their edges, fits ``LowRankRewardEstimator``
+once to warm up and once measured, and prints a table.
 With ``--count-ops`` (torch backend) a second fit counts the torch operations (views,
 which launch nothing, excluded) and host syncs each phase dispatches; the seconds come
 from the first fit, which runs without the counter's hook. On a GPU a small operation
@@ -22,8 +23,6 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

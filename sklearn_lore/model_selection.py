@@ -574,8 +574,11 @@ def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unsee
     ...                                       n_features=8, random_state=0)
     >>> curve = fewshot_curve(LowRankRewardEstimator(n_components=3, random_state=0),
     ...                       X, y, users, shots=(0, 5), n_train_pairs=20)
-    >>> curve[["group", "shots", "n_users", "n_pairs"]].to_string(index=False)
-    ' group  shots  n_users  n_pairs\\n  seen     20       32      320\\nunseen      0        8       80\\nunseen      5        8       80'
+    >>> print(curve[["group", "shots", "n_users", "n_pairs"]].to_string(index=False))
+     group  shots  n_users  n_pairs
+      seen     20       32      320
+    unseen      0        8       80
+    unseen      5        8       80
     """
     ids, in_column = _ids_from(X, user_ids, user_col)
     y = np.asarray(y)

@@ -1277,7 +1277,8 @@ def cuda():
 
 
 def _minilm_source():
-    """The MiniLM folder: SKLEARN_LORE_MINILM_DIR (a carried copy on a GPU machine) or the package."""
+    """The MiniLM folder: SKLEARN_LORE_MINILM_DIR (a carried copy on a GPU machine) or
+    the package."""
     import os
 
     path = os.environ.get("SKLEARN_LORE_MINILM_DIR")

@@ -22,7 +22,8 @@ def _checked_estimators():
     # check that weights of 2 equal duplicated rows holds only to ~1e-4 there. The
     # simplex variant's behaviour is tested below instead of listing an expected
     # failure.
-    estimators = [LowRankRewardEstimator(), LowRankRewardEstimator(2, alpha=0.5, prior_strength=2.0, tol=1e-8)]
+    estimators = [LowRankRewardEstimator(),
+                  LowRankRewardEstimator(2, alpha=0.5, prior_strength=2.0, tol=1e-8)]
     if torch_available():
         estimators.append(LowRankRewardEstimator(3, backend="torch", device="cpu", tol=1e-7))
     return estimators

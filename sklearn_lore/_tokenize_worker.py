@@ -99,7 +99,9 @@ def tokenize(backend, texts, type_ids):
     ends), ``type_ids`` likewise, or is None when not asked for. `backend` is a
     ``tokenizers.Tokenizer`` that truncates as wanted and does not pad.
     """
-    encodings = backend.encode_batch(texts)
+    # without the character offsets (tokenizers >= 0.20): the same ids, 10% less time
+    encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+    encodings = encode(texts)
     rows = [encoding.ids for encoding in encodings]
     lengths = np.fromiter(map(len, rows), np.int64, len(rows))
     total = int(lengths.sum())

@@ -1374,3 +1374,22 @@ def test_encoders_that_cannot_be_weak_referenced_are_not_kept_forever():
     assert first.cache_info().currsize == 0  # evicted: its vectors went with it
     pd.testing.assert_frame_equal(first.transform(df), outputs[0])
     assert first.cache_info().misses > 0
+
+
+def test_tokenize_takes_the_fast_batch_encoder_when_the_tokenizer_has_it():
+    """``encode_batch_fast`` (tokenizers >= 0.20, no character offsets) gives the ids
+    and type ids of ``encode_batch``; a tokenizer without it is read the old way."""
+
+    from sklearn_lore import _tokenize_worker as worker
+
+    class OldTokenizer:  # only what tokenizers < 0.20 offers
+        def __init__(self, backend):
+            self.encode_batch = backend.encode_batch
+
+    tokenizer = _tiny_tokenizer()
+    texts = ["a b", "", "b a x a b", "é a", "a " * 50]
+    fast = worker.tokenize(tokenizer, texts, type_ids=True)
+    old = worker.tokenize(OldTokenizer(tokenizer), texts, type_ids=True)
+    for a, b in zip(fast, old):
+        np.testing.assert_array_equal(a, b)
+    assert fast[0].tolist() == [4, 2, 4, 4, 4]

@@ -90,19 +90,19 @@ def ours(args, **kw):
                                   random_state=0, **kw)
 
 
-def _eager(fit):
-    """``fit()`` with the user step's CUDA graphs switched off (the comparison line)."""
-    import os
-
-    previous = os.environ.get("SKLEARN_LORE_CUDA_GRAPHS")
-    os.environ["SKLEARN_LORE_CUDA_GRAPHS"] = "0"
+def _with_env(name, value, fit):
+    """``fit()`` with the environment variable ``name`` set to ``value`` (the comparison
+    lines: SKLEARN_LORE_CUDA_GRAPHS=0 for eager user steps, SKLEARN_LORE_OVERLAP=0 for
+    side tasks run in turn); restored after."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
     try:
         return fit()
     finally:
         if previous is None:
-            del os.environ["SKLEARN_LORE_CUDA_GRAPHS"]
+            del os.environ[name]
         else:
-            os.environ["SKLEARN_LORE_CUDA_GRAPHS"] = previous
+            os.environ[name] = previous
 
 
 def published(args):
@@ -127,8 +127,14 @@ def bench_fit(args):
                lambda: ours(args, shrinkage=1.0, calibrate=False).fit(Xtr, ytr, user_ids=utr)),
               ("published (vectorized Adam)", lambda: published(args).fit(Xtr, ytr, user_ids=utr))]
     if args.device and str(args.device).startswith("cuda"):
-        models.insert(1, ("sklearn_lore, eager user steps (no CUDA graphs)",
-                          lambda: _eager(lambda: ours(args).fit(Xtr, ytr, user_ids=utr))))
+        models[1:1] = [
+            ("sklearn_lore, eager user steps (no CUDA graphs)",
+             lambda: _with_env("SKLEARN_LORE_CUDA_GRAPHS", "0",
+                               lambda: ours(args).fit(Xtr, ytr, user_ids=utr))),
+            ("sklearn_lore, side tasks in turn (no overlap)",
+             lambda: _with_env("SKLEARN_LORE_OVERLAP", "0",
+                               lambda: ours(args).fit(Xtr, ytr, user_ids=utr))),
+        ]
     if args.loop:
         models.append(("published (per-user loop)",
                        lambda: published(args).set_params(per_user_loop=True).fit(
@@ -252,6 +258,11 @@ def main(argv=None):
     info = machine(args.device)
     fit_rows = bench_fit(args)
     fold_rows = bench_fold_in(args)
+    if args.device and args.device.startswith("cuda"):
+        from sklearn_lore._backends._torch import GRAPH_ERRORS, SIDE_TASK_ERRORS
+
+        # what fell back: a failed capture runs eagerly, a failed side task in turn
+        info.update(graph_errors=list(GRAPH_ERRORS), side_task_errors=list(SIDE_TASK_ERRORS))
     text = to_markdown(fit_rows, fold_rows, args, info)
     write_report(args.out, text,
                  {"machine": info, "args": vars(args), "fit": fit_rows, "fold_in": fold_rows})

@@ -10,7 +10,8 @@ which launch nothing, excluded) and host syncs each phase dispatches; the second
 from the first fit, which runs without the counter's hook. On a GPU a small operation
 costs a kernel launch, so the count bounds the time the solver can take however fast
 the card is. Nested phases (the cross-fit runs its own alternating fit) are counted in
-both.
+both. Side tasks run in turn here (SKLEARN_LORE_OVERLAP=0): ``bench_fit.py`` times the
+fit with and without them overlapping.
 
     python benchmarks/profile_fit.py --n-users 200 --n-features 384     # numpy
     python benchmarks/profile_fit.py --device cuda --n-users 1000 --n-features 4096 \\
@@ -20,6 +21,7 @@ both.
 import argparse
 import collections
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,11 +34,13 @@ from sklearn_lore import LowRankRewardEstimator, _solver  # noqa: E402
 from sklearn_lore.datasets import make_preference_data  # noqa: E402
 
 PHASES = ["make_rows", "spectral_init", "fit_alternating", "_kron_preconditioner", "lbfgs",
-          "empirical_bayes_prior", "crossfit_shrinkage", "basis_leverage", "user_step",
-          "kron_curvature"]
+          "empirical_bayes_prior", "crossfit_refits", "crossfit_shrinkage", "basis_leverage",
+          "user_step", "kron_curvature"]
 # the estimator's own steps around the solver: input checks (the rows' finiteness scan),
-# and the curvature and temperatures fitted after the basis (the leverage inside)
-ESTIMATOR_PHASES = ["_validate_X", "_validate_y", "_fit_curvature_and_temperature"]
+# the side work (the cross-fit's refits and the Gram matrix's eigen-decomposition), and
+# the curvature and temperatures fitted after the basis (the leverage inside)
+ESTIMATOR_PHASES = ["_validate_X", "_validate_y", "_side_work",
+                    "_fit_curvature_and_temperature"]
 
 
 def _sync(device):
@@ -85,6 +89,10 @@ def _to_host(func, args, out):
 
 
 def profile(args):
+    # phases one after another: a side task on its own thread (SKLEARN_LORE_OVERLAP, on
+    # by default on a GPU) would run its phases under the main thread's timers and outside
+    # the operation counter (a dispatch mode is per thread); bench_fit.py times both ways
+    os.environ["SKLEARN_LORE_OVERLAP"] = "0"
     X, y, users, _ = make_preference_data(
         n_users=args.n_users, n_pairs_per_user=args.n_pairs, n_features=args.n_features,
         n_components=args.n_components, random_state=0,
@@ -171,8 +179,6 @@ def main(argv=None):
     device = args.device or "cpu (numpy)"
     graphs = ""
     if args.device and args.device.startswith("cuda"):
-        import os
-
         import torch
 
         from sklearn_lore._backends._torch import GRAPH_ERRORS

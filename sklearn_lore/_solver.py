@@ -13,7 +13,7 @@ clean arrays of that backend: validation happened at the estimator's boundary.
   data each) until the relative objective change falls below ``tol``.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from sklearn.utils import check_random_state
@@ -760,7 +760,7 @@ def _rank_within(groups, keys):
 def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
                        grid=SHRINKAGE_GRID, shots=(5, 10, 20), n_splits=5,
                        min_held_users=60, max_iter=100, tol=1e-3, random_state=None,
-                       gram=None):
+                       gram=None, refits=None):
     """Scale of the new-user prior precision, chosen on held-out users (cross-fitting).
 
     The empirical-Bayes spread of the fitted users' weights is estimated with the
@@ -790,30 +790,24 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     ``gram``, the full data's Gram matrix Z^T diag(s / 4) Z (the fit's, numpy or a backend array),
     gives each refit its own by subtracting the held-out rows' part: a pass over
     the held-out rows instead of the training ones. It holds no labels.
+    ``refits``: the folds' refitted bases (:func:`crossfit_refits` with the same
+    arguments) when they were computed already, for instance alongside the main fit;
+    they do not depend on ``V``'s values or on ``P``.
 
     Returns ``(c, table, temperature)`` with ``table`` mapping each c to its held-out
     log-loss and ``temperature`` the one fitted to the held-out users' logits under c
     (the calibration of adapted new users), or ``(1.0, {}, None)`` when there are too
     few users to split.
     """
-    keys = _content_keys(be, Z, y)
-    counts = np.bincount(groups, minlength=n_groups)
-    user_keys = np.bincount(groups, weights=keys, minlength=n_groups)
-    user_rank = np.empty(n_groups, dtype=np.intp)
-    user_rank[np.argsort(user_keys, kind="stable")] = np.arange(n_groups)
-    fold = user_rank % n_splits
-    if n_groups < 2 * n_splits or (counts >= 2).sum() < n_splits:
+    if refits is None:
+        refits = crossfit_refits(be, Z, y, s, groups, n_groups, V.shape[1], kind, alpha, lam,
+                                 n_splits=n_splits, min_held_users=min_held_users,
+                                 max_iter=max_iter, tol=tol, random_state=random_state,
+                                 gram=gram)
+    if not refits.folds:
         return 1.0, {}, None
-    per_fold = max(n_groups // n_splits, 1)
-    n_folds = min(n_splits, -(-min_held_users // per_fold))
-    folds = [
-        _crossfit_fold(be, Z, y, s, groups, held, keys, V.shape[1], P, kind, alpha, lam, grid,
-                       shots, max_iter, tol, random_state, gram)
-        for held in (((fold == f) & (counts >= 2))[groups] for f in range(n_folds))
-        if held.any()
-    ]
-    if not folds:
-        return 1.0, {}, None
+    folds = [_crossfit_scores(be, y, s, groups, fold, refits.keys, P, kind, lam, grid, shots)
+             for fold in refits.folds]
     logits, yy, ss, owner = (np.concatenate(part, axis=-1) for part in zip(*folds))
     _, owner = np.unique(owner, return_inverse=True)
     per_user, tau = {}, {}
@@ -836,19 +830,61 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     return float(choice), table, 1.0 / tau[choice]
 
 
-def _crossfit_fold(be, Z, y, s, groups, held, keys, rank, P, kind, alpha, lam, grid, shots,
-                   max_iter, tol, random_state, gram=None):
-    """One fold of :func:`crossfit_shrinkage` (``held``: the rows of its held-out users).
+@dataclass
+class CrossfitRefits:
+    """The cross-fit's folds, each basis refitted without its held-out users.
 
-    Returns the held-out logits under each scale (len(grid), n), and the labels,
-    weights and user index of those n rows, every shot count's rows one after another.
+    ``keys``: the rows' content keys (numpy); ``folds``: one :class:`_Fold` per fold
+    used, empty when there are too few users to split.
     """
 
-    def regroup(mask):
-        distinct, inverse = np.unique(groups[mask], return_inverse=True)
-        return inverse.astype(np.intp), len(distinct)
+    keys: object
+    folds: list
 
-    g_tr, n_tr = regroup(~held)
+
+@dataclass
+class _Fold:
+    held: object  # numpy mask of the held-out users' rows
+    rows: Rows  # the training users' rows (backend)
+    result: FitResult  # the basis refitted on them
+    Z_held: object  # the held-out rows' backend data
+
+
+def crossfit_refits(be, Z, y, s, groups, n_groups, rank, kind, alpha, lam, *, n_splits=5,
+                    min_held_users=60, max_iter=100, tol=1e-3, random_state=None, gram=None):
+    """The expensive half of :func:`crossfit_shrinkage`: the folds (from the rows'
+    content) and each fold's basis refitted without its held-out users, from its own
+    spectral start. It needs neither the full fit's basis nor its prior, so it can
+    run while the full fit does (:meth:`TorchBackend.side_task` on a GPU).
+    Returns a :class:`CrossfitRefits`."""
+    keys = _content_keys(be, Z, y)
+    counts = np.bincount(groups, minlength=n_groups)
+    user_keys = np.bincount(groups, weights=keys, minlength=n_groups)
+    user_rank = np.empty(n_groups, dtype=np.intp)
+    user_rank[np.argsort(user_keys, kind="stable")] = np.arange(n_groups)
+    fold = user_rank % n_splits
+    if n_groups < 2 * n_splits or (counts >= 2).sum() < n_splits:
+        return CrossfitRefits(keys=keys, folds=[])
+    per_fold = max(n_groups // n_splits, 1)
+    n_folds = min(n_splits, -(-min_held_users // per_fold))
+    folds = [
+        _crossfit_refit(be, Z, y, s, groups, held, rank, kind, alpha, lam, max_iter, tol,
+                        random_state, gram)
+        for held in (((fold == f) & (counts >= 2))[groups] for f in range(n_folds))
+        if held.any()
+    ]
+    return CrossfitRefits(keys=keys, folds=folds)
+
+
+def _regroup(groups, mask):
+    distinct, inverse = np.unique(groups[mask], return_inverse=True)
+    return inverse.astype(np.intp), len(distinct)
+
+
+def _crossfit_refit(be, Z, y, s, groups, held, rank, kind, alpha, lam, max_iter, tol,
+                    random_state, gram):
+    """One fold's basis, refitted on the rows outside ``held`` (a :class:`_Fold`)."""
+    g_tr, n_tr = _regroup(groups, ~held)
     Z_tr = be.take_rows(Z, np.flatnonzero(~held))
     rows_tr = make_rows(be, Z_tr, y[~held], s[~held], g_tr, n_tr)
     V0 = spectral_init(be, Z_tr, y[~held], s[~held], g_tr, n_tr, rank, random_state)
@@ -857,11 +893,24 @@ def _crossfit_fold(be, Z, y, s, groups, held, keys, rank, P, kind, alpha, lam, g
     if gram is not None:
         gram_tr = be.asarray(gram) - be.gram(Z_h, be.asarray(s[held] / 4.0))
     res = fit_alternating(be, rows_tr, V0, kind, alpha, lam, max_iter, tol, gram=gram_tr)
-    _, _, mu, P_cf, _ = empirical_bayes_prior(be, rows_tr, res.F, res.theta, kind, lam,
+    # what the scoring needs: the training rows' layout and Z V, not their data or Gram
+    # matrix (several folds' refits are held at once)
+    return _Fold(held=held, rows=replace(rows_tr, Z=None), result=replace(res, gram_be=None),
+                 Z_held=Z_h)
+
+
+def _crossfit_scores(be, y, s, groups, fold, keys, P, kind, lam, grid, shots):
+    """The held-out users of one fold (:class:`_Fold`) adapted under every scale.
+
+    Returns the held-out logits under each scale (len(grid), n), and the labels,
+    weights and user index of those n rows, every shot count's rows one after another.
+    """
+    held, res = fold.held, fold.result
+    _, _, mu, P_cf, _ = empirical_bayes_prior(be, fold.rows, res.F, res.theta, kind, lam,
                                               max_iter=10, sigma0=np.linalg.inv(P))
-    g_h, n_h = regroup(held)
+    g_h, n_h = _regroup(groups, held)
     yh, sh, owner = y[held], s[held], groups[held]
-    Fh = be.to_numpy(be.matmul_ZV(Z_h, be.asarray(res.V)))
+    Fh = be.to_numpy(be.matmul_ZV(fold.Z_held, be.asarray(res.V)))
     rank = _rank_within(g_h, keys[held])
     n_u = np.bincount(g_h)[g_h]
     # every (shot count, scale, user) is its own group of one batched user step
@@ -975,7 +1024,7 @@ def gram_scale(s, total):
     return total / max(float(np.sum(s)) / 4.0, 1e-300)
 
 
-def basis_leverage(be, Z, A, S, alpha):
+def basis_leverage(be, Z, A, S, alpha, eig=None):
     """Leverage of each row on the basis, for leave-one-out logits (numpy out).
 
     The basis block of the Hessian, sum_i c_i (z_i z_i^T) (x) (w_i w_i^T) + alpha I,
@@ -985,9 +1034,12 @@ def basis_leverage(be, Z, A, S, alpha):
     ``sum_l R_il (Q^T w_i)_l^2`` with ``R_il = sum_k (U^T z_i)_k^2 / (a_k s_l + alpha)``;
     the same ``R`` gives how much the basis moves any other weighting's logit.
     Returns ``R`` (N, B) and ``Q`` (B, B); one pass over the data and one
-    eigen-decomposition of A (on the backend).
+    eigen-decomposition of A (on the backend), or none where ``eig``, A's eigenvalues
+    and eigenvectors as ``be.eigh`` returns them, is given (A is the fit's Gram matrix
+    rescaled, :func:`kron_curvature`: the Gram matrix's decomposition can be computed
+    before the fit ends).
     """
-    a, U = be.eigh(be.asarray(A))
+    a, U = be.eigh(be.asarray(A)) if eig is None else eig
     a = np.maximum(be.to_numpy(a), 0.0)
     sig, Q = np.linalg.eigh(S)
     denom = np.outer(a, np.maximum(sig, 0.0)) + alpha

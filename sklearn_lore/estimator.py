@@ -571,18 +571,24 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         return theta[0], precision + hess[0]
 
-    def _fit_curvature_and_temperature(self, be, Z, F, y01, sw, W_rows, precisions, gram):
+    def _fit_curvature_and_temperature(self, be, Z, F, y01, sw, W_rows, precisions, gram,
+                                       gram_eig=None):
         """The basis curvature of the fitted rows (streaming prior and calibration),
         then the temperatures from leave-one-out logits with the basis leverage.
 
         ``gram``: the rows' Gram matrix where the data live (on a GPU the curvature is
         scaled there, the leverage's decomposition starts there, and the streaming
-        state keeps it there: :meth:`_curvature_on`)."""
+        state keeps it there: :meth:`_curvature_on`). ``gram_eig``: its eigenvalues and
+        eigenvectors (``be.eigh``) if already computed; the curvature's are the same,
+        rescaled."""
         self._stream_curvature = _solver.kron_curvature(F, sw, W_rows, gram)
         basis = None
         if self.calibrate:
-            A, S, _ = self._stream_curvature
-            basis = _solver.basis_leverage(be, Z, A, S, self.alpha)
+            A, S, total = self._stream_curvature
+            eig = None
+            if gram_eig is not None:
+                eig = (gram_eig[0] * _solver.gram_scale(sw, total), gram_eig[1])
+            basis = _solver.basis_leverage(be, Z, A, S, self.alpha, eig=eig)
         self._fit_temperature(F, y01, sw, W_rows, precisions, basis)
 
     def _fit_temperature(self, F, y01, sw, W_rows, precisions, basis=None):
@@ -731,12 +737,19 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         groups, users = self._factorize(ids)
         be = resolve_backend(self.backend, self.device)
         rows = _solver.make_rows(be, Z if data is None else data, y01, sw, groups, len(users))
+        shrinkage = self.shrinkage if shrinkage is None else shrinkage
+        gram = be.gram(rows.Z, rows.s / 4.0)
         if V0 is None:
             V0 = _solver.spectral_init(be, rows.Z, y01, sw, groups, len(users),
                                        self.n_components, self.random_state)
+        # the cross-fit's refits and the Gram matrix's decomposition need neither the
+        # basis nor the users: on a GPU they run beside the fit (a side task), elsewhere
+        # after it. Started after the spectral start, so random draws keep their order.
+        side = be.side_task(lambda: self._side_work(be, rows, y01, sw, groups, V0.shape[1],
+                                                    shrinkage, gram))
         res = _solver.fit_alternating(
             be, rows, V0, self._kind, self.alpha, self.prior_strength,
-            self.max_iter, self.tol if tol is None else tol, log=self._log,
+            self.max_iter, self.tol if tol is None else tol, gram=gram, log=self._log,
         )
         _require_finite(Z, res.V, res.theta)
         self.components_ = res.V.T.copy()
@@ -751,25 +764,40 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.user_precision_ = hess + P
         F, W_rows = be.to_numpy(res.F), self.user_weights_[groups]
         self._warn_if_collapsed(F, W_rows)
-        shrinkage = self.shrinkage if shrinkage is None else shrinkage
+        refits, gram_eig = side.result()
         fold_in_temperature = None
         if shrinkage == "auto":
             self.shrinkage_, _, fold_in_temperature = _solver.crossfit_shrinkage(
                 be, rows.Z, y01, sw, groups, len(users), res.V, P, self._kind, self.alpha,
                 self.prior_strength, random_state=self.random_state, gram=res.gram_be,
+                refits=refits,
             )
             self._shrinkage_rows = len(y01)
         else:
             self.shrinkage_ = float(shrinkage)
         self._set_population(mu, len(users) * P, prior_precision=self.shrinkage_ * P)
         self._fit_curvature_and_temperature(be, rows.Z, F, y01, sw, W_rows,
-                                            (self.user_precision_, groups), res.gram_be)
+                                            (self.user_precision_, groups), res.gram_be,
+                                            gram_eig)
         self.user_temperature_ = np.full(len(users), self.temperature_)
         self.fold_in_temperature_ = (
             fold_in_temperature if fold_in_temperature is not None and self.calibrate
             else self.temperature_
         )
         return self
+
+    def _side_work(self, be, rows, y01, sw, groups, rank, shrinkage, gram):
+        """What a first fit needs besides the basis (:meth:`_fit_first_batch`): the
+        cross-fit's refitted folds when ``shrinkage="auto"`` and the Gram matrix's
+        eigen-decomposition for the leverage when calibrating (None where not needed)."""
+        refits = gram_eig = None
+        if shrinkage == "auto":
+            refits = _solver.crossfit_refits(
+                be, rows.Z, y01, sw, groups, rows.n_groups, rank, self._kind, self.alpha,
+                self.prior_strength, random_state=self.random_state, gram=gram)
+        if self.calibrate:
+            gram_eig = be.eigh(gram)
+        return refits, gram_eig
 
     def _warn_if_collapsed(self, F, W_rows):
         """The basis times the weights is a product: where the penalties outweigh

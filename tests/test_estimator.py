@@ -235,6 +235,48 @@ class BackendContract:
             atol=1e-3,
         )
 
+    @pytest.mark.parametrize("random_state", [0, "instance"])
+    def test_side_tasks_on_their_own_thread_give_the_sequential_model(self, data, monkeypatch,
+                                                                     random_state):
+        """The cross-fit's refits (five folds here) and the Gram matrix's decomposition run
+        beside the fit on a thread (and CUDA stream) of their own where the torch backend
+        overlaps them (SKLEARN_LORE_OVERLAP): the model is the one of running them after
+        the fit, bit for bit. Rank-one rows leave the spectral starts a column short, so
+        both draw from the random state: a shared ``RandomState`` keeps the draws' order."""
+        if self.params["backend"] != "torch":
+            pytest.skip("the numpy backend runs side tasks in the caller")
+        from sklearn_lore._backends import _torch
+
+        started = []
+
+        class Counting(_torch._SideTask):
+            def __init__(self, *args):
+                started.append(1)
+                super().__init__(*args)
+
+        monkeypatch.setattr(_torch, "_SideTask", Counting)
+        X, y, users = data
+        v = np.linspace(-1.0, 1.0, X.shape[1])
+        X = (X @ v)[:, None] * v[None, :]
+        errors = len(_torch.SIDE_TASK_ERRORS)
+        models = []
+        for overlap in ("1", "0"):
+            monkeypatch.setenv("SKLEARN_LORE_OVERLAP", overlap)
+            seed = np.random.RandomState(5) if random_state == "instance" else random_state
+            est = LowRankRewardEstimator(2, random_state=seed, **self.params)
+            models.append(est.fit(X, y, user_ids=users))
+            if overlap == "1":
+                assert len(started) == 1
+        assert len(started) == 1  # none when switched off
+        assert _torch.SIDE_TASK_ERRORS[errors:] == []
+        threaded, sequential = models
+        for name in ("components_", "user_weights_", "prior_precision_"):
+            np.testing.assert_array_equal(getattr(threaded, name), getattr(sequential, name))
+        for name in ("shrinkage_", "temperature_", "fold_in_temperature_"):
+            assert getattr(threaded, name) == getattr(sequential, name)
+        np.testing.assert_array_equal(threaded.predict_proba(X, user_ids=users),
+                                      sequential.predict_proba(X, user_ids=users))
+
     def test_fitted_attributes_are_numpy_float64(self, data):
         X, y, users = data
         est = self.make().fit(X, y, user_ids=users)
@@ -363,6 +405,15 @@ class TestNumpyBackend(BackendContract):
         np.testing.assert_allclose(be.spd_solver(A)(np.ones(3)), [0.5, -1.0, 1.0 / 3.0])
 
 
+def test_numpy_side_task_runs_when_its_result_is_asked_for():
+    from sklearn_lore._backends._numpy import NumpyBackend
+
+    calls = []
+    task = NumpyBackend().side_task(lambda: calls.append(1) or 5)
+    assert calls == []  # not yet: the caller's own work comes first, as before
+    assert task.result() == 5 and calls == [1]
+
+
 @pytest.mark.skipif(not torch_available(), reason="torch is not installed")
 class TestTorchCPUBackend(BackendContract):
     params = {"backend": "torch", "device": "cpu"}
@@ -399,6 +450,74 @@ class TestTorchCPUBackend(BackendContract):
                 assert torch.get_float32_matmul_precision() == outer
         finally:
             torch.set_float32_matmul_precision(previous)
+
+    def test_ieee_float32_context_holds_while_any_thread_is_inside(self):
+        """Two threads' passes overlap (side tasks): the first to leave must not restore
+        the caller's precision under the other; the last one does."""
+        import threading
+
+        import torch
+
+        from sklearn_lore._backends._torch import _ieee_float32
+
+        previous = torch.get_float32_matmul_precision()
+        inside, leave = threading.Event(), threading.Event()
+        seen = []
+
+        def other():
+            with _ieee_float32():
+                inside.set()
+                leave.wait(10)
+                seen.append(torch.get_float32_matmul_precision())
+
+        try:
+            torch.set_float32_matmul_precision("high")
+            thread = threading.Thread(target=other)
+            thread.start()
+            assert inside.wait(10)
+            with _ieee_float32():
+                assert torch.get_float32_matmul_precision() == "highest"
+            assert torch.get_float32_matmul_precision() == "highest"  # the other is inside
+            leave.set()
+            thread.join(10)
+            assert seen == ["highest"]
+            assert torch.get_float32_matmul_precision() == "high"
+        finally:
+            leave.set()
+            torch.set_float32_matmul_precision(previous)
+
+    def test_side_task_failing_on_its_thread_runs_again_in_the_caller(self):
+        import threading
+
+        from sklearn_lore._backends import _torch
+
+        calls = []
+
+        def flaky():
+            calls.append(threading.current_thread() is threading.main_thread())
+            if not calls[-1]:
+                raise RuntimeError("only on the side thread")
+            return 7
+
+        errors = len(_torch.SIDE_TASK_ERRORS)
+        assert _torch._SideTask(flaky, _torch.torch.device("cpu")).result() == 7
+        assert calls == [False, True]
+        assert _torch.SIDE_TASK_ERRORS[errors:] == ["RuntimeError: only on the side thread"]
+
+        def broken():
+            raise ValueError("bad input")
+
+        with pytest.raises(ValueError, match="bad input"):  # what a sequential run raises
+            _torch._SideTask(broken, _torch.torch.device("cpu")).result()
+
+    def test_side_tasks_are_threaded_on_a_gpu_or_when_asked(self, monkeypatch):
+        from sklearn_lore._backends import Later, _torch
+
+        monkeypatch.delenv("SKLEARN_LORE_OVERLAP", raising=False)
+        assert isinstance(_torch.TorchBackend("cpu").side_task(lambda: 1), Later)
+        monkeypatch.setenv("SKLEARN_LORE_OVERLAP", "1")
+        task = _torch.TorchBackend("cpu").side_task(lambda: 1)
+        assert isinstance(task, _torch._SideTask) and task.result() == 1
 
     def test_chunked_passes_match(self, data):
         from sklearn_lore._backends._torch import TorchBackend
@@ -507,6 +626,29 @@ class TestTorchCUDABackend(BackendContract):
         np.testing.assert_allclose(graphed.predict_proba(X, user_ids=users),
                                    eager.predict_proba(X, user_ids=users), atol=1e-9)
         np.testing.assert_allclose(graphed.components_, eager.components_, atol=1e-9)
+
+    def test_side_tasks_run_on_their_own_stream_by_default(self, monkeypatch):
+        """On the card a side task is threaded without being asked, on one side stream
+        per GPU (reused: the allocator caches memory per stream), and its work is done
+        before the caller's stream goes on."""
+        import torch
+
+        from sklearn_lore._backends import _torch, resolve_backend
+
+        monkeypatch.delenv("SKLEARN_LORE_OVERLAP", raising=False)
+        be = resolve_backend("torch", "cuda")
+        x = torch.arange(1 << 20, device=be.device_, dtype=torch.float64)
+        streams = []
+
+        def work():
+            streams.append(torch.cuda.current_stream(be.device_))
+            return (x * 2.0).sum()
+
+        first, second = be.side_task(work), be.side_task(work)
+        assert isinstance(first, _torch._SideTask)
+        total = first.result() + second.result()
+        assert float(total) == 2.0 * float(x.sum()) * 2
+        assert streams[0] == streams[1] != torch.cuda.current_stream(be.device_)
 
     def test_passes_stay_ieee_float32_when_the_caller_enabled_tf32(self, data):
         """A script's ``set_float32_matmul_precision("high")`` (TF32 on a GPU) must not

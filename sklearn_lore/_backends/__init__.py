@@ -11,6 +11,18 @@ import re
 _TORCH_FOUND = None
 
 
+class Later:
+    """A side task run where and when its result is asked for (:meth:`result`): the
+    sequential form of a backend's ``side_task``, the same operations in the same
+    order as calling ``fn`` at that point."""
+
+    def __init__(self, fn):
+        self._fn = fn
+
+    def result(self):
+        return self._fn()
+
+
 def torch_available():
     """Whether torch can be imported (without importing it).
 

@@ -5,6 +5,8 @@ import scipy.sparse as sp
 from scipy.linalg import blas, cho_factor, lapack
 from scipy.special import expit, log_softmax
 
+from . import Later
+
 
 # From this width on the d^3 and n d^2 steps (a Gram matrix, an inverse) dominate and go
 # through scipy's LAPACK. Below it, and in the solver's rounds, only numpy's BLAS runs:
@@ -30,6 +32,11 @@ class NumpyBackend:
 
     name = "numpy"
     device = "cpu"
+
+    def side_task(self, fn):
+        """``fn`` to run later, where its result is asked for (:class:`Later`): on the
+        CPU both sides would share the same cores."""
+        return Later(fn)
 
     def asarray(self, a):
         return np.ascontiguousarray(a, dtype=np.float64)

@@ -10,14 +10,24 @@ import contextlib
 import functools
 import logging
 import os
+import threading
 
 import numpy as np
 import torch
+
+from . import Later
 
 logger = logging.getLogger(__name__)
 
 # why CUDA graph captures failed in this process (the user step then stays eager)
 GRAPH_ERRORS = []
+# why side tasks failed on their own thread in this process (each then ran in the caller)
+SIDE_TASK_ERRORS = []
+
+# the float32 precision setting is global to the process, and passes may run on two
+# threads at once (side tasks): the first to enter sets it, the last to leave restores it
+_PRECISION_LOCK = threading.Lock()
+_PRECISION = {"depth": 0, "previous": "highest"}
 
 
 @contextlib.contextmanager
@@ -25,16 +35,21 @@ def _ieee_float32():
     """float32 products in full IEEE precision inside: a script that enabled TF32
     (``torch.set_float32_matmul_precision("high")``, common in training code) would
     otherwise round the rows to 10-bit mantissas in every pass, a relative error of
-    about 1e-3 in the Gram matrix and the gradients. The setting is restored after."""
-    previous = torch.get_float32_matmul_precision()
-    if previous == "highest":
-        yield
-        return
-    torch.set_float32_matmul_precision("highest")
+    about 1e-3 in the Gram matrix and the gradients. The setting is restored when the
+    last thread inside leaves."""
+    with _PRECISION_LOCK:
+        if _PRECISION["depth"] == 0:
+            _PRECISION["previous"] = torch.get_float32_matmul_precision()
+            if _PRECISION["previous"] != "highest":
+                torch.set_float32_matmul_precision("highest")
+        _PRECISION["depth"] += 1
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(previous)
+        with _PRECISION_LOCK:
+            _PRECISION["depth"] -= 1
+            if _PRECISION["depth"] == 0 and _PRECISION["previous"] != "highest":
+                torch.set_float32_matmul_precision(_PRECISION["previous"])
 
 
 def _full_precision(method):
@@ -77,6 +92,21 @@ class TorchBackend:
         # the user step's Newton iteration as one CUDA graph (SKLEARN_LORE_CUDA_GRAPHS=0:
         # eager, for comparisons)
         self.cuda_graphs = on_gpu and os.environ.get("SKLEARN_LORE_CUDA_GRAPHS", "1") != "0"
+        # side tasks on their own thread and stream: on a GPU unless SKLEARN_LORE_OVERLAP=0;
+        # SKLEARN_LORE_OVERLAP=1 also on the CPU (tests of the threaded path)
+        overlap = os.environ.get("SKLEARN_LORE_OVERLAP", "")
+        self.overlap = overlap == "1" or (on_gpu and overlap != "0")
+
+    def side_task(self, fn):
+        """``fn()`` as a side task: started now on a thread of its own, on a CUDA stream
+        of its own, when ``overlap`` is on (a GPU), else run where :meth:`result` asks
+        for it (:class:`Later`). The caller's solver steps are small kernels and host
+        waits, so independent work (a cross-fit refit, an eigen-decomposition) fills
+        the card while they run. ``fn`` must not depend on work the caller queues after
+        this call, nor draw from a random state the caller draws from meanwhile."""
+        if not self.overlap:
+            return Later(fn)
+        return _SideTask(fn, self.device_)
 
     # conversion -----------------------------------------------------------
     def asarray(self, a):
@@ -325,6 +355,65 @@ class TorchBackend:
         if isinstance(Z, _HostChunks):
             return Z.matmul_ZtR(R)
         return (Z.T @ R.to(Z.dtype)).to(torch.float64)
+
+
+_SIDE_STREAMS = {}
+_SIDE_STREAMS_LOCK = threading.Lock()
+
+
+def _side_stream(device):
+    """One side stream per GPU for the process: the caching allocator keeps freed memory
+    per stream, so a new stream per fit would hold every earlier fit's side memory."""
+    device = torch.device(device)
+    key = device.index if device.index is not None else torch.cuda.current_device()
+    with _SIDE_STREAMS_LOCK:
+        if key not in _SIDE_STREAMS:
+            _SIDE_STREAMS[key] = torch.cuda.Stream(key)
+        return _SIDE_STREAMS[key]
+
+
+class _SideTask:
+    """``fn()`` on a thread of its own (and, on CUDA, a stream of its own that starts
+    after everything queued so far on the caller's stream: ``fn``'s inputs are ready,
+    and memory the caller freed is reused there only after the caller's last use).
+    :meth:`result` joins it and makes the caller's stream wait for its work; if ``fn``
+    failed on its thread (a reason is kept in ``SIDE_TASK_ERRORS``) it runs again in
+    the caller, which then raises what a sequential run would."""
+
+    def __init__(self, fn, device):
+        self._fn, self._device = fn, device
+        self._value = self._error = None
+        self._stream = None
+        if device.type == "cuda":
+            if device.index is None:  # "cuda" is the caller's current GPU, not the thread's
+                self._device = device = torch.device("cuda", torch.cuda.current_device())
+            self._stream = _side_stream(device)
+            self._stream.wait_stream(torch.cuda.current_stream(device))
+        self._thread = threading.Thread(target=self._run, name="sklearn_lore-side",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            if self._stream is None:
+                self._value = self._fn()
+            else:
+                with torch.cuda.device(self._device), torch.cuda.stream(self._stream):
+                    self._value = self._fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller in result()
+            self._error = exc
+
+    def result(self):
+        self._thread.join()
+        if self._stream is not None:
+            torch.cuda.current_stream(self._device).wait_stream(self._stream)
+        if self._error is not None:
+            message = f"{type(self._error).__name__}: {self._error}"
+            SIDE_TASK_ERRORS.append(message)
+            logger.debug("side task failed on its thread, running it again: %s", message)
+            self._error = None
+            return self._fn()
+        return self._value
 
 
 class _Graph:

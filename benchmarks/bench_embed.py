@@ -1,6 +1,9 @@
 """SentencePairEmbedder throughput against the raw model forward, same model, one run.
 
-Texts are synthetic sentences of about 64 tokens. "raw forward" runs the transformer
+Texts are synthetic sentences of about 64 tokens (words of the model's vocabulary with
+Zipf-like frequencies, capitals and punctuation), a new set for every timed repeat after a
+warm-up set: the tokenizer's word cache meets words it has not seen, as it would in a
+running service. "raw forward" runs the transformer
 and mean pooling on pre-tokenized batches (the ceiling); "raw tokenize + forward"
 adds the tokenizer; "SentencePairEmbedder" is ``transform`` on a DataFrame of pairs
 from a cold cache (every text new), so it pays for tokenization, de-duplication,
@@ -10,7 +13,8 @@ Diagnostic rows, to read the share of each part: the tokenizer alone as a full
 ``tokenizer(batch, padding=True, truncation=True, return_tensors="pt")`` call and as
 its Rust ``encode_batch`` (no tensors), the tokenization of the embedder's host
 threads alone and of its worker processes alone (pool started before the timing; no
-forward), and ``SentenceTransformer.encode`` on the same texts. The header says how
+forward), the same processes without their word cache (SKLEARN_LORE_WORD_CACHE=0), and
+``SentenceTransformer.encode`` on the same texts. The header says how
 the embedder tokenized: host threads, worker processes (on CUDA for calls of at least
 1024 texts; ``--tokenize-processes`` sets SKLEARN_LORE_TOKENIZE_PROCESSES), or
 ``model.encode``.
@@ -32,6 +36,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from sklearn_lore import SentencePairEmbedder  # noqa: E402
+from sklearn_lore._tokenize_worker import _WORD_CACHE_SWITCH  # noqa: E402
 from sklearn_lore.embedding import (  # noqa: E402
     _PROCESSES_SWITCH,
     _host_tokenizers,
@@ -43,13 +48,29 @@ from sklearn_lore.embedding import (  # noqa: E402
 )
 from _report import write_report  # noqa: E402
 
-WORDS = ("model reward user prefers answer short long polite detailed joke recipe code "
-         "explain summary careful friendly formal casual example question helpful").split()
+def vocabulary(tokenizer):
+    """Whole words of the model's vocabulary (one token each), in the vocabulary's order."""
+    vocab = tokenizer.get_vocab()
+    return [w for w in sorted(vocab, key=vocab.get) if w.isalpha() and w.isascii()]
 
 
-def make_texts(n, n_words=48, seed=0):
+def make_texts(n, words, n_words=48, seed=0):
+    """Sentences of words drawn with Zipf-like frequencies (rank r weighs 1 / (r + 10)),
+    capitalized at sentence starts, with commas and full stops attached: a text's words
+    (what the tokenizer's word cache keeps) vary as in prose, not among a handful."""
     rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(WORDS, n_words)) + f" #{i}" for i in range(n)]
+    weights = 1.0 / (np.arange(len(words)) + 10.0)
+    picks = rng.choice(len(words), size=(n, n_words), p=weights / weights.sum())
+    marks = rng.choice(["", "", "", "", "", ",", "."], size=(n, n_words))
+    texts = []
+    for row, mark in zip(picks, marks):
+        tokens, start = [], True
+        for index, m in zip(row, mark):
+            word = words[index]
+            tokens.append((word.capitalize() if start else word) + m)
+            start = m == "."
+        texts.append(" ".join(tokens) + ".")
+    return texts
 
 
 def sync(device):
@@ -58,11 +79,12 @@ def sync(device):
 
 
 def best_of(fn, device, repeats):
+    """Fastest and median of ``fn(k)`` for k = 1 .. repeats (k: the repeat's texts)."""
     times = []
-    for _ in range(repeats):
+    for k in range(1, repeats + 1):
         sync(device)
         t0 = time.perf_counter()
-        fn()
+        fn(k)
         sync(device)
         times.append(time.perf_counter() - t0)
     return min(times), statistics.median(times)
@@ -86,62 +108,91 @@ def main(argv=None):
     emb = SentencePairEmbedder(args.model, batch_size=args.batch_size, normalize=False)
     st = emb._sentence_transformer()
     st.max_seq_length = args.max_tokens
-    texts = make_texts(args.n_texts)
     tok = st.tokenizer
-    batches = [texts[i:i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
+    words = vocabulary(tok)
+    # texts of set 0 warm up; repeat k times set k, texts none of the calls saw before
+    # (the tokenizer's word cache, SKLEARN_LORE_WORD_CACHE, keeps words across calls)
+    sets = [make_texts(args.n_texts, words, seed=k) for k in range(args.repeats + 1)]
+    texts = sets[1]
+
+    def split(texts):
+        return [texts[i:i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
+
+    batch_sets = [split(s) for s in sets]
+    batches = batch_sets[1]
     encoded = [{k: v.to(device) for k, v in tok(b, padding=True, truncation=True,
                 max_length=args.max_tokens, return_tensors="pt").items()} for b in batches]
     n_tokens = float(np.mean([e["attention_mask"].sum(1).float().mean().item() for e in encoded]))
 
-    def raw_forward():
+    def raw_forward(k=1):  # pre-tokenized: the same batches every time
         with torch.inference_mode():
             for e in encoded:
                 st({"input_ids": e["input_ids"], "attention_mask": e["attention_mask"],
                     **({"token_type_ids": e["token_type_ids"]} if "token_type_ids" in e else {})})
 
-    def raw_tokenize_forward():
+    def raw_tokenize_forward(k):
         with torch.inference_mode():
-            for b in batches:
-                e = {k: v.to(device) for k, v in tok(b, padding=True, truncation=True,
+            for b in batch_sets[k]:
+                e = {name: v.to(device) for name, v in tok(b, padding=True, truncation=True,
                      max_length=args.max_tokens, return_tensors="pt").items()}
                 st(dict(e))
 
-    def tokenizer_full_call():
-        for b in batches:
+    def tokenizer_full_call(k):
+        for b in batch_sets[k]:
             tok(b, padding=True, truncation=True, max_length=args.max_tokens, return_tensors="pt")
 
     backend = tok.backend_tokenizer  # padding and truncation as the last full call set them
 
-    def tokenizer_encode_batch():
-        for b in batches:
+    def tokenizer_encode_batch(k):
+        for b in batch_sets[k]:
             backend.encode_batch(b)
 
     host = _host_tokenizers(st)
     workers = _tokenization_workers()
 
-    def tokenizer_host_threads():
+    def tokenizer_host_threads(k):
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(host.features, batches))
+            list(pool.map(host.features, batch_sets[k]))
 
     n_processes = max(2, _spare_cores())
-    processes = _WorkerPool.start(host, n_processes) if host is not None else None
+    processes = plain = None
+    if host is not None:
+        processes = _WorkerPool.start(host, n_processes)
+        # the same pool without the word cache (a worker reads the switch when it starts)
+        previous = os.environ.get(_WORD_CACHE_SWITCH)
+        os.environ[_WORD_CACHE_SWITCH] = "0"
+        try:
+            plain = _WorkerPool.start(host, n_processes)
+        finally:
+            if previous is None:
+                del os.environ[_WORD_CACHE_SWITCH]
+            else:
+                os.environ[_WORD_CACHE_SWITCH] = previous
 
-    def tokenizer_processes():
-        with _WorkerCall(processes, host, batches, pinned=False) as call:
-            for number in range(len(batches)):
-                call.result(number)
+    def on_processes(pool):
+        def tokenize(k):
+            with _WorkerCall(pool, host, batch_sets[k], pinned=False) as call:
+                for number in range(len(batch_sets[k])):
+                    call.result(number)
+        return tokenize
 
-    def model_encode():
-        st.encode(texts, batch_size=args.batch_size, convert_to_tensor=True,
+    tokenizer_processes, tokenizer_plain_processes = on_processes(processes), on_processes(plain)
+
+    def model_encode(k):
+        st.encode(sets[k], batch_size=args.batch_size, convert_to_tensor=True,
                   show_progress_bar=False)
 
     half = len(texts) // 2
-    frame = pd.DataFrame({"user_id": np.arange(half) % 7, "prompt": [""] * half,
-                          "response_a": texts[:half], "response_b": texts[half:2 * half]})
 
-    def embedder():
+    def frame(texts):
+        return pd.DataFrame({"user_id": np.arange(half) % 7, "prompt": [""] * half,
+                             "response_a": texts[:half], "response_b": texts[half:2 * half]})
+
+    frames = [frame(s) for s in sets]
+
+    def embedder(k):
         clear_embedding_cache()
-        emb.transform(frame)
+        emb.transform(frames[k])
 
     cases = [("raw forward", raw_forward, len(texts)),
              ("raw tokenize + forward", raw_tokenize_forward, len(texts)),
@@ -155,16 +206,26 @@ def main(argv=None):
     if processes is not None:
         cases.insert(6, (f"tokenizer alone ({n_processes} worker processes)",
                          tokenizer_processes, len(texts)))
+    if plain is not None:
+        cases.insert(7, (f"tokenizer alone ({n_processes} worker processes, no word cache)",
+                         tokenizer_plain_processes, len(texts)))
     raw_forward()
-    embedder()
+    embedder(0)
+    if host is not None:
+        tokenizer_host_threads(0)
+    if processes is not None:
+        tokenizer_processes(0)
+    if plain is not None:
+        tokenizer_plain_processes(0)
     if host is not None:
         host.calls.clear()  # count the timed calls only
     rows = []
     for name, fn, n in cases:
         best, median = best_of(fn, device, args.repeats)
         rows.append({"path": name, "texts_per_s": n / best, "median_texts_per_s": n / median})
-    if processes is not None:
-        processes.close()
+    for pool in (processes, plain):
+        if pool is not None:
+            pool.close()
     path = embedder_path(host)
     table = pd.DataFrame(rows)
     table["share of raw forward"] = table.texts_per_s / table.texts_per_s.iloc[0]

@@ -1037,6 +1037,8 @@ class _HostTokenizers:
             duplicate.enable_truncation(**truncation)
         duplicate.no_padding()
         duplicate.encode_special_tokens = backend.encode_special_tokens
+        # no word cache here (worker processes have one): its Python part holds the GIL,
+        # while the Rust call lets the host threads tokenize side by side
         return duplicate
 
     def matches_probe(self, features):

@@ -46,7 +46,7 @@ from sklearn_lore.embedding import (  # noqa: E402
     _WorkerPool,
     clear_embedding_cache,
 )
-from _report import write_report  # noqa: E402
+from _report import environment, write_report  # noqa: E402
 
 def vocabulary(tokenizer):
     """Whole words of the model's vocabulary (one token each), in the vocabulary's order."""
@@ -159,15 +159,8 @@ def main(argv=None):
     if host is not None:
         processes = _WorkerPool.start(host, n_processes)
         # the same pool without the word cache (a worker reads the switch when it starts)
-        previous = os.environ.get(_WORD_CACHE_SWITCH)
-        os.environ[_WORD_CACHE_SWITCH] = "0"
-        try:
+        with environment(_WORD_CACHE_SWITCH, "0"):
             plain = _WorkerPool.start(host, n_processes)
-        finally:
-            if previous is None:
-                del os.environ[_WORD_CACHE_SWITCH]
-            else:
-                os.environ[_WORD_CACHE_SWITCH] = previous
 
     def on_processes(pool):
         def tokenize(k):

@@ -36,7 +36,7 @@ from bench_jester import cpu_name  # noqa: E402
 
 from sklearn_lore import LowRankRewardEstimator  # noqa: E402
 from sklearn_lore.datasets import make_preference_data  # noqa: E402
-from _report import write_report  # noqa: E402
+from _report import environment, write_report  # noqa: E402
 
 
 def machine(device):
@@ -93,16 +93,9 @@ def ours(args, **kw):
 def _with_env(name, value, fit):
     """``fit()`` with the environment variable ``name`` set to ``value`` (the comparison
     lines: SKLEARN_LORE_CUDA_GRAPHS=0 for eager user steps, SKLEARN_LORE_OVERLAP=0 for
-    side tasks run in turn); restored after."""
-    previous = os.environ.get(name)
-    os.environ[name] = value
-    try:
+    side tasks run in turn)."""
+    with environment(name, value):
         return fit()
-    finally:
-        if previous is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = previous
 
 
 def published(args):

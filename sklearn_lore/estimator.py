@@ -749,8 +749,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         # the cross-fit's refits and the Gram matrix's decomposition need neither the
         # basis nor the users: on a GPU they run beside the fit (a side task), elsewhere
         # after it. Started after the spectral start, so random draws keep their order.
-        side = be.side_task(lambda: self._side_work(be, rows, y01, sw, groups, V0.shape[1],
-                                                    shrinkage, gram))
+        side = None
+        if shrinkage == "auto" or self.calibrate:
+            side = be.side_task(lambda: self._side_work(be, rows, y01, sw, groups,
+                                                        V0.shape[1], shrinkage, gram))
         res = _solver.fit_alternating(
             be, rows, V0, self._kind, self.alpha, self.prior_strength,
             self.max_iter, self.tol if tol is None else tol, gram=gram, log=self._log,
@@ -768,7 +770,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.user_precision_ = hess + P
         F, W_rows = be.to_numpy(res.F), self.user_weights_[groups]
         self._warn_if_collapsed(F, W_rows)
-        refits, gram_eig = side.result()
+        refits, gram_eig = side.result() if side is not None else (None, None)
         fold_in_temperature = None
         if shrinkage == "auto":
             self.shrinkage_, _, fold_in_temperature = _solver.crossfit_shrinkage(

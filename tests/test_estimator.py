@@ -510,6 +510,18 @@ class TestTorchCPUBackend(BackendContract):
         with pytest.raises(ValueError, match="bad input"):  # what a sequential run raises
             _torch._SideTask(broken, _torch.torch.device("cpu")).result()
 
+    def test_no_side_task_when_there_is_no_side_work(self, data, monkeypatch):
+        """shrinkage given and calibrate=False: neither a cross-fit nor a leverage, so no
+        thread is started for them."""
+        from sklearn_lore._backends import _torch
+
+        started = []
+        monkeypatch.setattr(_torch, "_SideTask", lambda *a: started.append(a))
+        monkeypatch.setenv("SKLEARN_LORE_OVERLAP", "1")
+        X, y, users = data
+        self.make(shrinkage=1.0, calibrate=False).fit(X, y, user_ids=users)
+        assert started == []
+
     def test_side_tasks_are_threaded_on_a_gpu_or_when_asked(self, monkeypatch):
         from sklearn_lore._backends import Later, _torch
 

@@ -156,6 +156,8 @@ _PROBE = (
     "ctrl\x01chars\x0bgo\x0cmissing\x1f here\x7f, and\x00NUL too\x1c\x1d\x1e",
     "na\u00efve caf\u00e9 \u00dcn\u00efc\u00f6d\u00e9 e\u0301 \u0301x \u4e2d\u6587abc "
     "\u00a0nbsp\u2028sep\u3000wide\u0085next zero\u200bwidth \ufffd \U0001f600 \u0130stanbul",
+    "\u039f\u0394\u039f\u03a3.\u0391\u0392 \u039f\u0394\u039f\u03a3 stra\u00dfe \ufb01ne "
+    "\u00bd\u2460 \u0131\u0130",
     "unbelievably antidisestablishmentarianism supercalifragilisticexpialidocious " * 3,
     "x" * 99 + " " + "y" * 100 + " " + "z" * 101 + " " + "w" * 250,
     "numbers 0 1 12 123 1234 12345 3.14159 -2e10 0x1F 1,000,000",

@@ -38,12 +38,14 @@ def assert_same_tokens(reference, cache, texts):
 # every kind of character the normalizer and pre-tokenizer treat differently: ASCII
 # letters of both cases, digits, punctuation, the spaces that split, control characters
 # (dropped, even the vertical tab), other Unicode spaces, combining accents, accented
-# and Chinese letters, a zero-width space, the replacement character, an emoji, and the
-# bracket that starts [SEP]
+# and Chinese letters, a zero-width space, the replacement character, an emoji, the
+# bracket that starts [SEP], and letters whose lowercase or normal form is not one letter
+# (Greek capital sigma, sharp s, the fi ligature, one half, dotless i)
 ALPHABET = st.sampled_from(
     list("aZq09 ,.!'_-\t\n\r(#~`@\\") + ["\x00", "\x01", "\x0b", "\x0c", "\x1f", "\x7f", "\xa0",
                                    "\x85", "\u2028", "\u3000", "\u0301", "\xe9", "\u0130",
-                                   "\u4e2d", "\u200b", "\ufffd", "\U0001f600", "[", "SEP]"]
+                                   "\u4e2d", "\u200b", "\ufffd", "\U0001f600", "[", "SEP]",
+                                   "\u03a3", "\u0391", "\xdf", "\ufb01", "\xbd", "\u0131"]
 )
 TEXTS = st.lists(st.lists(ALPHABET, max_size=80).map("".join), max_size=20)
 

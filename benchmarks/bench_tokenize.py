@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import write_report  # noqa: E402
-from bench_embed import make_texts  # noqa: E402
+from bench_embed import make_texts, vocabulary  # noqa: E402
 
 from sklearn_lore import _tokenize_worker as worker  # noqa: E402
 
@@ -60,9 +60,8 @@ def corpora(tokenizer, n_synthetic):
                 row = json.loads(line)
                 texts += [row["chosen"], row["rejected"]]
         out["HH-RLHF harmless test (prose)"] = texts
-    vocab = tokenizer.get_vocab()
-    words = [w for w in sorted(vocab, key=vocab.get) if w.isalpha() and w.isascii()]
-    out["bench_embed.py sentences"] = make_texts(2 * n_synthetic, words, seed=1)
+    out["bench_embed.py sentences"] = make_texts(2 * n_synthetic, vocabulary(tokenizer),
+                                                 seed=1)
     return out
 
 

@@ -190,11 +190,12 @@ class WordCache:
     threads keep the Rust call, which releases it). Not thread-safe.
     """
 
-    def __init__(self, backend, template, type_id, truncation, stop, marker, bert=None):
+    def __init__(self, backend, plain, template, type_id, truncation, stop, marker,
+                 bert=None):
         self.backend = backend  # the Rust tokenizer, for texts off the fast path
         # BERT's normalizer and pre-tokenizer: None, or whether the normalizer lowercases
         self._bert = bert
-        self._plain = _untruncated(backend)  # words, without special tokens
+        self._plain = plain  # the same without truncation: words, no special tokens
         self._prefix, self._suffix = template
         self.type_id = type_id
         self._keep, self._left = truncation
@@ -217,10 +218,11 @@ class WordCache:
         if os.environ.get(_WORD_CACHE_SWITCH) == "0" or isinstance(backend, cls):
             return backend
         try:
-            settings = cls._settings(backend)
+            plain = _untruncated(backend)
+            settings = cls._settings(backend, plain)
             if settings is None:
                 return backend
-            cache = cls(backend, *settings)
+            cache = cls(backend, plain, *settings)
             expected = [encoding.ids for encoding in _rust_encode(backend, list(_PROBE))]
             if cache.encode(list(_PROBE)) != expected:
                 return backend
@@ -229,8 +231,9 @@ class WordCache:
         return cache
 
     @staticmethod
-    def _settings(backend):
-        """The arguments of a cache for ``backend``, or None where it does not apply."""
+    def _settings(backend, plain):
+        """The arguments of a cache for ``backend`` after ``plain`` (its untruncated
+        copy), or None where it does not apply."""
         spec = json.loads(backend.to_str())
         normalizer = spec.get("normalizer") or {}
         normalizers = normalizer.get("normalizers", [normalizer]) if normalizer else []
@@ -245,7 +248,6 @@ class WordCache:
         added = spec.get("added_tokens") or []
         if any(token.get("normalized") for token in added):
             return None  # matched after normalization: no character to look for
-        plain = _untruncated(backend)
         # the template: the special tokens around a text's own ids, one type id for all
         whole = plain.encode("a")
         own = plain.encode("a", add_special_tokens=False).ids
@@ -294,11 +296,7 @@ class WordCache:
         if later:  # the batch's unseen words in one Rust call, then those texts
             self._learn(itertools.chain.from_iterable(words for _, words in later))
             for i, words in later:
-                try:
-                    rows[i] = self._ids(list(itertools.chain.from_iterable(map(get, words))))
-                except KeyError:  # not expected (all were learnt); learn this text's
-                    self._learn(words)
-                    rows[i] = self._ids(list(itertools.chain.from_iterable(map(get, words))))
+                rows[i] = self._ids(list(itertools.chain.from_iterable(map(get, words))))
         if whole:
             encodings = _rust_encode(self.backend, [texts[i] for i in whole])
             for i, encoding in zip(whole, encodings):
@@ -339,11 +337,10 @@ class WordCache:
             pieces.clear()  # and every word asked for is learnt again
             new = list(words)
         if self._marker is None or self.encode_special_tokens:
-            parts = [[word] for word in new]
+            parts, texts = [[word] for word in new], new
         else:
             parts = [new[i:i + _WORDS_PER_TEXT] for i in range(0, len(new), _WORDS_PER_TEXT)]
-        separator = f" {self._marker[0]} " if self._marker is not None else " "
-        texts = [separator.join(part) for part in parts]
+            texts = [f" {self._marker[0]} ".join(part) for part in parts]
         for part, encoding in zip(parts, _rust_encode(self._plain, texts,
                                                       add_special_tokens=False)):
             cut = self._cut(encoding.ids, len(part)) if len(part) > 1 else [encoding.ids]

@@ -25,13 +25,14 @@ import json
 import logging
 import os
 import queue
+import selectors
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import weakref
-from collections import Counter, OrderedDict, namedtuple
+from collections import Counter, OrderedDict, deque, namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,9 +44,7 @@ from sklearn_lore import _tokenize_worker
 from sklearn_lore._tokenize_worker import (
     WorkerError,
     pack_texts,
-    read_frame,
     unpack_tokens,
-    write_frame,
 )
 
 __all__ = [
@@ -114,11 +113,15 @@ class _MemoryCache:
     def put(self, key, texts, vectors):
         with self._lock:
             self._check_dim(key, vectors.shape[1])
+            entries, added, nbytes = self._entries, 0, 0
+            row_bytes = vectors.shape[1] * vectors.itemsize
             for text, vector in zip(texts, vectors):
-                if (key, text) not in self._entries:
-                    self._entries[(key, text)] = vector
-                    self._nbytes += vector.nbytes + len(text)
-                    self._counts[key] = self._counts.get(key, 0) + 1
+                if (key, text) not in entries:
+                    entries[(key, text)] = vector
+                    nbytes += row_bytes + len(text)
+                    added += 1
+            self._nbytes += nbytes
+            self._counts[key] = self._counts.get(key, 0) + added
             self._evict()
 
     def _check_dim(self, key, dim):
@@ -276,6 +279,10 @@ class _DiskCache:
 
 def _check_text_column(values, index, column, allow_empty):
     """Raise a ValueError naming the column and row of the first missing/non-str/empty cell."""
+    if pd.api.types.infer_dtype(values, skipna=False) == "string" and (
+        allow_empty or all(map(str.strip, values))
+    ):
+        return  # all good, found at C speed; else the loop below finds the first bad cell
     index = index.tolist()
     for position, value in enumerate(values):
         if not isinstance(value, str):
@@ -292,27 +299,50 @@ def _check_text_column(values, index, column, allow_empty):
 
 
 def _as_float32_matrix(vectors, n_texts):
-    """Encoder output (numpy, torch tensor or nested lists) as a finite (n, d) float32 array."""
+    """Encoder output (numpy, torch tensor or nested lists) as a finite (n, d) float32
+    array of its own (read-only). A tensor is checked and cast where it lives (on a GPU:
+    one reduction there rather than two passes over the host's copy)."""
     if hasattr(vectors, "detach"):
-        vectors = vectors.detach().float().cpu().numpy()
+        return _tensor_as_float32_matrix(vectors.detach(), n_texts)
     raw = np.asarray(vectors)
-    if raw.ndim != 2 or raw.shape[0] != n_texts or raw.shape[1] == 0:
-        raise ValueError(
-            f"The encoder must return an array of shape (n_texts, d) = ({n_texts}, d) "
-            f"with d >= 1; got shape {raw.shape}."
-        )
+    _check_vectors_shape(raw.shape, n_texts)
     if raw.dtype.kind in "fiu" and not np.isfinite(raw).all():
-        raise ValueError(
-            "The encoder returned NaN or infinite values (with float16 weights, try "
-            "dtype='float32' or 'bfloat16')."
-        )
+        raise ValueError(_NOT_FINITE)
     with np.errstate(over="ignore"):
         vectors = raw.astype(np.float32)
     if not np.isfinite(vectors).all():
+        raise ValueError(_BEYOND_FLOAT32)
+    vectors.flags.writeable = False
+    return vectors
+
+
+_NOT_FINITE = ("The encoder returned NaN or infinite values (with float16 weights, try "
+               "dtype='float32' or 'bfloat16').")
+_BEYOND_FLOAT32 = ("The encoder returned values beyond the float32 range (about 3.4e38); "
+                   "embeddings are stored as float32: rescale them.")
+
+
+def _check_vectors_shape(shape, n_texts):
+    if len(shape) != 2 or shape[0] != n_texts or shape[1] == 0:
         raise ValueError(
-            "The encoder returned values beyond the float32 range (about 3.4e38); "
-            "embeddings are stored as float32: rescale them."
+            f"The encoder must return an array of shape (n_texts, d) = ({n_texts}, d) "
+            f"with d >= 1; got shape {tuple(shape)}."
         )
+
+
+def _tensor_as_float32_matrix(tensor, n_texts):
+    import torch
+
+    _check_vectors_shape(tuple(tensor.shape), n_texts)
+    if tensor.is_complex():  # as numpy would take it: the real part, with its warning
+        return _as_float32_matrix(tensor.cpu().numpy(), n_texts)
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(_NOT_FINITE)
+    converted = tensor.float()
+    if tensor.dtype == torch.float64 and not bool(torch.isfinite(converted).all()):
+        raise ValueError(_BEYOND_FLOAT32)
+    # a copy of its own: a float32 tensor on the host is the caller's memory otherwise
+    vectors = converted.to("cpu", copy=converted.device.type == "cpu").numpy()
     vectors.flags.writeable = False
     return vectors
 
@@ -480,9 +510,15 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
         texts = self._format(
             prompts * 2, X[self.response_a_col].tolist() + X[self.response_b_col].tolist()
         )
-        phi = self._embed(texts)
+        vectors, rows = self._embed(texts)
         n = len(X)
-        return self._output_frame(X, phi[:n] - phi[n:], has_user)
+        # float64 differences of the float32 (or normalized float64) vectors
+        if len(vectors) == 2 * n:  # every text distinct: the rows are in order
+            a, b = vectors[:n], vectors[n:]
+        else:
+            a, b = vectors[rows[:n]], vectors[rows[n:]]
+        diff = np.subtract(a, b, dtype=np.float64)
+        return self._output_frame(X, diff, has_user)
 
     def get_feature_names_out(self, input_features=None):
         """Output column names: ``user_col`` (if present in the input), ``emb_0`` ... ``emb_{d-1}``.
@@ -590,25 +626,43 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
         return [_join(p, r) for p, r in zip(prompts, responses)]
 
     def _embed(self, texts):
-        """phi of every text (float64, normalized if asked), each distinct text embedded once."""
-        codes, uniques = pd.factorize(pd.Series(texts, dtype=object))
-        vectors = self._lookup_or_encode(list(uniques)).astype(np.float64)
+        """Each distinct text embedded once: ``(vectors, rows)``, the text ``texts[i]``
+        having the vector ``vectors[rows[i]]`` (float32 rows as the encoder gave them,
+        float64 ones of unit norm when ``normalize``)."""
+        distinct = list(dict.fromkeys(texts))
+        if len(distinct) == len(texts):
+            rows = np.arange(len(texts))
+        else:
+            index = dict(zip(distinct, range(len(distinct))))
+            rows = np.fromiter(map(index.__getitem__, texts), np.intp, len(texts))
+        vectors = self._lookup_or_encode(distinct)
         if self.normalize:
-            vectors = _l2_normalize(vectors)
-        return vectors[codes]
+            vectors = _l2_normalize(vectors.astype(np.float64))
+        return vectors, rows
 
     def _lookup_or_encode(self, texts):
         """(len(texts), d) float32 vectors of distinct texts: memory, then disk, then model."""
         key = self._identity()
         found = _MEMORY.get(key, texts)
-        missing = [text for text in texts if text not in found]
+        missing = [i for i, text in enumerate(texts) if text not in found]
+        encoded = None
         if missing:
             with self._open_disk(key) as disk:
                 if disk is not None:
-                    found.update(self._read_disk(key, disk, missing))
-                    missing = [text for text in missing if text not in found]
-                found.update(self._encode_missing(key, missing, disk))
-        return np.stack([found[text] for text in texts])
+                    found.update(self._read_disk(key, disk, [texts[i] for i in missing]))
+                    missing = [i for i in missing if texts[i] not in found]
+                if missing:
+                    encoded = self._encode_missing(key, [texts[i] for i in missing], disk)
+        if not found:  # all encoded now, in order
+            return encoded
+        hits = [i for i, text in enumerate(texts) if text in found]
+        stored = np.stack([found[texts[i]] for i in hits])
+        if encoded is None:
+            return stored
+        vectors = np.empty((len(texts), stored.shape[1]), dtype=np.float32)
+        vectors[hits] = stored
+        vectors[missing] = encoded
+        return vectors
 
     def _open_disk(self, key):
         if self.cache_dir is None:
@@ -639,26 +693,30 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
         return 1
 
     def _encode_missing(self, key, texts, disk):
-        """Encode texts in batches, longest first (less padding), storing each call's vectors."""
+        """Vectors of distinct texts, (len(texts), d) float32 in their order: encoded in
+        batches, longest first (less padding), each call's vectors stored."""
         logger.debug("%s: encoding %d new texts", type(self).__name__, len(texts))
-        ordered = sorted(texts, key=len, reverse=True)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         per_call = self.batch_size * self._batches_per_call()
         progress = None
         if self.show_progress:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=-(-len(ordered) // self.batch_size), desc="embedding",
+            progress = tqdm(total=-(-len(order) // self.batch_size), desc="embedding",
                             unit="batch")
-        encoded = {}
+        encoded = None
         try:
-            for start in range(0, len(ordered), per_call):
-                batch = ordered[start : start + per_call]
+            for start in range(0, len(order), per_call):
+                positions = order[start : start + per_call]
+                batch = [texts[i] for i in positions]
                 vectors = _as_float32_matrix(self._encode_batch(batch), len(batch))
                 _MEMORY.put(key, batch, vectors)
                 _MEMORY.count(key, "misses", len(batch))
                 if disk is not None:
                     disk.put(batch, vectors)
-                encoded.update(zip(batch, vectors))
+                if encoded is None:
+                    encoded = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+                encoded[positions] = vectors
                 if progress is not None:
                     progress.update(-(-len(batch) // self.batch_size))
         finally:
@@ -880,7 +938,8 @@ _HOST_TOKENIZERS_LOCK = threading.Lock()
 # Tokenizing worker processes (`_WorkerPool`): the switch ("0" off, "1" always, unset:
 # on CUDA for calls of at least _PROCESSES_MIN_TEXTS texts), how many at most, the
 # fewest texts of a part of a batch sent to one, how to start one, how long one may
-# keep an answer (seconds) and how long they get to end after their stdin closes.
+# keep an answer (seconds), how long they get to end after their stdin closes, and
+# the size asked for their pipes.
 _PROCESSES_SWITCH = "SKLEARN_LORE_TOKENIZE_PROCESSES"
 _PROCESSES_MIN_TEXTS = 1024
 _MAX_PROCESSES = 16
@@ -888,6 +947,7 @@ _MIN_PART = 16
 _WORKER_ARGS = ("-m", "sklearn_lore._tokenize_worker")
 _WORKER_TIMEOUT = 60.0
 _STOP_WAIT = 2.0
+_PIPE_BYTES = 1 << 20
 
 
 def _tokenization_workers():
@@ -1153,7 +1213,7 @@ def _available_cores():
 
 def _spare_cores():
     """Cores for tokenizing worker processes: all but two (for the main thread and the
-    pipes' feeders and readers), at most `_MAX_PROCESSES`."""
+    pipes' IO thread), at most `_MAX_PROCESSES`."""
     return min(_MAX_PROCESSES, _available_cores() - 2)
 
 
@@ -1162,11 +1222,12 @@ def _process_workers(device, n_texts):
 
     ``SKLEARN_LORE_TOKENIZE_PROCESSES``: "0" never, "1" always (at least two), unset (or
     anything else) on CUDA for calls of `_PROCESSES_MIN_TEXTS` texts or more when
-    `_spare_cores` is at least two.
+    `_spare_cores` is at least two. POSIX only (`_WorkerCall` waits on their pipes
+    with ``selectors``, which takes no pipes on Windows).
     """
     switch = os.environ.get(_PROCESSES_SWITCH, "").strip()
     spare = _spare_cores()
-    if switch == "0":
+    if switch == "0" or os.name != "posix":
         return 0
     if switch == "1":
         return max(2, spare)
@@ -1177,13 +1238,26 @@ def _process_workers(device, n_texts):
 
 def _spawn_worker():
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", RAYON_NUM_THREADS="1")
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, *_WORKER_ARGS],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         bufsize=0,
         env=env,
     )
+    for stream in (process.stdin, process.stdout):
+        _widen_pipe(stream.fileno())
+    return process
+
+
+def _widen_pipe(fd):
+    """Let a pipe hold `_PIPE_BYTES` (Linux; elsewhere, or past the system's limit, it
+    keeps its size): a worker then writes a whole answer, and the parent a whole
+    request, without waiting for the other side to read."""
+    with contextlib.suppress(ImportError, AttributeError, OSError):
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
 
 
 def _stop_workers(processes, pid):
@@ -1270,16 +1344,20 @@ def _part_bounds(batch, n_workers):
 
 
 class _WorkerCall:
-    """The batches of one call tokenized on a `_WorkerPool`: a feeder and a reader thread
-    per worker (pipe IO releases the GIL, so the main thread runs the model meanwhile).
+    """The batches of one call tokenized on a `_WorkerPool`, fed and read by one IO
+    thread that waits on all the workers' pipes at once (``selectors``; the pipes are
+    non-blocking for the call), so the main thread runs the model meanwhile.
 
     Each batch is cut into parts (`_part_bounds`), one request each, part j of batch i
-    to worker (i + j) mod n_workers; the reader that receives a batch's last part pads
-    it (`_HostTokenizers.pad`, pinned if asked). `result` waits for a batch. As a context
-    manager: on leaving, the feeders stop and the readers take the answers still due, so
-    the workers end between requests, ready for the next call; a worker that fails, ends,
-    or answers nothing for `_WORKER_TIMEOUT` seconds raises `WorkerError` and the pool is
-    killed.
+    to worker (i + j) mod n_workers; the IO thread, on receiving a batch's last part,
+    pads it (`_HostTokenizers.pad`, pinned if asked). `result` waits for a batch. One
+    thread rather than a feeder and a reader per worker: on a 14-worker pool those 28
+    threads cost the parent about as much CPU as the IO itself, and every one of them
+    takes the GIL from the main thread that dispatches the model's kernels. As a context
+    manager: on leaving, no new request goes out and the answers still due are read, so
+    the workers end between requests, ready for the next call; a worker that fails,
+    ends, or answers nothing for `_WORKER_TIMEOUT` seconds raises `WorkerError` and the
+    pool is killed.
     """
 
     def __init__(self, pool, tokenizers, batches, pinned, preamble=None):
@@ -1297,17 +1375,12 @@ class _WorkerCall:
             self._missing.append(len(bounds) - 1)
             for j, (start, end) in enumerate(itertools.pairwise(bounds)):
                 todo[(i + j) % n_workers].append(((i, j), batch[start:end]))
-        self._threads = []
-        for process, requests in zip(pool.processes, todo):
-            due = queue.SimpleQueue()
-            feeder = (self._feed, (process.stdin, preamble, requests, due))
-            reader = (self._read, (process.stdout, due))
-            for target, args in (feeder, reader):
-                thread = threading.Thread(
-                    target=target, args=args, name="sklearn_lore-tokenize-io", daemon=True
-                )
-                thread.start()
-                self._threads.append(thread)
+        channels = [_Channel(process, requests, preamble)
+                    for process, requests in zip(pool.processes, todo)]
+        self._thread = threading.Thread(
+            target=self._serve, args=(channels,), name="sklearn_lore-tokenize-io", daemon=True
+        )
+        self._thread.start()
 
     def __enter__(self):
         return self
@@ -1316,13 +1389,10 @@ class _WorkerCall:
         self._stopping.set()
         if self._error is not None:
             self._pool.kill()
-        deadline = time.monotonic() + _WORKER_TIMEOUT
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        if any(thread.is_alive() for thread in self._threads):
+        self._thread.join(_WORKER_TIMEOUT)
+        if self._thread.is_alive():
             self._pool.kill()
-            for thread in self._threads:
-                thread.join()
+            self._thread.join()
             if exc_type is None:
                 raise WorkerError(f"a worker answered nothing for {_WORKER_TIMEOUT} s")
 
@@ -1339,29 +1409,39 @@ class _WorkerCall:
                 raise self._error
             return self._ready.pop(batch)
 
-    def _feed(self, stream, preamble, requests, due):
+    def _serve(self, channels):
+        """The IO thread: write requests while a pipe takes them, read answers as they
+        come, until every answer due is in (no new request once stopping)."""
+        selector = selectors.DefaultSelector()
         try:
-            if preamble is not None:
-                write_frame(stream, preamble)
-            for slot, texts in requests:
-                if self._stopping.is_set():
+            for channel in channels:
+                channel.open(selector)
+            waited_since = time.monotonic()
+            while self._error is None:
+                stopping = self._stopping.is_set()
+                if not any(channel.busy(stopping) for channel in channels):
                     break
-                due.put(slot)
-                write_frame(stream, *pack_texts(texts))
-        except Exception as exc:  # noqa: BLE001 - a broken pipe, say: for result() to raise
+                for channel in channels:
+                    channel.want_write(selector, stopping)
+                events = selector.select(min(_WORKER_TIMEOUT, 0.5))
+                if not events:
+                    if time.monotonic() - waited_since > _WORKER_TIMEOUT:
+                        raise WorkerError(f"a worker answered nothing for {_WORKER_TIMEOUT} s")
+                    continue
+                waited_since = time.monotonic()
+                for key, mask in events:
+                    channel = key.data
+                    if mask & selectors.EVENT_WRITE:
+                        channel.write(stopping)
+                    if mask & selectors.EVENT_READ:
+                        for slot, payload in channel.read():
+                            self._deliver(slot, unpack_tokens(payload, self._pool.type_ids))
+        except Exception as exc:  # noqa: BLE001 - a broken pipe, an ended worker: for result()
             self._fail(exc)
         finally:
-            due.put(None)
-
-    def _read(self, stream, due):
-        try:
-            while (slot := due.get()) is not None:
-                payload = read_frame(stream)
-                if payload is None:
-                    raise WorkerError("a worker ended")
-                self._deliver(slot, unpack_tokens(payload, self._pool.type_ids))
-        except Exception as exc:  # noqa: BLE001 - an ended worker, say: for result()
-            self._fail(exc)
+            selector.close()
+            for channel in channels:
+                channel.close()
 
     def _deliver(self, slot, tokens):
         batch, part = slot
@@ -1387,6 +1467,90 @@ class _WorkerCall:
             if self._error is None:
                 self._error = exc
             self._cond.notify_all()
+
+
+class _Channel:
+    """One worker's pipes during a `_WorkerCall`: its requests still to write (whole
+    frames: a frame begun is finished, even when stopping), the answers due, and the
+    frame being read. The pipes are non-blocking while the call holds them."""
+
+    def __init__(self, process, requests, preamble):
+        self._stdin, self._stdout = process.stdin, process.stdout
+        self._requests = deque(requests)
+        self._out = memoryview(_frame(preamble)) if preamble is not None else None
+        self._due = deque()
+        self._header = bytearray(_tokenize_worker._HEADER.size)
+        self._payload = None  # the frame being read: None while its header is
+        self._done = 0
+        self._writing = False
+
+    def open(self, selector):
+        os.set_blocking(self._stdin.fileno(), False)
+        os.set_blocking(self._stdout.fileno(), False)
+        selector.register(self._stdout, selectors.EVENT_READ, self)
+
+    def close(self):
+        for stream in (self._stdin, self._stdout):
+            with contextlib.suppress(OSError, ValueError):
+                os.set_blocking(stream.fileno(), True)
+
+    def busy(self, stopping):
+        """Whether anything is left to write or to read."""
+        return bool(self._due or self._out is not None or (self._requests and not stopping))
+
+    def want_write(self, selector, stopping):
+        """Watch the input pipe while there is a frame to write."""
+        wanted = self._out is not None or (bool(self._requests) and not stopping)
+        if wanted != self._writing:
+            if wanted:
+                selector.register(self._stdin, selectors.EVENT_WRITE, self)
+            else:
+                selector.unregister(self._stdin)
+            self._writing = wanted
+
+    def write(self, stopping):
+        """Write what the pipe takes: the current frame, then the next requests."""
+        while True:
+            if self._out is None:
+                if stopping or not self._requests:
+                    return
+                slot, texts = self._requests.popleft()
+                self._out = memoryview(_frame(*pack_texts(texts)))
+                self._due.append(slot)
+            written = self._stdin.write(self._out)
+            if written is None:  # the pipe is full
+                return
+            self._out = self._out[written:] if written < self._out.nbytes else None
+
+    def read(self):
+        """The ``(slot, payload)`` of every answer complete after reading what is there."""
+        answers = []
+        while True:
+            buffer = self._header if self._payload is None else self._payload
+            if self._done < len(buffer):
+                n = self._stdout.readinto(memoryview(buffer)[self._done:])
+                if n is None:  # nothing more for now
+                    return answers
+                if n == 0:
+                    raise WorkerError("a worker ended")
+                self._done += n
+                if self._done < len(buffer):
+                    continue
+            if self._payload is None:  # a header: the payload's size
+                (size,) = _tokenize_worker._HEADER.unpack(self._header)
+                self._payload, self._done = bytearray(size), 0
+                if size:
+                    continue
+            if not self._due:
+                raise WorkerError("a worker answered a request it was not sent")
+            answers.append((self._due.popleft(), self._payload))
+            self._payload, self._done = None, 0
+
+
+def _frame(*parts):
+    """The bytes of one frame (`_tokenize_worker.write_frame`) of bytes-like `parts`."""
+    body = b"".join(memoryview(part).cast("B") for part in parts)
+    return _tokenize_worker._HEADER.pack(len(body)) + body
 
 
 def _encode_pipelined(model, tokenizers, texts, batch_size):

@@ -14,6 +14,8 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -324,6 +326,79 @@ def test_a_model_is_handed_eight_batches_per_call(monkeypatch):
     one_by_one = SentencePairEmbedder(
         encoder=lambda t: fake_encode(t).astype(np.float16), batch_size=1).transform(df)
     pd.testing.assert_frame_equal(out, one_by_one)
+
+
+# texts from a few characters: frames repeat texts within and across calls
+_SHORT = st.text(alphabet="ab ,", min_size=1, max_size=4)
+_RESPONSE = _SHORT.filter(str.strip)
+_ROWS = st.lists(st.tuples(st.sampled_from(["", "q", "q r"]), _RESPONSE, _RESPONSE),
+                 min_size=1, max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(calls=st.lists(st.tuples(_ROWS, st.booleans()), min_size=1, max_size=4),
+       normalize=st.booleans(), batch_size=st.integers(1, 3), disk=st.booleans())
+def test_transform_is_the_encoders_difference_row_by_row_over_cached_calls(
+    calls, normalize, batch_size, disk
+):
+    """Whatever mix of memory hits, disk hits and new texts a call meets, with repeated
+    texts or none, each row is phi(prompt, a) - phi(prompt, b) of the encoder itself,
+    and each distinct text is encoded once."""
+    import tempfile
+
+    clear_embedding_cache()
+    ENCODED.clear()
+    with tempfile.TemporaryDirectory() as directory:
+        emb = SentencePairEmbedder(encoder=fake_encode, model="trigrams", normalize=normalize,
+                                   batch_size=batch_size, cache_dir=directory if disk else None)
+        seen = set()
+        for rows, forget in calls:
+            if forget:  # later texts come from the disk cache, when there is one
+                clear_embedding_cache()
+                if not disk:
+                    seen.clear()
+            df = pd.DataFrame(rows, columns=["prompt", "response_a", "response_b"])
+            before = len(ENCODED)
+            out = emb.transform(df).to_numpy()
+            texts = [embedding._join(p, r) for p, r in zip(df.prompt, df.response_a)]
+            texts_b = [embedding._join(p, r) for p, r in zip(df.prompt, df.response_b)]
+            encoded = ENCODED[before:]
+            assert len(encoded) == len(set(encoded))
+            assert set(encoded) == set(texts + texts_b) - seen
+            seen.update(encoded)
+            a, b = (fake_encode(t).astype(np.float32).astype(np.float64) for t in (texts, texts_b))
+            if normalize:
+                a, b = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (a, b))
+                np.testing.assert_allclose(out, a - b, rtol=0, atol=1e-12)
+            else:
+                np.testing.assert_array_equal(out, a - b)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_tensor_vectors_are_checked_cast_and_copied_where_they_live(device):
+    torch = pytest.importorskip("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    values = torch.arange(6.0, device=device).reshape(3, 2)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64):
+        got = embedding._as_float32_matrix(values.to(dtype), 3)
+        assert isinstance(got, np.ndarray) and got.dtype == np.float32
+        assert not got.flags.writeable
+        np.testing.assert_array_equal(got, np.arange(6.0).reshape(3, 2))
+    mine = values.clone()
+    got = embedding._as_float32_matrix(mine, 3)
+    mine += 1  # the caller's tensor is the caller's: the vectors were copied
+    np.testing.assert_array_equal(got, np.arange(6.0).reshape(3, 2))
+    bad = values.to(torch.float16).clone()
+    bad[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        embedding._as_float32_matrix(bad, 3)
+    with pytest.raises(ValueError, match="float32 range"):
+        embedding._as_float32_matrix(values.double() * 1e300, 3)
+    with pytest.raises(ValueError, match="shape"):
+        embedding._as_float32_matrix(values, 4)
+    with pytest.raises(ValueError, match="d >= 1"):
+        embedding._as_float32_matrix(values[:, :0], 3)
 
 
 def test_disk_cache_round_trip(tmp_path):
@@ -1068,6 +1143,51 @@ def test_minilm_worker_processes_tokenize_as_the_threads_do(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pipe", ["widened", "default size"])
+def test_minilm_worker_call_runs_on_one_thread_and_frames_span_many_pipe_reads(
+    minilm, worker_processes, monkeypatch, pipe
+):
+    import threading
+
+    if pipe == "default size":  # 64 KiB on Linux: the long texts' requests take many writes
+        monkeypatch.setattr(embedding, "_widen_pipe", lambda fd: None)
+    emb = clone(minilm).set_params(batch_size=4)
+    model = emb._sentence_transformer()
+    tokenizers = embedding._host_tokenizers(model)
+    long_texts = [f"{k} " + "many words here " * 12_000 for k in range(3)]  # ~190 kB each
+    batches = [PIPELINE_TEXTS[:5], long_texts + PIPELINE_TEXTS[5:9], PIPELINE_TEXTS * 3]
+    with tokenizers.worker_pool(model.device, 1024) as workers:
+        assert len(workers.processes) >= 2
+        before = threading.active_count()
+        with embedding._WorkerCall(workers, tokenizers, batches, pinned=False) as call:
+            assert threading.active_count() == before + 1  # one IO thread for all pipes
+            for number, batch in enumerate(batches):
+                got, expected = call.result(number), tokenizers.features(batch)
+                for key in expected:
+                    assert embedding._same_tensor(got[key], expected[key]), key
+        assert threading.active_count() == before
+
+
+@pytest.mark.slow
+def test_minilm_worker_call_left_early_leaves_the_workers_ready(minilm, worker_processes):
+    emb = clone(minilm).set_params(batch_size=4)
+    model = emb._sentence_transformer()
+    tokenizers = embedding._host_tokenizers(model)
+    batches = [PIPELINE_TEXTS[k:k + 3] for k in range(0, len(PIPELINE_TEXTS), 3)] * 4
+    with tokenizers.worker_pool(model.device, 1024) as workers:
+        with embedding._WorkerCall(workers, tokenizers, batches, pinned=False) as call:
+            call.result(0)  # the rest is never asked for
+        assert workers.usable()
+        # the answers still due were read: the next call's answers are its own
+        again = [PIPELINE_TEXTS[::-1], SHORT_TEXTS]
+        with embedding._WorkerCall(workers, tokenizers, again, pinned=False) as call:
+            for number, batch in enumerate(again):
+                got, expected = call.result(number), tokenizers.features(batch)
+                for key in expected:
+                    assert embedding._same_tensor(got[key], expected[key]), key
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("failure", ["no start", "hangs", "other tokens"])
 def test_minilm_falls_back_to_threads_when_workers_fail_at_start(
     minilm, worker_processes, monkeypatch, caplog, failure
@@ -1262,6 +1382,81 @@ def test_worker_frames_round_trip():
     worker.read_frame(truncated)
     with pytest.raises(worker.WorkerError, match="inside a frame"):
         worker.read_frame(truncated)
+
+
+@pytest.mark.skipif(embedding.os.name != "posix", reason="non-blocking pipes")
+def test_worker_channel_writes_and_reads_frames_in_pieces():
+    """A `_Channel` writes whole frames through a pipe that takes part of one at a time,
+    and hands back an answer only once all its bytes have come, in pieces or several
+    in one read."""
+    import contextlib
+    import io
+    import os
+    import selectors
+    from types import SimpleNamespace
+
+    from sklearn_lore import _tokenize_worker as worker
+
+    to_worker, from_parent = os.pipe()
+    from_worker, to_parent = os.pipe()
+    process = SimpleNamespace(stdin=os.fdopen(from_parent, "wb", buffering=0),
+                              stdout=os.fdopen(from_worker, "rb", buffering=0))
+    requests = [(("b", 0), ["x" * 300_000]), (("b", 1), ["short", "texts"])]
+    channel = embedding._Channel(process, requests, preamble=b"config")
+    selector = selectors.DefaultSelector()
+    worker_in = os.fdopen(to_worker, "rb", buffering=0)
+    worker_out = os.fdopen(to_parent, "wb", buffering=0)
+    try:
+        channel.open(selector)
+        sent, writes = bytearray(), 0
+        os.set_blocking(to_worker, False)
+        while channel._out is not None or channel._requests:
+            channel.write(stopping=False)  # what the pipe takes
+            writes += 1
+            with contextlib.suppress(BlockingIOError):
+                sent += os.read(to_worker, 1 << 16)
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(to_worker, 1 << 16):  # what is left in the pipe
+                sent += chunk
+        assert writes > 1  # the long request went out in pieces
+        stream = io.BytesIO(bytes(sent))
+        assert bytes(worker.read_frame(stream)) == b"config"
+        assert worker.unpack_texts(worker.read_frame(stream)) == ["x" * 300_000]
+        assert worker.unpack_texts(worker.read_frame(stream)) == ["short", "texts"]
+        assert worker.read_frame(stream) is None
+        # two answers, the first in three pieces, the second with the first's last piece
+        answers = [embedding._frame(*worker.pack_tokens(np.array([2]), np.array([7, 8]), None)),
+                   embedding._frame(*worker.pack_tokens(np.array([1]), np.array([9]), None))]
+        first, second = answers
+        assert channel.read() == []
+        worker_out.write(first[:3])
+        assert channel.read() == []
+        worker_out.write(first[3:20])
+        assert channel.read() == []
+        worker_out.write(first[20:] + second)
+        got = channel.read()
+        assert [slot for slot, _ in got] == [("b", 0), ("b", 1)]
+        ids = [worker.unpack_tokens(payload, type_ids=False)[1].tolist() for _, payload in got]
+        assert ids == [[7, 8], [9]]
+        assert not channel.busy(stopping=False)
+        worker_out.write(second[:5])  # a frame cut short by the worker's end
+        worker_out.close()
+        with pytest.raises(worker.WorkerError, match="ended"):
+            channel.read()
+    finally:
+        channel.close()
+        selector.close()
+        for stream in (process.stdin, process.stdout, worker_in, worker_out):
+            stream.close()
+    # an answer to a request never sent
+    read_end, write_end = os.pipe()
+    process = SimpleNamespace(stdin=None, stdout=os.fdopen(read_end, "rb", buffering=0))
+    channel = embedding._Channel(process, [], preamble=None)
+    with process.stdout, os.fdopen(write_end, "wb", buffering=0) as stray:
+        os.set_blocking(read_end, False)
+        stray.write(second)
+        with pytest.raises(worker.WorkerError, match="not sent"):
+            channel.read()
 
 
 # --------------------------------------------------------------------------- CUDA

@@ -9,7 +9,11 @@ adds the tokenizer; "SentencePairEmbedder" is ``transform`` on a DataFrame of pa
 from a cold cache (every text new), so it pays for tokenization, de-duplication,
 the cache and the output frame. On CUDA everything runs in float16.
 
-Diagnostic rows, to read the share of each part: the tokenizer alone as a full
+Diagnostic rows, to read the share of each part: the embedder's forward alone (its
+own length-sorted batches, pre-tokenized and pinned, through its forward loop: against
+"raw forward", what the batches and copies cost; against the transform, what
+tokenizing beside it costs), the embedder's work around the model (``transform`` with
+an encoder that answers at once with a tensor on the device), the tokenizer alone as a full
 ``tokenizer(batch, padding=True, truncation=True, return_tensors="pt")`` call and as
 its Rust ``encode_batch`` (no tensors), the tokenization of the embedder's host
 threads alone and of its worker processes alone (pool started before the timing; no
@@ -43,6 +47,7 @@ from sklearn_lore.embedding import (  # noqa: E402
     _spare_cores,
     _tokenization_workers,
     _WorkerCall,
+    _forward_batches,
     _WorkerPool,
     clear_embedding_cache,
 )
@@ -187,23 +192,53 @@ def main(argv=None):
         clear_embedding_cache()
         emb.transform(frames[k])
 
+    # the embedder's forward alone: its own batches (length-sorted), pre-tokenized and
+    # pinned as its pipeline hands them over, through the same loop, no tokenizing beside
+    pinned = device == "cuda"
+    own_order = np.argsort([-len(text) for text in texts])
+    own_batches = split([texts[i] for i in own_order])
+    own_features = ([host.features(b, pin_memory=pinned) for b in own_batches]
+                    if host is not None else None)
+
+    def embedder_forward(k):
+        _forward_batches(st, iter(own_features), own_order, st.device, pinned)
+
+    # the embedder's own work around the model (checks, distinct texts, cache, output):
+    # transform with an encoder that answers at once with a tensor on the device
+    dim = (getattr(st, "get_embedding_dimension", None)
+           or st.get_sentence_embedding_dimension)()
+    instant = SentencePairEmbedder(
+        encoder=lambda batch: torch.zeros((len(batch), dim), dtype=torch.float16,
+                                          device=device),
+        model="instant", batch_size=args.batch_size, normalize=False)
+
+    def around_the_model(k):
+        clear_embedding_cache()
+        instant.transform(frames[k])
+
     cases = [("raw forward", raw_forward, len(texts)),
              ("raw tokenize + forward", raw_tokenize_forward, len(texts)),
-             ("SentencePairEmbedder.transform (cold cache)", embedder, 2 * half),
-             ("tokenizer alone (full call)", tokenizer_full_call, len(texts)),
-             ("tokenizer alone (Rust encode_batch)", tokenizer_encode_batch, len(texts)),
-             ("model.encode", model_encode, len(texts))]
+             ("SentencePairEmbedder.transform (cold cache)", embedder, 2 * half)]
+    if own_features is not None:
+        cases.append(("the embedder's forward alone (its batches, pre-tokenized)",
+                      embedder_forward, len(texts)))
+    cases += [("tokenizer alone (full call)", tokenizer_full_call, len(texts)),
+              ("tokenizer alone (Rust encode_batch)", tokenizer_encode_batch, len(texts))]
     if host is not None:  # None: the embedder falls back to model.encode for this model
-        cases.insert(5, (f"tokenizer alone (embedder's {workers} host threads)",
-                         tokenizer_host_threads, len(texts)))
+        cases.append((f"tokenizer alone (embedder's {workers} host threads)",
+                      tokenizer_host_threads, len(texts)))
     if processes is not None:
-        cases.insert(6, (f"tokenizer alone ({n_processes} worker processes)",
-                         tokenizer_processes, len(texts)))
+        cases.append((f"tokenizer alone ({n_processes} worker processes)",
+                      tokenizer_processes, len(texts)))
     if plain is not None:
-        cases.insert(7, (f"tokenizer alone ({n_processes} worker processes, no word cache)",
-                         tokenizer_plain_processes, len(texts)))
+        cases.append((f"tokenizer alone ({n_processes} worker processes, no word cache)",
+                      tokenizer_plain_processes, len(texts)))
+    cases += [("model.encode", model_encode, len(texts)),
+              ("transform with an instant encoder (the embedder's work around the model)",
+               around_the_model, 2 * half)]
     raw_forward()
     embedder(0)
+    around_the_model(0)
     if host is not None:
         tokenizer_host_threads(0)
     if processes is not None:

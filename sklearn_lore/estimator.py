@@ -80,6 +80,35 @@ def _host_curvature(curvature):
     return A, S, total
 
 
+def _ids_array(ids):
+    """User ids as a numpy array, each id as it will be compared: tuples (of any
+    lengths, mixed with other ids) stay tuples, dates and durations become pandas
+    Timestamps and Timedeltas (numpy's datetime64 scalars do not compare equal to what
+    an object array holds, so a date seen in fit was unknown at predict). A DataFrame
+    or a string is refused: iterating one yields column labels or characters."""
+    if isinstance(ids, pd.DataFrame):
+        raise ValueError(
+            f"user_ids must be 1-d; got a DataFrame with {ids.shape[1]} column(s). Pass "
+            "one column (df['user_id'], not df[['user_id']]).")
+    if isinstance(ids, (str, bytes)) or (isinstance(ids, np.ndarray) and ids.ndim == 0):
+        raise ValueError("user_ids must be a 1-d sequence of ids, one per row of X.")
+    if not isinstance(ids, np.ndarray):
+        try:
+            values = list(ids)
+        except TypeError:
+            raise ValueError(
+                "user_ids must be a 1-d sequence of ids, one per row of X; got a "
+                f"{type(ids).__name__}.") from None
+        # tuples are hashable ids; numpy would read a list of them as a 2-d array (or
+        # fail on tuples of different lengths)
+        ids = (np.fromiter(values, dtype=object, count=len(values))
+               if any(isinstance(v, tuple) for v in values)
+               else np.asarray(values, dtype=object))
+    if ids.dtype.kind in "mM" and ids.ndim == 1:
+        ids = pd.Series(ids).to_numpy(dtype=object)
+    return ids
+
+
 def _concat_ids(old, new):
     """Remembered ids and a batch's ids, each id keeping its type (numpy would turn
     ints into strings next to strings)."""
@@ -317,14 +346,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     def _check_ids(self, ids, n_samples):
         if ids is None:
             return None
-        if isinstance(ids, (str, bytes)) or np.ndim(ids) == 0:
-            raise ValueError("user_ids must be a 1-d sequence of ids, one per row of X.")
-        if not isinstance(ids, np.ndarray):
-            values = list(ids)
-            # tuples are hashable ids; numpy would read a list of them as a 2-d array
-            ids = (np.fromiter(values, dtype=object, count=len(values))
-                   if values and all(isinstance(v, tuple) for v in values)
-                   else np.asarray(values, dtype=object))
+        ids = _ids_array(ids)
         if ids.ndim != 1:
             raise ValueError(f"user_ids must be 1-d; got an array of shape {ids.shape}.")
         if ids.shape[0] != n_samples:
@@ -402,6 +424,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 f"{fitted.shape[0]} components (changed with set_params after fitting); "
                 "call fit to start over, or set it back."
             )
+        kind = getattr(self, "_fitted_kind", None) if fitted is not None else None
+        if kind is not None and kind != self._kind:
+            raise ValueError(
+                f"user_weights is {self._kind!r} but the model was fitted with {kind!r} "
+                "user weights (changed with set_params after fitting); call fit to start "
+                "over, or set it back."
+            )
 
     def _validate_y(self, y, n_samples, sample_weight, Z):
         if y is None:
@@ -474,8 +503,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         users = np.fromiter(values, dtype=object, count=len(values))
         if len(kinds) == 1 and kinds <= {int, str, np.int64, np.int32, np.str_}:
             typed = np.asarray(values)
-            # numpy strings drop trailing NUL characters: such ids stay objects
-            if kinds <= {int, np.int64, np.int32} or typed.tolist() == values:
+            # numpy strings drop trailing NUL characters, and ints on both sides of 2**63
+            # become float64: such ids stay objects
+            if typed.dtype.kind in "iu" or (typed.dtype.kind == "U" and typed.tolist() == values):
                 users = typed
         return codes.astype(np.intp), users
 
@@ -736,6 +766,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         ``self.shrinkage`` (a refit that keeps the scale chosen earlier). ``data``: the
         rows ``Z`` already moved to the backend's device, when they were.
         """
+        self._fitted_kind = self._kind  # partial fits refuse another kind (set_params)
         if ids is None:
             return self._fit_without_users(Z, y01, sw, data)
         groups, users = self._factorize(ids)
@@ -955,8 +986,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self : LowRankRewardEstimator
         """
         first = not hasattr(self, "components_")
+        # every call, as scikit-learn's own partial_fit: set_params may come between
+        self._validate_params()
         if first:
-            self._validate_params()
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
         Z, ids = self._validate_X(X, user_ids, reset=first)
@@ -1243,9 +1275,14 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         True
         """
         check_is_fitted(self)
-        if isinstance(user_ids, (str, bytes)) or np.ndim(user_ids) != 1:
-            raise ValueError("user_ids must be a 1-d sequence of ids; wrap a single id in a list.")
-        ids = self._check_ids(np.asarray(user_ids, dtype=object), len(user_ids))
+        single = ValueError("user_ids must be a 1-d sequence of ids; wrap a single id in a list.")
+        if (isinstance(user_ids, (str, bytes)) or not hasattr(user_ids, "__iter__")
+                or (isinstance(user_ids, np.ndarray) and user_ids.ndim == 0)):
+            raise single
+        ids = _ids_array(user_ids)
+        if ids.ndim != 1:
+            raise single
+        ids = self._check_ids(ids, len(ids))
         index = self._user_index(ids)
         if (index < 0).any():
             unknown = ids[index < 0]

@@ -877,3 +877,103 @@ def test_small_fold_ins_of_a_torch_model_run_on_the_host(monkeypatch):
     monkeypatch.setattr(estimator_module, "_HOST_FOLD_IN_ROWS", 0)
     a.partial_fit_users(X[new], y[new], user_ids=users[new])
     assert used[-1] == "torch"
+
+
+# --------------------------------------------------------------------------- ids of every kind
+
+
+def _id_data():
+    X, y, users, _ = make_preference_data(n_users=12, n_pairs_per_user=20, n_features=6,
+                                          random_state=0)
+    return X, y, np.array([int(u[1:]) for u in users])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("kind", ["uint64", "datetime64[ns]", "datetime64[D]", "frame"])
+def test_ids_of_wide_ints_and_dates_are_known_at_predict(kind, backend):
+    """64-bit hashes on both sides of 2**63 (numpy made them float64) and dates (the fit
+    kept converted values that predict's numpy scalars did not match) stay each user's
+    id: predictions with the ids are the users' own, as with the ids 0..11."""
+    if backend == "torch" and not torch_available():
+        pytest.skip("torch not installed")
+    X, y, index = _id_data()
+    if kind == "uint64" or kind == "frame":
+        table = np.array([2**62 + 1, 2**63 + 1] + [2**63 + 3 + 2 * k for k in range(10)],
+                         dtype=np.uint64)
+    else:
+        table = np.datetime64("2024-01-01", "D").astype(kind) + np.arange(12).astype(
+            "timedelta64[D]")
+    ids = table[index]
+    params = dict(n_components=2, shrinkage=1.0, random_state=0, backend=backend)
+    reference = LowRankRewardEstimator(**params).fit(X, y, user_ids=index)
+    if kind == "frame":
+        frame = pd.DataFrame(X).add_prefix("f").assign(user_id=ids)
+        est = LowRankRewardEstimator(**params).fit(frame, y)
+        got = est.predict_proba(frame)
+    else:
+        est = LowRankRewardEstimator(**params).fit(X, y, user_ids=ids)
+        got = est.predict_proba(X, user_ids=ids)
+    assert (est._user_index(ids) >= 0).all()
+    np.testing.assert_allclose(got, reference.predict_proba(X, user_ids=index), atol=1e-8)
+    assert not np.allclose(got, est.predict_proba(X if kind != "frame" else frame.drop(
+        columns="user_id")))
+
+
+def test_user_ids_as_a_one_column_frame_is_refused_with_the_fix():
+    X, y, index = _id_data()
+    ids = pd.DataFrame({"user_id": index})
+    with pytest.raises(ValueError, match=r"df\['user_id'\], not df\[\['user_id'\]\]"):
+        LowRankRewardEstimator(n_components=2).fit(X, y, user_ids=ids)
+    est = LowRankRewardEstimator(n_components=2, shrinkage=1.0).fit(X, y, user_ids=index)
+    with pytest.raises(ValueError, match="got a DataFrame with 1 column"):
+        est.decision_function(X[:1], user_ids=ids.iloc[:1])
+    with pytest.raises(ValueError, match="got a DataFrame"):
+        est.partial_fit_users(X[:1], y[:1], user_ids=ids.iloc[:1])
+
+
+def test_tuple_ids_of_several_lengths_and_forgetting_one():
+    X, y, index = _id_data()
+    ids = [("org", int(u)) if u % 2 else ("org", int(u), "eu") for u in index]
+    est = LowRankRewardEstimator(n_components=2, shrinkage=1.0, random_state=0).fit(
+        X, y, user_ids=ids)
+    assert len(est.users_) == 12 and all(isinstance(u, tuple) for u in est.users_)
+    reference = LowRankRewardEstimator(n_components=2, shrinkage=1.0, random_state=0).fit(
+        X, y, user_ids=index)
+    np.testing.assert_allclose(est.predict_proba(X, user_ids=ids),
+                               reference.predict_proba(X, user_ids=index), atol=1e-8)
+    est.partial_fit_users(X[:3], y[:3], user_ids=[("org", 99), 7, ("org", 1)])
+    est.forget_users([("org", 0, "eu")])
+    assert ("org", 0, "eu") not in set(est.users_.tolist())
+    with pytest.raises(ValueError, match="wrap a single id in a list"):
+        est.forget_users("u1")
+
+
+@pytest.mark.parametrize("fitted_kind, other", [("free", "simplex"), ("simplex", "free")])
+def test_user_weights_changed_after_fitting_is_refused_by_updates(fitted_kind, other):
+    X, y, index = _id_data()
+    est = LowRankRewardEstimator(n_components=2, shrinkage=1.0, user_weights=fitted_kind,
+                                 random_state=0).fit(X, y, user_ids=index)
+    before = est.user_weights_.copy()
+    est.set_params(user_weights=other)
+    with pytest.raises(ValueError, match="changed with set_params after fitting"):
+        est.partial_fit_users(X[:3], y[:3], user_ids=[0, 0, 0])
+    with pytest.raises(ValueError, match="changed with set_params after fitting"):
+        est.partial_fit(X[:30], y[:30], user_ids=index[:30])
+    np.testing.assert_array_equal(est.user_weights_, before)
+    est.set_params(user_weights=fitted_kind).partial_fit_users(X[:3], y[:3], user_ids=[0] * 3)
+    est.set_params(user_weights=other).fit(X, y, user_ids=index)  # a new fit may change it
+    est.partial_fit_users(X[:3], y[:3], user_ids=[0] * 3)
+
+
+@pytest.mark.parametrize("param, value", [("prior_strength", -1.0), ("alpha", -1.0),
+                                          ("tol", -1.0), ("max_iter", 0)])
+def test_partial_fit_validates_parameters_on_every_call(param, value):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y, index = _id_data()
+    est = LowRankRewardEstimator(n_components=2, shrinkage=1.0, stream_memory=0,
+                                 random_state=0).partial_fit(X[:100], y[:100], classes=[0, 1],
+                                                             user_ids=index[:100])
+    est.set_params(**{param: value})
+    with pytest.raises(InvalidParameterError, match=param):
+        est.partial_fit(X[100:], y[100:], user_ids=index[100:])

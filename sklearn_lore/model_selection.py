@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss
 from sklearn.utils import Bunch, check_random_state
+from sklearn.utils.validation import _num_samples
 
 from ._ids import require_hashable
 
@@ -99,6 +100,11 @@ def _binary_truth(y_true, pos_label=1):
     ``y_true`` holds both classes; with a single class it is taken as given.
     """
     y_true = np.asarray(y_true)
+    missing = pd.isna(y_true)
+    if np.any(missing):
+        raise ValueError(
+            f"y_true contains missing values (NaN or None) at row "
+            f"{int(np.argmax(np.ravel(missing)))}; every pair needs a label.")
     labels = np.unique(y_true)
     if labels.size > 2:
         raise ValueError(f"y_true must be binary; got labels {labels.tolist()[:5]}.")
@@ -475,6 +481,24 @@ def _ids_from(X, user_ids, user_col):
     return user_ids, False
 
 
+def _check_split(split, ids):
+    """A precomputed split is one of these rows: a :func:`fewshot_split` of these ids."""
+    fields = ("position", "seen_users", "unseen_users", "seen_train", "seen_test",
+              "unseen_test", "adapt", "n_train_pairs")
+    if not all(hasattr(split, name) for name in fields):
+        raise TypeError(
+            f"split must be a fewshot_split result (a Bunch with {', '.join(fields)}); got "
+            f"{type(split).__name__}.")
+    if (len(split.position) != len(ids)
+            or not np.array_equal(split.position, within_user_position(ids))
+            or set(_sorted_ids(ids)) != set(split.seen_users) | set(split.unseen_users)
+            or not set(ids[split.seen_train]) <= set(split.seen_users)
+            or not set(ids[split.unseen_test]) <= set(split.unseen_users)):
+        raise ValueError(
+            "split was made for other rows: its users or their rows' positions are not "
+            "those of user_ids. Make it with fewshot_split on these user ids.")
+
+
 def _check_test_pairs(split, ids):
     """Both groups have test pairs; else say which users are too short and what to change."""
     n_train_pairs = split.n_train_pairs
@@ -584,9 +608,13 @@ def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unsee
     y = np.asarray(y)
     n = y.shape[0]
     ids = _as_ids(ids, n)
+    if _num_samples(X) != n:
+        raise ValueError(f"X has {_num_samples(X)} rows but y has {n}; give one label per row.")
     if split is None:
         split = fewshot_split(ids, unseen_size=unseen_size, n_train_pairs=n_train_pairs,
                               shots=shots, random_state=random_state)
+    else:
+        _check_split(split, ids)
     _check_test_pairs(split, ids)
     adapt = _default_adapt if adapt is None else adapt
 

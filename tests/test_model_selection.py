@@ -348,3 +348,51 @@ def test_fewshot_curve_without_unseen_test_pairs_says_why(small):
                         random_state=0)
     with pytest.raises(ValueError, match="No unseen user"):
         fewshot_curve(small_estimator(), X[keep], y[keep], users[keep], split=bad)
+
+
+def _curve_data():
+    return make_preference_data(n_users=20, n_pairs_per_user=30, n_features=6, random_state=0)
+
+
+@pytest.mark.parametrize("extra", [1, -1])
+def test_fewshot_curve_refuses_x_of_another_length_before_fitting(extra):
+    X, y, users, _ = _curve_data()
+    bad = np.vstack([np.zeros((1, 6)), X]) if extra > 0 else X[1:]
+
+    class Unfittable(LowRankRewardEstimator):
+        def fit(self, *args, **kwargs):
+            raise AssertionError("fitted before the check")
+
+    with pytest.raises(ValueError, match=f"X has {len(y) + extra} rows but y has {len(y)}"):
+        fewshot_curve(Unfittable(n_components=2), bad, y, users, shots=(0, 5),
+                      n_train_pairs=20)
+
+
+def test_fewshot_curve_refuses_a_split_of_other_rows():
+    X, y, users, _ = _curve_data()
+    _, _, others, _ = make_preference_data(n_users=10, n_pairs_per_user=30, n_features=6,
+                                           random_state=1)
+    foreign = fewshot_split(others, n_train_pairs=20, shots=(0, 5), random_state=0)
+    with pytest.raises(ValueError, match="split was made for other rows"):
+        fewshot_curve(LowRankRewardEstimator(n_components=2), X, y, users, split=foreign)
+    with pytest.raises(TypeError, match="split must be a fewshot_split result"):
+        fewshot_curve(LowRankRewardEstimator(n_components=2), X, y, users,
+                      split=dict(foreign))
+    # the same users in another row order is another split too
+    shuffled = fewshot_split(users[::-1], n_train_pairs=20, shots=(0, 5), random_state=0)
+    with pytest.raises(ValueError, match="split was made for other rows"):
+        fewshot_curve(LowRankRewardEstimator(n_components=2), X, y, users, split=shuffled)
+    own = fewshot_split(users, n_train_pairs=20, shots=(0, 5), random_state=0)
+    curve = fewshot_curve(LowRankRewardEstimator(n_components=2, random_state=0), X, y,
+                          users, split=own)
+    assert curve["shots"].tolist() == [20, 0, 5]
+
+
+@pytest.mark.parametrize("y_true", [[1, np.nan, 0], [1, None, 0], [0, np.nan, 0],
+                                    pd.array([1, None, 1], dtype="Int64")])
+def test_metrics_refuse_missing_labels(y_true):
+    proba = [0.9, 0.1, 0.3]
+    with pytest.raises(ValueError, match="y_true contains missing values .* at row 1"):
+        preference_metrics(y_true, proba, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="y_true contains missing values"):
+        expected_calibration_error(y_true, proba)

@@ -86,7 +86,14 @@ def _bernoulli_labels(logits, noise, rng):
 
 
 def _draw_simplex_weights(n_users, n_components, concentration, rng):
-    return rng.dirichlet(np.full(n_components, concentration), size=n_users)
+    W = rng.dirichlet(np.full(n_components, concentration), size=n_users)
+    # with a tiny concentration every Gamma draw of a row can underflow to 0 and numpy
+    # returns NaN; such a Dirichlet is one vertex of the simplex, uniformly at random
+    # (drawn only then, so other draws keep their stream)
+    lost = ~np.isfinite(W).all(axis=1)
+    if lost.any():
+        W[lost] = np.eye(n_components)[rng.randint(n_components, size=int(lost.sum()))]
+    return W
 
 
 # --------------------------------------------------------------------------- numeric generator

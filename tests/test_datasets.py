@@ -452,3 +452,32 @@ def test_response_attributes_of_a_single_string_is_refused():
 
     with pytest.raises(TypeError, match="not a single str"):
         response_attributes("hello")
+
+
+@pytest.mark.parametrize("concentration", [1e-3, 1e-10])
+def test_tiny_concentration_gives_users_on_vertices_not_nan(concentration):
+    """numpy's Dirichlet returns NaN when every Gamma draw of a row underflows; such a
+    user is one vertex of the simplex (one taste alone), drawn uniformly."""
+    _, y, _, truth = make_preference_data(n_users=300, n_pairs_per_user=4, n_features=6,
+                                          n_components=3, concentration=concentration,
+                                          random_state=0)
+    W = truth.user_weights
+    assert np.isfinite(W).all() and np.isfinite(truth.logits).all()
+    np.testing.assert_allclose(W.sum(axis=1), 1.0)
+    assert (W.max(axis=1) > 0.99).mean() > 0.95  # users follow one taste
+    assert len(np.unique(W.argmax(axis=1))) == 3
+    _, _, world = make_text_preference_world(n_users=40, n_pairs_per_user=3,
+                                             concentration=concentration, random_state=0)
+    assert np.isfinite(world.user_weights).all()
+    np.testing.assert_allclose(world.user_weights.sum(axis=1), 1.0)
+
+
+def test_ordinary_concentrations_draw_the_same_users_as_before():
+    """The repair draws nothing unless a row was lost: ordinary data do not change, and
+    the draws after the users' weights neither."""
+    from sklearn_lore.datasets import _draw_simplex_weights
+
+    plain, ours = np.random.RandomState(5), np.random.RandomState(5)
+    expected = plain.dirichlet(np.full(4, 0.5), size=50)
+    np.testing.assert_array_equal(_draw_simplex_weights(50, 4, 0.5, ours), expected)
+    np.testing.assert_array_equal(ours.uniform(size=3), plain.uniform(size=3))

@@ -188,11 +188,15 @@ class _Writer:
             for key, value in vars(obj).items()
             if key not in params and not key.startswith(_TRANSIENT_PREFIXES)
         }
-        return {
+        node = {
             "class": name,
             "params": {k: self.value(v, f"{where}.{k}") for k, v in params.items()},
             "state": {k: self.value(v, f"{where}.{k}") for k, v in state.items()},
         }
+        # what load would refuse (invalid parameters, inconsistent state) is refused
+        # now, while the object is still in memory
+        _CHECKS.get(name, lambda obj, where: None)(obj, where)
+        return node
 
 
 def _unsupported(value, where):
@@ -242,6 +246,10 @@ def save(obj, path):
         If `obj` (or one of its steps) is not of an allowed class, or holds a value
         that is not data: an injected ``encoder`` callable, user ids that are not
         str, int, float or bool, another estimator class.
+    ValueError
+        If `obj` (or one of its steps) would not load back: an invalid parameter
+        (``n_components=0``, a ``RewardModelEmbedder`` without a model) or a fitted
+        state whose shapes disagree. Nothing is written then.
 
     See Also
     --------
@@ -670,11 +678,14 @@ def _check_pipeline_state(pipe, where):
     if pipe.memory is not None:
         # A joblib cache unpickles its entries when the pipeline is fitted.
         raise ValueError(f"{where}.memory: a loaded Pipeline must have memory=None.")
-    steps = _expect(pipe.steps, list, f"{where}.steps")
+    steps = pipe.steps
+    if not isinstance(steps, (list, tuple)):
+        raise ValueError(f"{where}.steps: expected a list, got {type(steps).__name__}.")
     for i, step in enumerate(steps):
         if not (isinstance(step, tuple) and len(step) == 2 and isinstance(step[0], str)):
             raise ValueError(f"{where}.steps[{i}]: expected a (name, estimator) pair.")
-        if _class_name(step[1]) is None:
+        # "passthrough" or None: a step left out, as scikit-learn allows
+        if step[1] is not None and step[1] != "passthrough" and _class_name(step[1]) is None:
             raise ValueError(f"{where}.steps[{i}]: expected an estimator, got {_short(step[1])}.")
     if len({name for name, _ in steps}) != len(steps):
         raise ValueError(f"{where}.steps: step names are not unique.")

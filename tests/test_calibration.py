@@ -150,7 +150,7 @@ def test_no_users_model_uses_the_basis_leverage():
     assert est.user_temperature_.shape == (0,)
 
 
-def test_temperatures_survive_save_and_load(few_users_many_dims, tmp_path):
+def test_temperatures_survive_save_and_load(few_users_many_dims, tmp_path, monkeypatch):
     from sklearn_lore import io
 
     X, y, users, split = few_users_many_dims
@@ -166,6 +166,11 @@ def test_temperatures_survive_save_and_load(few_users_many_dims, tmp_path):
     # a file whose temperatures do not match its users is rejected
     broken = copy.deepcopy(est)
     broken.user_temperature_ = broken.user_temperature_[:-1]
-    io.save(broken, tmp_path / "broken.lore")
+    with pytest.raises(ValueError, match="user_temperature_"):
+        io.save(broken, tmp_path / "broken.lore")  # refused while still in memory
+    assert not (tmp_path / "broken.lore").exists()
+    with monkeypatch.context() as patch:  # such a file written anyway (by other code)
+        patch.setattr(io, "_CHECKS", {})
+        io.save(broken, tmp_path / "broken.lore")
     with pytest.raises(ValueError, match="user_temperature_"):
         io.load(tmp_path / "broken.lore")

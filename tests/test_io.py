@@ -727,7 +727,7 @@ def test_duplicate_member_names_are_rejected(saved):
         load(out)
 
 
-def test_a_stream_memory_inconsistent_with_the_model_is_rejected(tmp_path):
+def test_a_stream_memory_inconsistent_with_the_model_is_rejected(tmp_path, monkeypatch):
     X, y, users, _ = make_preference_data(n_users=6, n_pairs_per_user=10, n_features=5,
                                           random_state=0)
     est = LowRankRewardEstimator(2, random_state=0).partial_fit(
@@ -737,8 +737,14 @@ def test_a_stream_memory_inconsistent_with_the_model_is_rejected(tmp_path):
     assert len(load(path)._stream_memory[1]) == len(y)  # the memory travels with the model
     Z, y01, sw, ids = est._stream_memory
     est._stream_memory = (Z, y01[:-1], sw, ids)  # one label short
-    save(est, path)
-    with pytest.raises(ValueError, match=r"_stream_memory\[\d\]: expected an array of shape"):
+    pattern = r"_stream_memory\[\d\]: expected an array of shape"
+    with pytest.raises(ValueError, match=pattern):
+        save(est, path)  # refused while the model is in memory; the earlier file stays
+    assert len(load(path)._stream_memory[1]) == len(y)
+    with monkeypatch.context() as patch:  # such a file written anyway (by other code)
+        patch.setattr(lore_io, "_CHECKS", {})
+        save(est, path)
+    with pytest.raises(ValueError, match=pattern):
         load(path)
 
 
@@ -859,3 +865,30 @@ def test_integer_fitted_arrays_are_numbers(saved, fitted):
 def test_user_temperatures_must_be_positive(saved):
     with pytest.raises(ValueError, match="user_temperature_: temperatures must be positive"):
         load(replace_array(saved, "user_temperature_", npy_bytes(np.zeros(8))))
+
+
+@pytest.mark.parametrize("skip", ["passthrough", None])
+def test_pipelines_with_skipped_steps_or_tuple_steps_load_back(tmp_path, skip):
+    path = tmp_path / "pipe.lore"
+    for pipe in [Pipeline([("embed", SentencePairEmbedder()), ("skip", skip),
+                           ("lore", LowRankRewardEstimator(n_components=3))]),
+                 Pipeline((("embed", SentencePairEmbedder()),
+                           ("lore", LowRankRewardEstimator(n_components=3))))]:
+        save(pipe, path)
+        again = load(path)
+        assert [name for name, _ in again.steps] == [name for name, _ in pipe.steps]
+        assert again.get_params()["lore__n_components"] == 3
+    assert again.steps[0][1].get_params() == SentencePairEmbedder().get_params()
+
+
+@pytest.mark.parametrize("obj, message", [
+    (lambda: LowRankRewardEstimator(n_components=0), "n_components"),
+    (lambda: SentencePairEmbedder(batch_size=0), "batch_size"),
+    (lambda: RewardModelEmbedder(), "needs model="),
+    (lambda: Pipeline([("lore", LowRankRewardEstimator(alpha=-1.0))]), "alpha"),
+])
+def test_save_refuses_what_load_would_refuse_and_writes_nothing(tmp_path, obj, message):
+    path = tmp_path / "bad.lore"
+    with pytest.raises(ValueError, match=message):
+        save(obj(), path)
+    assert list(tmp_path.iterdir()) == []

@@ -281,10 +281,15 @@ def _check_text_column(values, index, column, allow_empty):
     """Raise a ValueError naming the column and row of the first missing/non-str/empty cell."""
     if pd.api.types.infer_dtype(values, skipna=False) == "string" and (
         allow_empty or all(map(str.strip, values))
-    ):
+    ) and _encodable("".join(values)):
         return  # all good, found at C speed; else the loop below finds the first bad cell
     index = index.tolist()
     for position, value in enumerate(values):
+        if isinstance(value, str) and not _encodable(value):
+            raise ValueError(
+                f"Column {column!r} has a text that is not valid Unicode (a lone surrogate "
+                f"such as '\\ud800') at row {index[position]!r}; the tokenizer takes UTF-8 "
+                "only. Decode the source with errors='replace', or drop the surrogates.")
         if not isinstance(value, str):
             if pd.api.types.is_scalar(value) and pd.isna(value):
                 problem = "a missing value"
@@ -296,6 +301,15 @@ def _check_text_column(values, index, column, allow_empty):
                 f"Column {column!r} has an empty text at row {index[position]!r}: "
                 "responses must be non-empty strings."
             )
+
+
+def _encodable(text):
+    """Whether ``text`` is valid Unicode (no lone surrogates), as the tokenizer needs."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _as_float32_matrix(vectors, n_texts):
@@ -435,6 +449,12 @@ def _dtype_kwarg():
 
 def _is_local(model):
     return Path(os.fspath(model)).expanduser().is_dir()
+
+
+def _model_source(model):
+    """What the loaders get: a local directory with ``~`` expanded (they would read
+    ``~/models/x`` as a hub name), a hub name as given."""
+    return os.fspath(Path(os.fspath(model)).expanduser()) if _is_local(model) else os.fspath(model)
 
 
 def _shared(load_key, loader):
@@ -914,7 +934,7 @@ def _load_sentence_transformer(source, device, dtype):
 
     local = _is_local(source)
     model = SentenceTransformer(
-        os.fspath(source),
+        _model_source(source),
         device=device,
         local_files_only=local,
         model_kwargs={_dtype_kwarg(): _torch_dtype(dtype)},
@@ -1617,7 +1637,7 @@ class _Backbone:
         self.device = device
         self.dtype = dtype
         self.tokenizer = AutoTokenizer.from_pretrained(
-            os.fspath(source), local_files_only=_is_local(source)
+            _model_source(source), local_files_only=_is_local(source)
         )
         self._prepare_tokenizer()
         self.chat = bool(getattr(self.tokenizer, "chat_template", None))
@@ -1648,7 +1668,7 @@ class _Backbone:
         from transformers import AutoModel
 
         model = AutoModel.from_pretrained(
-            os.fspath(self.source),
+            _model_source(self.source),
             local_files_only=_is_local(self.source),
             **{_dtype_kwarg(): _torch_dtype(self.dtype)},
         )

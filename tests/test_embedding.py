@@ -1588,3 +1588,47 @@ def test_tokenize_takes_the_fast_batch_encoder_when_the_tokenizer_has_it():
     for a, b in zip(fast, old):
         np.testing.assert_array_equal(a, b)
     assert fast[0].tolist() == [4, 2, 4, 4, 4]
+
+
+@pytest.mark.parametrize("column", ["prompt", "response_a", "response_b"])
+def test_lone_surrogate_is_refused_naming_the_cell(column):
+    """A lone surrogate is a Python str but not Unicode the tokenizer takes: refused at
+    validation, with the column and row, before any model is touched."""
+    df, _ = pairs_frame(n=4, index=[10, 11, 12, 13])
+    df.loc[12, column] = "abc\ud800def"
+    calls = []
+
+    def encoder(texts):
+        calls.append(len(texts))
+        return fake_encode(texts)
+
+    with pytest.raises(ValueError, match=f"Column '{column}' has a text that is not valid "
+                                         r"Unicode .* at row 12"):
+        SentencePairEmbedder(encoder=encoder).fit_transform(df)
+    assert calls == []
+
+
+def test_a_home_relative_model_path_reaches_the_loader_expanded(tmp_path, monkeypatch):
+    """'~/models/x' is a local directory: the loader gets it expanded (it would read the
+    '~' form as a hub name), offline."""
+    import sentence_transformers
+
+    from sklearn_lore import embedding
+
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    calls = []
+
+    class Recorder:
+        def __init__(self, source, **kwargs):
+            calls.append((source, kwargs))
+
+        def eval(self):
+            return self
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", Recorder)
+    embedding._load_sentence_transformer("~/models/mine", "cpu", "float32")
+    (source, kwargs), = calls
+    assert source == str(tmp_path / "models" / "mine") and kwargs["local_files_only"]
+    embedding._load_sentence_transformer("org/name", "cpu", "float32")
+    assert calls[1][0] == "org/name" and not calls[1][1]["local_files_only"]

@@ -29,7 +29,9 @@ def _split(users, seen_fraction, n_train, n_shots, seed):
     """Masks: seen users' first n_train pairs (train) / rest (test); unseen shots / test."""
     distinct = pd.unique(pd.Series(users))
     rng = np.random.RandomState(seed)
-    seen_users = set(rng.permutation(distinct)[: int(round(seen_fraction * len(distinct)))])
+    # at least one seen and one unseen user where there are two
+    n_seen = min(max(int(round(seen_fraction * len(distinct))), 1), max(len(distinct) - 1, 1))
+    seen_users = set(rng.permutation(distinct)[:n_seen])
     seen = np.array([u in seen_users for u in users])
     rank = pd.Series(users).groupby(users).cumcount().to_numpy()
     return {
@@ -117,20 +119,72 @@ def _show_best_of_n(df, y, truth, masks, args):
         print(f"  {label:>12}: {best.replace(chr(10), ' / ')}")
 
 
-def run_csv(args):
-    df = pd.read_csv(args.data)
-    missing = {"user_id", "prompt", "response_a", "response_b", "label"} - set(df.columns)
+_TEXT_COLUMNS = ("prompt", "response_a", "response_b")
+
+
+def _read_comparisons(path):
+    """The CSV's comparisons, checked: what is wrong with the file is said in one line
+    (SystemExit), not as a traceback from deep inside the fit."""
+    try:
+        # texts such as "NA", "None" or "" are texts, not missing values
+        df = pd.read_csv(path, dtype={c: str for c in _TEXT_COLUMNS}, keep_default_na=False,
+                         na_values={"label": ["", "NA", "NaN", "nan"], "user_id": [""]})
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: no such file") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"{path}: not a readable CSV file ({exc})") from None
+    missing = {"user_id", *_TEXT_COLUMNS, "label"} - set(df.columns)
     if missing:
-        raise SystemExit(f"{args.data}: missing columns {sorted(missing)}")
+        raise SystemExit(f"{path}: missing columns {sorted(missing)} (comma-separated, with "
+                         "columns user_id, prompt, response_a, response_b, label)")
+    if df.empty:
+        raise SystemExit(f"{path}: no comparisons (the file has a header only)")
+    for column in ("user_id", "label"):
+        blank = df[column].isna().to_numpy()
+        if blank.any():
+            raise SystemExit(f"{path}: row {int(np.argmax(blank)) + 1} has no {column}")
+    labels = np.unique(df["label"].astype(str))
+    if len(labels) != 2:
+        raise SystemExit(f"{path}: label must take two values (1: response_a preferred, "
+                         f"0: response_b preferred); found {labels.tolist()[:5]}")
+    return df
+
+
+def run_csv(args):
+    df = _read_comparisons(args.data)
     y = df.pop("label").to_numpy()
-    emb = _embed(df, args)
-    Z = emb.drop(columns="user_id").to_numpy()
     users = df["user_id"].to_numpy()
     counts = pd.Series(users).value_counts()
     n_train = max(int(counts.median() * 0.7), 1)
     masks = _split(users, 0.8, n_train, min(10, n_train), args.seed)
+    for name, what in [("train", "seen users' training comparisons"),
+                       ("seen_test", "seen users' test comparisons"),
+                       ("unseen_test", "unseen users' test comparisons")]:
+        if not masks[name].any():
+            raise SystemExit(
+                f"{args.data}: no {what}: {len(counts)} users with a median of "
+                f"{int(counts.median())} comparisons each; the evaluation needs at least 2 "
+                f"users with more than {n_train} comparisons (the first {n_train} of each "
+                "train or adapt, the rest test).")
+    try:
+        emb = _embed(df, args)
+    except ValueError as exc:  # a bad text cell: named by the embedder
+        raise SystemExit(f"{args.data}: {exc}") from None
+    Z = emb.drop(columns="user_id").to_numpy()
     table, _, fit_s = _evaluate(Z, y, users, masks, args.n_components, args.seed)
     _print_table(table, fit_s, len(y), len(counts))
+
+
+def _at_least(low):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+    return parse
 
 
 def main(argv=None):
@@ -139,8 +193,10 @@ def main(argv=None):
     parser.add_argument("--data", help="CSV with user_id, prompt, response_a, response_b, label")
     parser.add_argument("--synthetic", action="store_true",
                         help="numeric synthetic users only (no embedding model)")
-    parser.add_argument("--n-components", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-components", type=_at_least(1), default=3,
+                        help="rank of the reward basis (default 3)")
+    parser.add_argument("--seed", type=_at_least(0), default=0,
+                        help="seed of the data, the user split and the fit (default 0)")
     parser.add_argument("--progress", action="store_true", help="progress bar while embedding")
     args = parser.parse_args(argv)
     if args.data:

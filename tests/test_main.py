@@ -122,3 +122,72 @@ def test_inference_with_a_population_pipeline_fitted_without_user_column():
         score_responses(population, "hi", candidates, "loud")
     with pytest.raises(ValueError, match="the model has no users"):
         best_of_n(population, "hi", candidates, "loud")
+
+
+def _csv(tmp_path, rows, name="c.csv"):
+    path = tmp_path / name
+    pd.DataFrame(rows, columns=["user_id", "prompt", "response_a", "response_b",
+                                "label"]).to_csv(path, index=False)
+    return path
+
+
+def _rows(n_users, n_rows, label=lambda u, i: (u + i) % 2):
+    return [(f"u{u}", "Q", "a", "b", label(u, i)) for u in range(n_users)
+            for i in range(n_rows)]
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    ("", "not a readable CSV file"),
+    ("user_id,prompt,response_a,response_b,label\n", "header only"),
+    ("user_id;prompt;response_a;response_b;label\nu1;Q;a;b;1\n", "missing columns"),
+    ("user_id,prompt,response_a,response_b,label\nu1,Q,a,b,1\n,Q,a,b,0\n",
+     "row 2 has no user_id"),
+    ("user_id,prompt,response_a,response_b,label\nu1,Q,a,b,1\nu2,Q,a,b,\n",
+     "row 2 has no label"),
+    ("user_id,prompt,response_a,response_b,label\nu1,Q,a,b,1\nu2,Q,a,b,1\n",
+     "label must take two values"),
+    ("user_id,prompt,response_a,response_b,label\nu1,Q,a,b,0.2\nu2,Q,a,b,0.5\nu3,Q,a,b,1\n",
+     "label must take two values"),
+])
+def test_main_job_says_what_is_wrong_with_a_csv_in_one_line(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit, match=message):
+        main(["--data", str(path)])
+
+
+@pytest.mark.parametrize("n_users, n_rows", [(1, 20), (12, 1)])
+def test_main_job_with_too_few_users_or_comparisons_says_so(tmp_path, n_users, n_rows):
+    path = _csv(tmp_path, _rows(n_users, n_rows))
+    with pytest.raises(SystemExit, match="the evaluation needs at least 2 users with more than"):
+        main(["--data", str(path)])
+
+
+def test_main_job_keeps_texts_that_look_like_missing_values(tmp_path, monkeypatch):
+    """'NA', 'None' and an empty prompt are texts (pairs_from_ratings writes prompt='')."""
+    import sklearn_lore.__main__ as cli
+
+    seen = {}
+
+    def fake_embed(frame, args):
+        seen["frame"] = frame.copy()
+        raise SystemExit("stop")
+
+    monkeypatch.setattr(cli, "_embed", fake_embed)
+    rows = [(r[0], "", "NA", "None", r[4]) for r in _rows(4, 12)]
+    with pytest.raises(SystemExit, match="stop"):
+        main(["--data", str(_csv(tmp_path, rows))])
+    frame = seen["frame"]
+    assert set(frame["prompt"]) == {""} and set(frame["response_a"]) == {"NA"}
+    assert set(frame["response_b"]) == {"None"}
+
+
+@pytest.mark.parametrize("flags", [["--n-components", "0"], ["--seed", "-1"],
+                                   ["--n-components", "x"]])
+def test_main_job_refuses_bad_flags_with_a_usage_error(flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--synthetic", *flags])
+    assert exit_info.value.code == 2
+    assert f"error: argument {flags[0]}" in capsys.readouterr().err

@@ -167,8 +167,9 @@ def expected_calibration_error(y_true, proba, *, n_bins=10, strategy="uniform", 
     n_bins : int, default=10
         Number of bins.
     strategy : {"uniform", "quantile"}, default="uniform"
-        ``"uniform"``: bins of equal width on [0, 1] (a probability of exactly 1 falls
-        in the last bin). ``"quantile"``: bins holding equal numbers of samples.
+        ``"uniform"``: bins of equal width on [0, 1], ``[0, 1/n], (1/n, 2/n], ...``
+        (a probability on an edge falls in the bin below it, as in
+        ``calibration_curve``). ``"quantile"``: bins holding equal numbers of samples.
     pos_label : int or str, default=1
         Label of the positive class in ``y_true``. When ``y_true`` holds two classes
         it must be one of them; when it holds one, it is taken as given (every row
@@ -189,7 +190,7 @@ def expected_calibration_error(y_true, proba, *, n_bins=10, strategy="uniform", 
     --------
     >>> from sklearn_lore.model_selection import expected_calibration_error
     >>> ece = expected_calibration_error([0, 1, 1, 1], [0.2, 0.8, 0.8, 0.8], n_bins=5)
-    >>> round(ece, 6)  # bin [0.2, 0.4): |0 - 0.2|; bin [0.8, 1]: |1 - 0.8|
+    >>> round(ece, 6)  # bin [0, 0.2]: |0 - 0.2|; bin (0.6, 0.8]: |1 - 0.8|
     0.2
     """
     y01 = _binary_truth(y_true, pos_label)
@@ -200,13 +201,15 @@ def expected_calibration_error(y_true, proba, *, n_bins=10, strategy="uniform", 
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}.")
     if p.shape[0] == 0:
         raise ValueError("expected_calibration_error needs at least one sample.")
+    # the edges and the side of calibration_curve: a probability on an edge belongs to
+    # the bin below it ((a, b], the first [0, b])
     if strategy == "uniform":
-        bins = np.minimum((p * n_bins).astype(np.intp), n_bins - 1)
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
     elif strategy == "quantile":
-        edges = np.quantile(p, np.linspace(0, 1, n_bins + 1)[1:-1])
-        bins = np.searchsorted(edges, p, side="right")
+        edges = np.percentile(p, np.linspace(0, 1, n_bins + 1) * 100)
     else:
         raise ValueError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}.")
+    bins = np.searchsorted(edges[1:-1], p)
     count = np.bincount(bins, minlength=n_bins)
     gap = np.bincount(bins, weights=y01 - p, minlength=n_bins)
     return float(np.abs(gap).sum() / count.sum())

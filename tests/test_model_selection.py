@@ -82,12 +82,24 @@ def test_ece_matches_reliability_diagram(seed, n_bins):
     rng = np.random.default_rng(seed)
     p = rng.uniform(size=200)
     y = (rng.uniform(size=200) < p ** 2).astype(int)
-    frac, mean_p = calibration_curve(y, p, n_bins=n_bins)
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    counts = np.bincount(bins, minlength=n_bins)
-    weights = counts[counts > 0] / len(p)
-    assert expected_calibration_error(y, p, n_bins=n_bins) == pytest.approx(
-        np.sum(weights * np.abs(frac - mean_p)))
+    # a quarter of the probabilities on bin edges (0.5 is a coin flip's, the population's)
+    p[:50] = rng.integers(0, n_bins + 1, size=50) / n_bins
+    for strategy in ("uniform", "quantile"):
+        frac, mean_p = calibration_curve(y, p, n_bins=n_bins, strategy=strategy)
+        edges = (np.linspace(0, 1, n_bins + 1) if strategy == "uniform"
+                 else np.percentile(p, np.linspace(0, 100, n_bins + 1)))
+        counts = np.bincount(np.digitize(p, edges[1:-1], right=True), minlength=n_bins)
+        weights = counts[counts > 0] / len(p)
+        assert expected_calibration_error(y, p, n_bins=n_bins, strategy=strategy) == (
+            pytest.approx(np.sum(weights * np.abs(frac - mean_p))))
+
+
+def test_ece_puts_an_edge_probability_in_the_bin_below():
+    assert expected_calibration_error([1, 0, 1], [0.5, 0.45, 0.55]) == pytest.approx(
+        (2 * abs(0.5 - 0.475) + abs(1 - 0.55)) / 3)
+    # 0.29 * 100 is 28.999...: it is in (0.28, 0.29], with 0.285, not with 0.295
+    assert expected_calibration_error([1, 0, 1], [0.29, 0.285, 0.295], n_bins=100) == (
+        pytest.approx((2 * abs(0.5 - 0.2875) + abs(1 - 0.295)) / 3))
 
 
 def test_ece_quantile_strategy_and_bad_input():

@@ -590,6 +590,11 @@ def _item_texts(text, items):
     if not isinstance(mapping, pd.Series):
         kind = type(text).__name__
         raise ValueError(f"text must be a dict, a pandas Series or None, got {kind}.")
+    twice = mapping.index[mapping.index.duplicated() & mapping.index.isin(items)]
+    if len(twice):
+        raise ValueError(
+            f"text has several entries for {len(twice.unique())} item(s), e.g. "
+            f"{list(twice.unique()[:5])}; give one text per item.")
     missing = pd.Index(items).difference(mapping.index)
     if len(missing):
         raise ValueError(f"text has no entry for {len(missing)} item(s), e.g. {list(missing[:5])}.")
@@ -672,6 +677,11 @@ def pairs_from_ratings(
     values = pd.to_numeric(ratings[rating_col], errors="coerce").to_numpy(dtype=float)
     if np.isnan(values).any():
         raise ValueError(f"Column {rating_col!r} must hold numbers without missing values.")
+    for column in (user_col, item_col):
+        blank = ratings[column].isna().to_numpy()
+        if blank.any():
+            raise ValueError(f"Column {column!r} has a missing value at row "
+                             f"{ratings.index.tolist()[int(np.argmax(blank))]!r}.")
     if ratings.duplicated([user_col, item_col]).any():
         raise ValueError(f"Each ({user_col}, {item_col}) combination may appear only once.")
 

@@ -481,3 +481,24 @@ def test_ordinary_concentrations_draw_the_same_users_as_before():
     expected = plain.dirichlet(np.full(4, 0.5), size=50)
     np.testing.assert_array_equal(_draw_simplex_weights(50, 4, 0.5, ours), expected)
     np.testing.assert_array_equal(ours.uniform(size=3), plain.uniform(size=3))
+
+
+@pytest.mark.parametrize("column", ["user_id", "item"])
+def test_pairs_from_ratings_refuses_missing_users_and_items(column):
+    ratings = pd.DataFrame({"user_id": ["a"] * 3, "item": ["x", "y", "z"],
+                            "rating": [5.0, 1.0, 4.0]}, index=[7, 8, 9])
+    ratings.loc[8, column] = None
+    with pytest.raises(ValueError, match=f"Column '{column}' has a missing value at row 8"):
+        pairs_from_ratings(ratings, margin=2)
+
+
+def test_pairs_from_ratings_refuses_several_texts_for_one_item():
+    ratings = pd.DataFrame({"user_id": ["a"] * 3, "item": ["x", "y", "z"],
+                            "rating": [5.0, 1.0, 3.0]})
+    text = pd.Series(["joke X", "joke X again", "joke Y", "joke Z"], index=["x", "x", "y", "z"])
+    with pytest.raises(ValueError, match=r"several entries for 1 item\(s\), e.g. \['x'\]"):
+        pairs_from_ratings(ratings, text=text, margin=2)
+    # duplicates among items nobody rated do not matter
+    extra = pd.concat([text.iloc[[0, 2, 3]], pd.Series(["w", "w2"], index=["w", "w"])])
+    pairs = pairs_from_ratings(ratings, text=extra, margin=2)
+    assert set(pairs["response_a"]) | set(pairs["response_b"]) <= {"joke X", "joke Y", "joke Z"}

@@ -207,14 +207,32 @@ class _DiskCache:
     def __init__(self, directory, key):
         self.key_text = repr(key)
         digest = hashlib.sha256(self.key_text.encode()).hexdigest()[:32]
-        self.path = Path(directory) / f"{digest}.sqlite"
+        self.path = Path(os.fspath(directory)).expanduser() / f"{digest}.sqlite"
         self._conn = None
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=60)
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=60)
+            self._conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError as exc:
+            if self._conn is not None:
+                self._conn.close()
+            raise PermissionError(
+                f"Cannot open the embedding cache {self.path} ({exc}): cache_dir must be a "
+                "folder this process can read and write.") from exc
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise ValueError(f"{self.path} is not a valid embedding cache: {exc}") from exc
         try:
             self._check_schema()
+        except sqlite3.OperationalError as exc:
+            self._conn.close()
+            if "readonly" in str(exc):
+                raise PermissionError(
+                    f"The embedding cache {self.path} is read-only ({exc}): cache_dir must be "
+                    "a folder this process can write, and its files writable.") from exc
+            raise ValueError(f"{self.path} is not a valid embedding cache: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise ValueError(f"{self.path} is not a valid embedding cache: {exc}") from exc

@@ -1632,3 +1632,34 @@ def test_a_home_relative_model_path_reaches_the_loader_expanded(tmp_path, monkey
     assert source == str(tmp_path / "models" / "mine") and kwargs["local_files_only"]
     embedding._load_sentence_transformer("org/name", "cpu", "float32")
     assert calls[1][0] == "org/name" and not calls[1][1]["local_files_only"]
+
+
+def test_cache_dir_under_home_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    df, _ = pairs_frame(n=3)
+    SentencePairEmbedder(encoder=fake_encode, model="m", cache_dir="~/vectors").transform(df)
+    assert list((tmp_path / "vectors").glob("*.sqlite"))
+    assert not (tmp_path / "~").exists()
+
+
+def test_a_cache_that_cannot_be_opened_or_written_says_so(tmp_path, monkeypatch):
+    """Not 'not a valid embedding cache' (whose advice is to delete it) for a good cache
+    on a read-only mount, nor a bare sqlite error without the path."""
+    from sklearn_lore import embedding
+
+    df, _ = pairs_frame(n=3)
+    SentencePairEmbedder(encoder=fake_encode, model="m", cache_dir=tmp_path).transform(df)
+    clear_embedding_cache()
+    real = sqlite3.connect
+    monkeypatch.setattr(embedding.sqlite3, "connect", lambda path, **kw: real(
+        f"file:{path}?mode=ro", uri=True, **kw))  # the file as a read-only mount shows it
+    with pytest.raises(PermissionError, match=r"\.sqlite is read-only .*cache_dir must be"):
+        SentencePairEmbedder(encoder=fake_encode, model="m", cache_dir=tmp_path).transform(df)
+
+    def refuse(path, **kw):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(embedding.sqlite3, "connect", refuse)
+    with pytest.raises(PermissionError, match=f"Cannot open the embedding cache {tmp_path}"):
+        SentencePairEmbedder(encoder=fake_encode, model="m", cache_dir=tmp_path).transform(df)

@@ -34,7 +34,8 @@ def _pair_frame(model, prompt, candidates, user_id, user_col):
     embedder = model[0] if hasattr(model, "steps") else None
 
     def column(name, default):
-        return getattr(embedder, name, None) or default
+        value = getattr(embedder, name, None)
+        return default if value is None else value  # 0 and "" are column names too
 
     n = len(candidates)
     frame = {}

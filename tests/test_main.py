@@ -83,6 +83,9 @@ def test_inference_reads_the_embedders_column_names():
     # the user column may still be named explicitly
     np.testing.assert_allclose(
         score_responses(renamed, "hi", candidates, "loud", user_col="who"), default)
+    # falsy names (0, "") are names: they are not replaced by the defaults
+    falsy = _toy_pipeline(("", 0, 1, 2))
+    np.testing.assert_allclose(score_responses(falsy, "hi", candidates, "loud"), default)
 
 
 def test_candidates_as_one_string_are_rejected():

@@ -448,6 +448,16 @@ def _resolve_device(device):
 
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a torch device; use None (the GPU when there is one), "
+            "'cpu', 'cuda' or 'cuda:0'.") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} but torch sees no CUDA GPU here (torch "
+            f"{torch.__version__}); use device=None or 'cpu'.")
     return str(device)
 
 

@@ -1663,3 +1663,23 @@ def test_a_cache_that_cannot_be_opened_or_written_says_so(tmp_path, monkeypatch)
     monkeypatch.setattr(embedding.sqlite3, "connect", refuse)
     with pytest.raises(PermissionError, match=f"Cannot open the embedding cache {tmp_path}"):
         SentencePairEmbedder(encoder=fake_encode, model="m", cache_dir=tmp_path).transform(df)
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "is not a torch device"), ("cuda", "torch sees no CUDA GPU here"),
+])
+def test_a_device_that_is_not_there_is_named_before_any_model_loads(device, message,
+                                                                    monkeypatch):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here")
+    import sentence_transformers
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", no_load)
+    df, _ = pairs_frame(n=2)
+    with pytest.raises(ValueError, match=f"device='{device}'.*{message}"):
+        SentencePairEmbedder(device=device).transform(df)

@@ -634,6 +634,11 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"device must be None or a string such as 'cuda'; got {self.device!r}."
             )
+        for name in ("normalize", "show_progress"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                # a string such as "no" would count as true
+                raise ValueError(f"{name} must be True or False; got {value!r}.")
 
     def _text_columns(self):
         return [self.prompt_col, self.response_a_col, self.response_b_col]

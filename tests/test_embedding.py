@@ -1683,3 +1683,12 @@ def test_a_device_that_is_not_there_is_named_before_any_model_loads(device, mess
     df, _ = pairs_frame(n=2)
     with pytest.raises(ValueError, match=f"device='{device}'.*{message}"):
         SentencePairEmbedder(device=device).transform(df)
+
+
+@pytest.mark.parametrize("param", ["normalize", "show_progress"])
+@pytest.mark.parametrize("value", ["no", 0, None])
+def test_flags_must_be_booleans(param, value):
+    df, _ = pairs_frame(n=2)
+    with pytest.raises(ValueError, match=f"{param} must be True or False"):
+        embedder(**{param: value}).transform(df)
+    embedder(**{param: np.bool_(False)}).transform(df)

@@ -494,7 +494,7 @@ def _check_split(split, ids):
             f"{type(split).__name__}.")
     if (len(split.position) != len(ids)
             or not np.array_equal(split.position, within_user_position(ids))
-            or set(_sorted_ids(ids)) != set(split.seen_users) | set(split.unseen_users)
+            or set(ids.tolist()) != set(split.seen_users) | set(split.unseen_users)
             or not set(ids[split.seen_train]) <= set(split.seen_users)
             or not set(ids[split.unseen_test]) <= set(split.unseen_users)):
         raise ValueError(

@@ -109,6 +109,23 @@ def _ids_array(ids):
     return ids
 
 
+def _drop_unweighted(Z, y01, sw, ids):
+    """The rows of weight 0 removed when the rows have user ids.
+
+    A row of weight 0 adds nothing to the objective, but a user whose rows all weigh
+    0 would still become a known user (the prior's weights with the fitted users'
+    temperature): fitting without those rows keeps such a user unknown, as
+    :meth:`LowRankRewardEstimator.partial_fit_users` does. The removed rows are still
+    checked to be finite (X with a NaN is refused whatever its weights). Without zero
+    weights nothing is copied.
+    """
+    if ids is None or sw.all():
+        return Z, y01, sw, ids
+    keep = sw != 0
+    assert_all_finite(Z[~keep], input_name="X", estimator_name="LowRankRewardEstimator")
+    return Z[keep], y01[keep], sw[keep], ids[keep]
+
+
 def _concat_ids(old, new):
     """Remembered ids and a batch's ids, each id keeping its type (numpy would turn
     ints into strings next to strings)."""
@@ -728,13 +745,15 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         # pass over the host's copy
         Z, ids = self._validate_X(X, user_ids, reset=True, finite=gpu is None)
         y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
+        classes = self._set_classes(y)
+        y01 = (y == classes[1]).astype(np.float64)
+        Z, y01, sw, ids = _drop_unweighted(Z, y01, sw, ids)
         data = None
         if gpu is None:
             self._check_trainable(Z, continuing=False)
         else:
             data = self._to_gpu(gpu, Z)
-        self.classes_ = self._set_classes(y)
-        y01 = self._binary_labels(y)
+        self.classes_ = classes
         self._stream_memory = None
         with _numerical_failure_as_value_error(Z):
             return self._fit_first_batch(Z, y01, sw, ids, data=data)
@@ -1013,7 +1032,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 + ("trained with" if with_users else "trained without")
                 + " user ids (fit starts over either way)."
             )
-        batch = (Z, y01, sw, ids)
+        batch = _drop_unweighted(Z, y01, sw, ids)
         if first:
             memory = batch
         elif getattr(self, "_stream_memory", None) is not None:

@@ -163,6 +163,36 @@ def test_sample_weight_equals_duplication(planted):
     )
 
 
+def test_zero_weight_rows_are_as_if_absent(planted):
+    """A row of weight 0 is the row removed: a user whose rows all weigh 0 stays
+    unknown (population weights and temperature), in fit and in a first partial_fit,
+    and the rest of the model is the fit without those rows."""
+    X, y, users, _, _ = planted
+    keep = np.arange(len(y)) < 1200
+    X, y, users = X[keep], y[keep], users[keep]
+    silent = users == users[0]
+    w = np.where(silent, 0.0, 1.0)
+    w[5] = 0.0  # and one zero row of another user
+    absent = w > 0
+    for method in ["fit", "partial_fit"]:
+        extra = {"classes": [0, 1]} if method == "partial_fit" else {}
+        a = getattr(LowRankRewardEstimator(2, random_state=0), method)(
+            X, y, sample_weight=w, user_ids=users, **extra)
+        b = getattr(LowRankRewardEstimator(2, random_state=0), method)(
+            X[absent], y[absent], user_ids=users[absent], **extra)
+        assert users[0] not in set(a.users_.tolist())
+        np.testing.assert_array_equal(a.users_, b.users_)
+        np.testing.assert_allclose(a.predict_proba(X, user_ids=users),
+                                   b.predict_proba(X, user_ids=users), atol=1e-10)
+        p_silent = a.predict_proba(X[silent], user_ids=users[silent])
+        np.testing.assert_allclose(p_silent, a.predict_proba(X[silent]), atol=1e-12)
+    # X is checked whatever the weights
+    X_nan = X.copy()
+    X_nan[silent.nonzero()[0][0], 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        LowRankRewardEstimator(2).fit(X_nan, y, sample_weight=w, user_ids=users)
+
+
 @pytest.mark.parametrize("user_weights", ["free", "simplex"])
 def test_simplex_and_free_weights(planted, user_weights):
     X, y, users, _, train = planted

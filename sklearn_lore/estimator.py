@@ -44,7 +44,20 @@ def _magnitude(Z):
     return max(abs(float(Z.max(initial=0.0))), abs(float(Z.min(initial=0.0))))
 
 
-def _scale_advice(Z):
+# sample weights past this make the penalties (alpha, prior_strength) negligible
+_LARGE_WEIGHT = 1e6
+
+
+def _scale_advice(Z, sw=None):
+    """What to change when the solver fails on the input's numbers. Scaling every
+    sample weight by c is dividing alpha and prior_strength by c: very large weights
+    leave the problem unregularized, whatever the features' scale."""
+    top = float(np.max(sw, initial=0.0)) if sw is not None else 0.0
+    if top > _LARGE_WEIGHT:
+        return (f"The sample weights reach {top:.1e}: multiplying them all by c acts as "
+                "dividing alpha and prior_strength by c, so weights this large leave the "
+                "fit unregularized; rescale them (to a mean of 1, say). The features "
+                f"reach magnitude {_magnitude(Z):.1e}.")
     return (f"The features reach magnitude {_magnitude(Z):.1e}; "
             "the solver expects embedding differences of moderate scale: standardize or "
             "normalize them (e.g. sklearn.preprocessing.StandardScaler, or "
@@ -52,24 +65,27 @@ def _scale_advice(Z):
 
 
 @contextmanager
-def _numerical_failure_as_value_error(Z):
+def _numerical_failure_as_value_error(Z, sw=None):
     """A linear solve that fails on the data's numbers is a problem with the input's
-    scale, reported as such (not as a LAPACK error from deep inside the solver)."""
+    scale (features, or sample weights ``sw``), reported as such (not as a LAPACK
+    error from deep inside the solver)."""
     try:
         yield
     except np.linalg.LinAlgError as exc:
-        raise ValueError(f"The solver failed numerically ({exc}). {_scale_advice(Z)}") from exc
+        raise ValueError(
+            f"The solver failed numerically ({exc}). {_scale_advice(Z, sw)}") from exc
     except RuntimeError as exc:
         if "LinAlgError" not in type(exc).__name__:  # torch.linalg's errors
             raise
-        raise ValueError(f"The solver failed numerically ({exc}). {_scale_advice(Z)}") from exc
+        raise ValueError(
+            f"The solver failed numerically ({exc}). {_scale_advice(Z, sw)}") from exc
 
 
-def _require_finite(Z, *arrays):
+def _require_finite(Z, *arrays, sw=None):
     """Refuse a solver result that overflowed, before it enters the model."""
     if not all(np.all(np.isfinite(a)) for a in arrays):
         raise ValueError("The solver produced non-finite values; the model is unchanged. "
-                         + _scale_advice(Z))
+                         + _scale_advice(Z, sw))
 
 
 def _host_curvature(curvature):
@@ -755,7 +771,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             data = self._to_gpu(gpu, Z)
         self.classes_ = classes
         self._stream_memory = None
-        with _numerical_failure_as_value_error(Z):
+        with _numerical_failure_as_value_error(Z, sw):
             return self._fit_first_batch(Z, y01, sw, ids, data=data)
 
     def _gpu_backend(self):
@@ -807,7 +823,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             be, rows, V0, self._kind, self.alpha, self.prior_strength,
             self.max_iter, self.tol if tol is None else tol, gram=gram, log=self._log,
         )
-        _require_finite(Z, res.V, res.theta)
+        _require_finite(Z, res.V, res.theta, sw=sw)
         self.components_ = res.V.T.copy()
         self.users_ = users
         self._fit_with_users = True
@@ -1044,7 +1060,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             memory = None
         if memory is not None and len(memory[1]) > self.stream_memory:
             memory = None
-        with _numerical_failure_as_value_error(Z):
+        with _numerical_failure_as_value_error(Z, sw):
             if first:
                 # a stream builds on this first fit: solve it as tightly as its updates
                 self._fit_first_batch(*batch, tol=self.tol / 10)
@@ -1110,7 +1126,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.max_iter, self.tol / 10, prior=(be.asarray(centres), be.asarray(precisions)),
             anchor=anchor, log=self._log,
         )
-        _require_finite(Z, res.V, res.theta, res.user_hessian)
+        _require_finite(Z, res.V, res.theta, res.user_hessian, sw=sw)
         self.components_ = res.V.T.copy()
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective
@@ -1167,14 +1183,14 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         if be.name == "torch" and Z.shape[0] <= _HOST_FOLD_IN_ROWS:
             be = NumpyBackend()  # see _HOST_FOLD_IN_ROWS
         rows = _solver.make_rows(be, F, y01, sw, groups, len(batch_users))
-        with _numerical_failure_as_value_error(Z):
+        with _numerical_failure_as_value_error(Z, sw):
             theta, hess = _solver.user_step(
                 be, rows, be.asarray(F), be.asarray(centres), be.asarray(centres),
                 be.asarray(precisions), self._kind,
             )
         W = self._weights_from_params(be.to_numpy(theta))
         precision = precisions + be.to_numpy(hess)
-        _require_finite(Z, W, precision)
+        _require_finite(Z, W, precision, sw=sw)
         # a new user whose rows all weigh 0 has told nothing: it stays unknown (the
         # population, temperature included) rather than a copy of the prior
         informed = (np.bincount(groups, weights=sw, minlength=len(batch_users)) > 0) | (index >= 0)

@@ -1043,6 +1043,24 @@ def test_a_failing_linear_solve_is_reported_as_a_scale_problem(problem, monkeypa
         LowRankRewardEstimator(2, random_state=0).fit(X * 1e10, y, user_ids=users)
 
 
+@pytest.mark.parametrize("backend", [
+    "numpy", pytest.param("torch", marks=pytest.mark.skipif(
+        importlib.util.find_spec("torch") is None, reason="needs torch"))])
+def test_huge_sample_weights_are_named_in_the_failure(backend, problem):
+    """Weights of 1e20 make the penalties vanish (scaling the weights by c divides
+    alpha and prior_strength by c): the message says to rescale the weights, not to
+    standardize features of unit scale."""
+    X, y, users = problem
+    with pytest.raises(ValueError, match="sample weights reach 1.0e\\+20.*rescale them") as info:
+        LowRankRewardEstimator(2, backend=backend, random_state=0).fit(
+            X, y, sample_weight=np.full(len(y), 1e20), user_ids=users)
+    assert "standardize" not in str(info.value)
+    # moderate weights: the fit is as with unit weights and smaller penalties
+    est = LowRankRewardEstimator(2, backend=backend, random_state=0).fit(
+        X, y, sample_weight=np.full(len(y), 1e3), user_ids=users)
+    assert np.all(np.isfinite(est.predict_proba(X, user_ids=users)))
+
+
 def test_features_near_1e10_fit_or_fail_clearly():
     """Features near 1e10 swamp the unit penalties; the user step's Newton system is
     then numerically singular. No LAPACK error may escape."""

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import re
 import selectors
 import sqlite3
 import subprocess
@@ -580,13 +581,46 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
         Returns
         -------
         feature_names_out : ndarray of str objects
+
+        Raises
+        ------
+        ValueError
+            When ``input_features`` differs from the columns seen in `fit`, or lacks a
+            text column the transform needs.
         """
         if input_features is not None:
-            has_user = self.user_col in list(input_features)
+            has_user = self.user_col in self._check_input_features(input_features)
         else:
             has_user = getattr(self, "_fit_has_user", True)
         names = [self.user_col] if has_user else []
         return np.asarray(names + self._embedding_names(self._embedding_dim()), dtype=object)
+
+    def _check_input_features(self, input_features):
+        """``input_features`` as a list, checked as scikit-learn's transformers do: equal
+        to ``feature_names_in_`` (or of length ``n_features_in_``) once fitted, and
+        holding the text columns the transform reads."""
+        names = np.asarray(input_features, dtype=object)
+        if names.ndim != 1:
+            raise ValueError(
+                f"input_features must be 1-d (one name per input column); got shape "
+                f"{names.shape}.")
+        names = names.tolist()
+        fitted = getattr(self, "feature_names_in_", None)
+        if fitted is not None and names != fitted.tolist():
+            raise ValueError(
+                f"input_features is not equal to feature_names_in_: got {names[:6]}, "
+                f"fitted with {fitted.tolist()[:6]}.")
+        n_fitted = getattr(self, "n_features_in_", None)
+        if n_fitted is not None and len(names) != n_fitted:
+            raise ValueError(
+                f"input_features should have length equal to the number of features seen "
+                f"in fit ({n_fitted}); got {len(names)}.")
+        missing = [c for c in (self.prompt_col, self.response_a_col, self.response_b_col)
+                   if c not in names]
+        if missing:
+            raise ValueError(
+                f"input_features lacks the text column(s) {missing} that transform reads.")
+        return names
 
     def cache_info(self):
         """Counters of the in-memory cache this estimator uses (shared with its clones).
@@ -636,6 +670,34 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
             if not isinstance(value, (bool, np.bool_)):
                 # a string such as "no" would count as true
                 raise ValueError(f"{name} must be True or False; got {value!r}.")
+        self._check_column_params()
+
+    def _check_column_params(self):
+        """The four column names: hashable DataFrame labels (0 and "" are names), all
+        different, the user column not one of the output's embedding names (it would
+        be written twice)."""
+        names = {"user_col": self.user_col, "prompt_col": self.prompt_col,
+                 "response_a_col": self.response_a_col, "response_b_col": self.response_b_col}
+        for name, value in names.items():
+            try:
+                hash(value)
+            except TypeError:
+                value = None
+            if value is None:
+                raise ValueError(
+                    f"{name} must be a column name (a str, or another DataFrame column "
+                    f"label); got {names[name]!r}.")
+        values = list(names.values())
+        for name, value in names.items():
+            if values.count(value) > 1:
+                same = [other for other, v in names.items() if v == value and other != name]
+                raise ValueError(
+                    f"{name} and {same[0]} are both {value!r}; each role needs its own column.")
+        if isinstance(self.user_col, str) and re.fullmatch(
+                re.escape(self._prefix) + r"\d+", self.user_col):
+            raise ValueError(
+                f"user_col={self.user_col!r} is one of the output's embedding column names "
+                f"({self._prefix}0, {self._prefix}1, ...); name the user column otherwise.")
 
     def _text_columns(self):
         return [self.prompt_col, self.response_a_col, self.response_b_col]

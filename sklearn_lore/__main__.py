@@ -45,6 +45,11 @@ def _split(users, seen_fraction, n_train, n_shots, seed):
 def _evaluate(Z, y, users, masks, n_components, seed):
     """Fit ours and the global model on the embeddings; return an accuracy table."""
     uid = np.asarray(users, dtype=object)
+    if n_components > Z.shape[1]:
+        # the basis spans at most the features' dimension; the extra vectors only cost
+        # time (100 components on 32 features: 17 s instead of 1.5)
+        raise SystemExit(f"--n-components {n_components} exceeds the {Z.shape[1]} features of "
+                         "the comparisons; the basis can use at most that many.")
     t0 = time.perf_counter()
     est = LowRankRewardEstimator(n_components, random_state=seed)
     est.fit(Z[masks["train"]], y[masks["train"]], user_ids=uid[masks["train"]])
@@ -190,8 +195,10 @@ def _at_least(low):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sklearn_lore", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", help="CSV with user_id, prompt, response_a, response_b, label")
-    parser.add_argument("--synthetic", action="store_true",
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data",
+                        help="CSV with user_id, prompt, response_a, response_b, label")
+    source.add_argument("--synthetic", action="store_true",
                         help="numeric synthetic users only (no embedding model)")
     parser.add_argument("--n-components", type=_at_least(1), default=3,
                         help="rank of the reward basis (default 3)")
@@ -199,7 +206,9 @@ def main(argv=None):
                         help="seed of the data, the user split and the fit (default 0)")
     parser.add_argument("--progress", action="store_true", help="progress bar while embedding")
     args = parser.parse_args(argv)
-    if args.data:
+    if args.data is not None:
+        if not args.data.strip():
+            parser.error("--data needs a file name")
         run_csv(args)
     elif args.synthetic:
         run_synthetic(args)

@@ -194,3 +194,21 @@ def test_main_job_refuses_bad_flags_with_a_usage_error(flags, capsys):
         main(["--synthetic", *flags])
     assert exit_info.value.code == 2
     assert f"error: argument {flags[0]}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--synthetic", "--data", "x.csv"], "not allowed with argument"),
+    (["--data", ""], "--data needs a file name"),
+])
+def test_main_job_refuses_conflicting_data_sources(argv, message, capsys):
+    """--data used to win silently over --synthetic, and --data "" ran the text world."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_main_job_refuses_more_components_than_features():
+    """The synthetic features are 32: 100 components took 17 s for nothing."""
+    with pytest.raises(SystemExit, match="--n-components 33 exceeds the 32 features"):
+        main(["--synthetic", "--n-components", "33"])

@@ -871,9 +871,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             gram_eig = be.eigh(gram)
         return refits, gram_eig
 
-    def _warn_if_collapsed(self, F, W_rows):
+    def _warn_if_collapsed(self, F, W_rows, stacklevel=4):
         """The basis times the weights is a product: where the penalties outweigh
-        the data it collapses to zero, and what is left of the logits is round-off."""
+        the data it collapses to zero, and what is left of the logits is round-off.
+        ``stacklevel`` points the warning at the user's call (fit, partial_fit)."""
         t = np.einsum("nb,nb->n", F, W_rows)
         if t.size and np.max(np.abs(t)) <= _COLLAPSED_LOGIT:
             warnings.warn(
@@ -881,7 +882,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 f"{_COLLAPSED_LOGIT:.0e}, so probabilities are 0.5 and predicted labels are "
                 "round-off. alpha and prior_strength outweigh the data at this feature "
                 "scale: standardize the features or lower alpha and prior_strength.",
-                ConvergenceWarning, stacklevel=4,
+                ConvergenceWarning, stacklevel=stacklevel,
             )
 
     def _fit_without_users(self, Z, y01, sw, data=None):
@@ -908,6 +909,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.shrinkage_ = 1.0 if self.shrinkage == "auto" else float(self.shrinkage)
         weights = np.eye(B)[0]
         F = Z @ self.components_.T
+        self._warn_if_collapsed(F[:, :1], np.ones((len(F), 1)), stacklevel=5)
         p = _solver.expit(F[:, 0])
         hess = F.T @ ((sw * p * (1 - p))[:, None] * F)
         self._set_population(self._params_from_weights(weights[None])[0],

@@ -1084,9 +1084,15 @@ def test_a_collapsed_fit_warns():
         est = LowRankRewardEstimator(2, shrinkage=1.0, random_state=0).fit(
             X * 1e-6, y, user_ids=users)
     assert np.allclose(est.predict_proba(X * 1e-6, user_ids=users), 0.5)
+    # without user ids too (the population model alone), pointing at the caller's line
+    with pytest.warns(ConvergenceWarning, match="collapsed to zero") as record:
+        est = LowRankRewardEstimator(2, random_state=0).fit(X * 1e-6, y)
+    assert np.allclose(est.predict_proba(X * 1e-6), 0.5)
+    assert [w.filename for w in record if "collapsed" in str(w.message)] == [__file__]
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         LowRankRewardEstimator(2, shrinkage=1.0, random_state=0).fit(X, y, user_ids=users)
+        LowRankRewardEstimator(2, random_state=0).fit(X, y)
 
 
 def test_a_new_user_without_weight_stays_unknown(fitted, problem):

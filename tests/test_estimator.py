@@ -145,6 +145,30 @@ def test_clone_pickle_cross_val_and_any_scorer(planted):
     assert np.array_equal(again.predict_proba(frame), fitted.predict_proba(frame))
 
 
+def test_metadata_routing_carries_user_ids_to_fit_and_score(planted):
+    """The route docs/user_guide.md shows: requested ids reach score in every fold, so
+    held-out rows of seen users are scored as those users (the same numbers as a
+    DataFrame with the user column), not as unknown users."""
+    import sklearn
+
+    X, y, users, _, _ = planted
+    cv = KFold(3, shuffle=True, random_state=0)
+    frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
+    frame.insert(0, "user_id", users)
+    by_column = cross_val_score(LowRankRewardEstimator(2, random_state=0), frame, y, cv=cv)
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = (LowRankRewardEstimator(2, random_state=0)
+               .set_fit_request(user_ids=True, sample_weight=False)
+               .set_score_request(user_ids=True, sample_weight=False))
+        routed = cross_val_score(est, X, y, params={"user_ids": users}, cv=cv)
+        search = GridSearchCV(est, {"n_components": [1, 2]}, cv=cv).fit(X, y, user_ids=users)
+    np.testing.assert_allclose(routed, by_column)
+    assert search.best_params_ == {"n_components": 2}
+    np.testing.assert_allclose(search.cv_results_["mean_test_score"][1], by_column.mean())
+    unrouted = cross_val_score(LowRankRewardEstimator(2, random_state=0), X, y, cv=cv)
+    assert routed.mean() > unrouted.mean() + 0.02
+
+
 def test_sample_weight_equals_duplication(planted):
     X, y, users, _, _ = planted
     keep = np.arange(len(y)) < 1200

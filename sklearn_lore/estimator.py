@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils import assert_all_finite
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
@@ -318,6 +318,18 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         "calibrate": ["boolean"],
         "verbose": ["verbose"],
     }
+
+    def _validate_params(self):
+        """scikit-learn's check of the constraints, and no bool where an integer is
+        expected (``True`` is an ``Integral`` to Python: ``n_components=True`` failed
+        deep in the solver, ``max_iter=True`` ran one round)."""
+        super()._validate_params()
+        for name in ("n_components", "stream_memory", "max_iter", "random_state"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be an int, "
+                    f"not a bool; got {value!r}.")
 
     def __init__(
         self,

@@ -1031,3 +1031,18 @@ def test_partial_fit_validates_parameters_on_every_call(param, value):
     est.set_params(**{param: value})
     with pytest.raises(InvalidParameterError, match=param):
         est.partial_fit(X[100:], y[100:], user_ids=index[100:])
+
+
+@pytest.mark.parametrize("param", ["n_components", "max_iter", "stream_memory",
+                                   "random_state"])
+@pytest.mark.parametrize("value", [True, np.False_])
+def test_bools_are_not_integer_parameters(param, value):
+    """n_components=True failed deep in the solver ('an integer is required') and
+    max_iter=True ran a single round: a bool is refused where an int is expected, at
+    fit and when loading (which validates the parameters the same way)."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y, index = _id_data()
+    with pytest.raises(InvalidParameterError, match=f"'{param}' parameter .* must be an int"):
+        LowRankRewardEstimator(**{param: value}).fit(X, y, user_ids=index)
+    LowRankRewardEstimator(2, verbose=True, random_state=0).fit(X, y, user_ids=index)

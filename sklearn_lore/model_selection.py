@@ -22,6 +22,7 @@ adaptation, ``partial_fit_users(X, y, user_ids=...)`` (or an ``adapt`` callable)
 
 import copy
 import time
+from collections.abc import Iterable, Mapping, Set
 from numbers import Integral, Real
 
 import numpy as np
@@ -31,6 +32,7 @@ from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import _num_samples
 
 from ._ids import require_hashable
+from .estimator import _ids_array
 
 __all__ = [
     "within_user_position",
@@ -53,7 +55,20 @@ CURVE_COLUMNS = [
 
 
 def _as_ids(user_ids, n_samples=None):
-    ids = np.asarray(user_ids, dtype=object) if not isinstance(user_ids, np.ndarray) else user_ids
+    """User ids as a 1-d array, built as the estimator builds them (``_ids_array``).
+
+    A list of tuples stays a list of tuple ids (numpy alone would read tuples of one
+    length as the rows of a 2-d array). Unordered collections (sets, dicts) and single
+    values are refused: they give no id per row. A numpy array is used as it is (a
+    ``datetime64`` array keeps its dtype, so splits return ids of that dtype).
+    """
+    if (isinstance(user_ids, (str, bytes, Set, Mapping))
+            or (isinstance(user_ids, np.ndarray) and user_ids.ndim == 0)
+            or not isinstance(user_ids, Iterable)):
+        raise ValueError(
+            "user_ids must be a 1-d sequence of ids in row order, one per row; got a "
+            f"value of type {type(user_ids).__name__}.")
+    ids = user_ids if isinstance(user_ids, np.ndarray) else _ids_array(user_ids)
     if ids.ndim != 1:
         raise ValueError(f"user_ids must be 1-d; got an array of shape {ids.shape}.")
     if n_samples is not None and ids.shape[0] != n_samples:
@@ -69,7 +84,20 @@ def _check_fraction(name, value):
     return float(value)
 
 
+def _check_positive_int(name, value):
+    """``value`` if it is a positive integer; a bool (an int to Python) is refused."""
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return value
+
+
 def _check_shots(shots, n_train_pairs):
+    # numpy reads [0, True] as the integers [0, 1]: look for booleans before converting
+    if isinstance(shots, (list, tuple)) and any(
+            isinstance(k, (bool, np.bool_)) for k in shots):
+        raise ValueError(
+            f"shots must be integers in [0, n_train_pairs={n_train_pairs}], not booleans; "
+            f"got {list(shots)!r}.")
     shots = np.asarray(shots)
     valid = shots.ndim == 1 and shots.size > 0 and shots.dtype.kind in "iu"
     if not valid or (shots < 0).any() or (shots > n_train_pairs).any():
@@ -165,7 +193,7 @@ def expected_calibration_error(y_true, proba, *, n_bins=10, strategy="uniform", 
         Predicted probability of the positive class, or ``predict_proba`` output
         (column 1 is used).
     n_bins : int, default=10
-        Number of bins.
+        Number of bins, a positive integer (not a bool).
     strategy : {"uniform", "quantile"}, default="uniform"
         ``"uniform"``: bins of equal width on [0, 1], ``[0, 1/n], (1/n, 2/n], ...``
         (a probability on an edge falls in the bin below it, as in
@@ -184,7 +212,8 @@ def expected_calibration_error(y_true, proba, *, n_bins=10, strategy="uniform", 
     ------
     ValueError
         If ``y_true`` has more than two classes, or two classes neither of which is
-        ``pos_label``.
+        ``pos_label``; if ``n_bins`` is not a positive integer (``True`` and ``False``
+        are refused); if ``strategy`` is unknown.
 
     Examples
     --------
@@ -197,8 +226,7 @@ def expected_calibration_error(y_true, proba, *, n_bins=10, strategy="uniform", 
     p = _positive_proba(proba)
     if p.shape[0] != y01.shape[0]:
         raise ValueError(f"y_true has {y01.shape[0]} entries but proba has {p.shape[0]}.")
-    if not isinstance(n_bins, Integral) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}.")
+    _check_positive_int("n_bins", n_bins)
     if p.shape[0] == 0:
         raise ValueError("expected_calibration_error needs at least one sample.")
     # the edges and the side of calibration_curve: a probability on an edge belongs to
@@ -223,12 +251,21 @@ def per_user_accuracy(y_true, y_pred, user_ids):
     y_true, y_pred : array-like of shape (n_samples,)
         True and predicted labels.
     user_ids : array-like of shape (n_samples,)
-        User id of each row.
+        User id of each row, any hashable type (tuples of any lengths included).
 
     Returns
     -------
     accuracy : Series
         Indexed by user id (sorted), one accuracy per user.
+
+    Raises
+    ------
+    ValueError
+        If ``user_ids`` is not a 1-d sequence (a DataFrame, a set, a single value),
+        does not have one id per row of ``y_true``, or holds a missing value; if
+        ``y_pred`` and ``y_true`` differ in shape.
+    TypeError
+        If an id is unhashable (a list, a dict, an array).
 
     Examples
     --------
@@ -254,10 +291,16 @@ def macro_accuracy(y_true, y_pred, user_ids):
     ----------
     y_true, y_pred : array-like of shape (n_samples,)
     user_ids : array-like of shape (n_samples,)
+        User id of each row, any hashable type (tuples of any lengths included).
 
     Returns
     -------
     float
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`per_user_accuracy`.
 
     Examples
     --------
@@ -280,8 +323,9 @@ def preference_metrics(y_true, proba, user_ids, *, n_bins=10, pos_label=1):
     proba : array-like of shape (n_samples,) or (n_samples, 2)
         Probability of the positive class (or ``predict_proba`` output).
     user_ids : array-like of shape (n_samples,)
+        User id of each row, any hashable type (tuples of any lengths included).
     n_bins : int, default=10
-        Bins of :func:`expected_calibration_error`.
+        Bins of :func:`expected_calibration_error`, a positive integer (not a bool).
     pos_label : int or str, default=1
         Label of the positive class in ``y_true``; as in
         :func:`expected_calibration_error`, it must be one of the labels when
@@ -297,7 +341,11 @@ def preference_metrics(y_true, proba, user_ids, *, n_bins=10, pos_label=1):
     ------
     ValueError
         If ``y_true`` has more than two classes, or two classes neither of which is
-        ``pos_label``.
+        ``pos_label``; if ``n_bins`` is not a positive integer (``True`` and ``False``
+        are refused); if ``user_ids`` is not a 1-d sequence with one id per row of
+        ``y_true``, or holds a missing value.
+    TypeError
+        If an id is unhashable (a list, a dict, an array).
 
     Examples
     --------
@@ -309,6 +357,7 @@ def preference_metrics(y_true, proba, user_ids, *, n_bins=10, pos_label=1):
     y01 = _binary_truth(y_true, pos_label)
     p = _positive_proba(proba)
     ids = _as_ids(user_ids, y01.shape[0])
+    _check_positive_int("n_bins", n_bins)
     pred = (p > 0.5).astype(np.float64)
     return {
         "n_users": int(pd.unique(pd.Series(ids, dtype=object)).shape[0]),
@@ -329,10 +378,19 @@ def within_user_position(user_ids):
     Parameters
     ----------
     user_ids : array-like of shape (n_samples,)
+        User id of each row, any hashable type (tuples of any lengths included).
 
     Returns
     -------
     ndarray of shape (n_samples,), int
+
+    Raises
+    ------
+    ValueError
+        If ``user_ids`` is not a 1-d sequence with one id per row (a DataFrame, a set,
+        a single value), or holds a missing value.
+    TypeError
+        If an id is unhashable (a list, a dict, an array).
 
     Examples
     --------
@@ -356,16 +414,26 @@ def split_users(user_ids, *, unseen_size=0.2, random_state=None):
     Parameters
     ----------
     user_ids : array-like of shape (n_samples,)
-        User id of each row, any hashable type.
+        User id of each row, any hashable type (tuples of any lengths included).
     unseen_size : float in (0, 1), default=0.2
         Share of users held out of ``fit``.
     random_state : int, RandomState instance or None, default=None
-        Seed of the shuffle.
+        Seed of the shuffle (not a bool).
 
     Returns
     -------
     seen_users, unseen_users : ndarray
         Disjoint arrays of ids, in shuffled order.
+
+    Raises
+    ------
+    ValueError
+        If ``user_ids`` is not a 1-d sequence of ids (a DataFrame, a set, a single
+        value), holds a missing value or fewer than 2 distinct users; if
+        ``unseen_size`` is not strictly between 0 and 1; if ``random_state`` is a bool
+        or cannot seed a RandomState.
+    TypeError
+        If an id is unhashable (a list, a dict, an array).
 
     Examples
     --------
@@ -377,6 +445,11 @@ def split_users(user_ids, *, unseen_size=0.2, random_state=None):
     """
     ids = _as_ids(user_ids)
     unseen_size = _check_fraction("unseen_size", unseen_size)
+    if isinstance(random_state, (bool, np.bool_)):
+        # check_random_state would take True as the seed 1
+        raise ValueError(
+            "random_state must be an int, a RandomState instance or None, got "
+            f"{random_state!r}.")
     sorted_ids = _sorted_ids(ids)
     if ids.dtype == object:  # each id keeps its type (and a tuple id stays one id)
         users = np.fromiter(sorted_ids, dtype=object, count=len(sorted_ids))
@@ -406,14 +479,17 @@ def fewshot_split(user_ids, *, unseen_size=0.2, n_train_pairs=28, shots=(0, 5, 1
     Parameters
     ----------
     user_ids : array-like of shape (n_samples,)
+        User id of each row, any hashable type (tuples of any lengths included).
     unseen_size : float in (0, 1), default=0.2
         Share of users held out of ``fit``.
     n_train_pairs : int, default=28
-        Training pairs per seen user; also where unseen users' test pairs start.
+        Training pairs per seen user; also where unseen users' test pairs start. A
+        positive integer (not a bool).
     shots : sequence of int, default=(0, 5, 10, 20)
-        Numbers of adaptation pairs, each in ``[0, n_train_pairs]``.
+        Numbers of adaptation pairs, each an integer (not a bool) in
+        ``[0, n_train_pairs]``.
     random_state : int, RandomState instance or None, default=None
-        Seed of the user shuffle.
+        Seed of the user shuffle (not a bool).
 
     Returns
     -------
@@ -422,6 +498,15 @@ def fewshot_split(user_ids, *, unseen_size=0.2, n_train_pairs=28, shots=(0, 5, 1
         ``adapt`` (dict: k -> index array, empty for k = 0); ``seen_users``,
         ``unseen_users``; ``position`` (within-user position of every row);
         ``shots`` (sorted list) and ``n_train_pairs``.
+
+    Raises
+    ------
+    ValueError
+        If ``n_train_pairs`` is not a positive integer, or ``shots`` is not a non-empty
+        sequence of integers in ``[0, n_train_pairs]`` (booleans are refused in both);
+        for the user ids, ``unseen_size`` and ``random_state``, as :func:`split_users`.
+    TypeError
+        If an id is unhashable (a list, a dict, an array).
 
     Examples
     --------
@@ -434,8 +519,7 @@ def fewshot_split(user_ids, *, unseen_size=0.2, n_train_pairs=28, shots=(0, 5, 1
     (16, 8, 2, 2)
     """
     ids = _as_ids(user_ids)
-    if not isinstance(n_train_pairs, Integral) or n_train_pairs < 1:
-        raise ValueError(f"n_train_pairs must be a positive integer, got {n_train_pairs!r}.")
+    _check_positive_int("n_train_pairs", n_train_pairs)
     shots = _check_shots(shots, n_train_pairs)
     seen_users, unseen_users = split_users(ids, unseen_size=unseen_size,
                                            random_state=random_state)
@@ -463,12 +547,16 @@ def _take(X, index):
     return X.iloc[index] if hasattr(X, "iloc") else X[index]
 
 
-def _default_adapt(fitted, X, y, user_ids):
-    if not hasattr(fitted, "partial_fit_users"):
+def _require_partial_fit_users(model):
+    if not hasattr(model, "partial_fit_users"):
         raise TypeError(
-            f"{type(fitted).__name__} has no partial_fit_users method; pass "
+            f"{type(model).__name__} has no partial_fit_users method; pass "
             "adapt=callable(fitted, X, y, user_ids) -> adapted model to fewshot_curve."
         )
+
+
+def _default_adapt(fitted, X, y, user_ids):
+    _require_partial_fit_users(fitted)
     return copy.deepcopy(fitted).partial_fit_users(X, y, user_ids=user_ids)
 
 
@@ -487,7 +575,7 @@ def _ids_from(X, user_ids, user_col):
 def _check_split(split, ids):
     """A precomputed split is one of these rows: a :func:`fewshot_split` of these ids."""
     fields = ("position", "seen_users", "unseen_users", "seen_train", "seen_test",
-              "unseen_test", "adapt", "n_train_pairs")
+              "unseen_test", "adapt", "shots", "n_train_pairs")
     if not all(hasattr(split, name) for name in fields):
         raise TypeError(
             f"split must be a fewshot_split result (a Bunch with {', '.join(fields)}); got "
@@ -554,13 +642,15 @@ def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unsee
     y : array-like of shape (n_samples,)
         Binary labels.
     user_ids : array-like of shape (n_samples,), default=None
-        User ids, unless X has the ``user_col`` column.
+        User ids, unless X has the ``user_col`` column; any hashable type (tuples of
+        any lengths included).
     shots : sequence of int, default=(0, 5, 10, 20)
-        Numbers of adaptation pairs per unseen user.
+        Numbers of adaptation pairs per unseen user (integers, not bools).
     unseen_size : float, default=0.2
         Share of users held out of the fit.
     n_train_pairs : int, default=28
-        Training pairs per seen user; unseen users are tested from this position on.
+        Training pairs per seen user; unseen users are tested from this position on (a
+        positive integer, not a bool).
     random_state : int, RandomState instance or None, default=0
         Seed of the user shuffle (not of the estimator).
     split : Bunch, default=None
@@ -572,7 +662,7 @@ def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unsee
         the unseen users' k pairs without modifying ``fitted``; for estimators
         without ``partial_fit_users``. ``user_ids_k`` is None when the ids travel in X.
     n_bins : int, default=10
-        Bins of :func:`expected_calibration_error`.
+        Bins of :func:`expected_calibration_error`, a positive integer (not a bool).
     user_col : str, default="user_id"
         Column of a DataFrame X that holds the ids.
 
@@ -590,7 +680,16 @@ def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unsee
     ------
     ValueError
         If no seen user, or no unseen user, has more than ``n_train_pairs`` rows:
-        that group would have no test pairs (checked before fitting).
+        that group would have no test pairs; if ``n_bins`` is not a positive integer;
+        if X and y differ in length, the user ids are given twice or not at all, or
+        ``split`` was made for other rows; for ``shots``, ``unseen_size``,
+        ``n_train_pairs``, ``random_state`` and the user ids, as
+        :func:`fewshot_split`. All checked before fitting.
+    TypeError
+        If ``adapt`` is neither None nor callable; if ``adapt`` is None, some number of
+        shots is above 0 and ``estimator`` has no ``partial_fit_users`` method; if
+        ``split`` is not a :func:`fewshot_split` result; if an id is unhashable. All
+        checked before fitting.
 
     Examples
     --------
@@ -607,6 +706,12 @@ def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unsee
     unseen      0        8       80
     unseen      5        8       80
     """
+    # the checks of every argument come before the fit, the expensive step
+    _check_positive_int("n_bins", n_bins)
+    if adapt is not None and not callable(adapt):
+        raise TypeError(
+            "adapt must be None or a callable adapt(fitted, X, y, user_ids) -> adapted "
+            f"model; got a value of type {type(adapt).__name__}.")
     ids, in_column = _ids_from(X, user_ids, user_col)
     y = np.asarray(y)
     n = y.shape[0]
@@ -619,6 +724,8 @@ def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unsee
     else:
         _check_split(split, ids)
     _check_test_pairs(split, ids)
+    if adapt is None and any(k > 0 for k in split.shots):
+        _require_partial_fit_users(estimator)
     adapt = _default_adapt if adapt is None else adapt
 
     def kw(index):

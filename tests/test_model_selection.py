@@ -408,3 +408,162 @@ def test_metrics_refuse_missing_labels(y_true):
         preference_metrics(y_true, proba, ["a", "b", "c"])
     with pytest.raises(ValueError, match="y_true contains missing values"):
         expected_calibration_error(y_true, proba)
+
+
+# --------------------------------------------------------------------------- input validation
+
+# six users, each a tuple id: of one length (numpy alone reads these as a 2-d array) or of
+# different lengths (a prefix of another id included)
+TUPLE_IDS = {
+    "equal-length": [(0, "a"), (1, "b"), (2, "c"), (3, "d"), (4, "e"), (5, "f")],
+    "different-lengths": [(0,), (0, "b"), (2, "c", 3.5), (3,), (4, "e"), (5, "f", 0)],
+}
+
+
+@pytest.mark.parametrize("kind", list(TUPLE_IDS))
+def test_tuple_ids_in_the_metrics_and_splits(kind):
+    users = TUPLE_IDS[kind]
+    rows = [0, 1, 2, 3, 4, 5] * 4 + [0, 1]
+    ids = [users[r] for r in rows]                         # a list of tuples, one per row
+    letters = np.array(list("abcdef"), dtype=object)[rows]  # the same users as strings
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=len(rows))
+    proba = rng.uniform(size=len(rows))
+    pred = (proba > 0.5).astype(int)
+
+    acc = per_user_accuracy(y, pred, ids)
+    assert sorted(acc.index.tolist(), key=repr) == sorted(users, key=repr)
+    assert all(isinstance(user, tuple) for user in acc.index)
+    by_letter = per_user_accuracy(y, pred, letters)
+    for user, letter in zip(users, "abcdef"):
+        assert acc[[user]].iloc[0] == by_letter[letter]
+    assert macro_accuracy(y, pred, ids) == macro_accuracy(y, pred, letters)
+    assert preference_metrics(y, proba, ids) == preference_metrics(y, proba, letters)
+    np.testing.assert_array_equal(within_user_position(ids), within_user_position(letters))
+
+    seen, unseen = split_users(ids, unseen_size=0.3, random_state=0)
+    assert len(seen) == 4 and len(unseen) == 2
+    assert all(isinstance(user, tuple) for user in [*seen, *unseen])
+    assert set(seen) | set(unseen) == set(users) and not set(seen) & set(unseen)
+    again = split_users(ids[::-1], unseen_size=0.3, random_state=0)   # row order irrelevant
+    assert list(again[0]) == list(seen) and list(again[1]) == list(unseen)
+
+    split = fewshot_split(ids, unseen_size=0.3, n_train_pairs=2, shots=(0, 1), random_state=0)
+    id_array = np.fromiter(ids, dtype=object, count=len(ids))
+    assert set(id_array[split.seen_train]) == set(split.seen_users)
+    assert set(id_array[split.unseen_test]) == set(split.unseen_users)
+    assert set(id_array[split.adapt[1]]) == set(split.unseen_users)
+    assert len(split.seen_test) == sum(rows.count(users.index(user)) - 2 for user in seen)
+
+
+def test_fewshot_curve_with_tuple_ids(small):
+    X, y, users = small
+    numbers = np.unique(users, return_inverse=True)[1]
+    # (k, "x") sorts as k does: the tuple ids split as the int ids, and score the same
+    tuples = [(int(k), "x") for k in numbers]
+    by_int = fewshot_curve(small_estimator(), X, y, numbers, shots=(0, 2), n_train_pairs=8,
+                           unseen_size=0.25)
+    by_tuple = fewshot_curve(small_estimator(), X, y, tuples, shots=(0, 2), n_train_pairs=8,
+                             unseen_size=0.25)
+    cols = ["n_users", "n_pairs", "accuracy", "macro_accuracy", "log_loss", "ece"]
+    pd.testing.assert_frame_equal(by_tuple[cols], by_int[cols])
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({1, 2, 3}, "1-d sequence of ids in row order"),
+    ({"a": 1, "b": 2, "c": 3}, "1-d sequence of ids in row order"),
+    ("abc", "1-d sequence of ids in row order"),
+    (7, "1-d sequence of ids in row order"),
+    (pd.DataFrame({"user_id": ["a", "b", "c"]}), r"not df\[\['user_id'\]\]"),
+    ([["a"], ["b"], ["c"]], r"must be 1-d; got an array of shape \(3, 1\)"),
+])
+def test_user_ids_that_are_not_one_id_per_row_are_refused(bad, message):
+    for call in (lambda: per_user_accuracy([1, 0, 1], [1, 1, 1], bad),
+                 lambda: preference_metrics([1, 0, 1], [0.9, 0.2, 0.6], bad),
+                 lambda: within_user_position(bad),
+                 lambda: split_users(bad, random_state=0),
+                 lambda: fewshot_split(bad, n_train_pairs=1, shots=(0,))):
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+class FitForbidden(LowRankRewardEstimator):
+    """Fails loudly if fewshot_curve fits it: the checks must come first."""
+
+    def fit(self, *args, **kwargs):
+        raise AssertionError("fit was called")
+
+
+class BlindFitForbidden(UserBlindLogistic):
+    """No partial_fit_users, and no fit either."""
+
+    def fit(self, *args, **kwargs):
+        raise AssertionError("fit was called")
+
+
+@pytest.mark.parametrize("estimator, kwargs, error, message", [
+    (FitForbidden(), dict(n_bins=0), ValueError, "n_bins must be a positive integer, got 0"),
+    (FitForbidden(), dict(n_bins=2.5), ValueError, "n_bins must be a positive integer"),
+    (FitForbidden(), dict(n_bins=True), ValueError, "n_bins must be a positive integer, got True"),
+    (BlindFitForbidden(), {}, TypeError,
+     "BlindFitForbidden has no partial_fit_users method; pass adapt="),
+    (FitForbidden(), dict(adapt="refit"), TypeError, "adapt must be None or a callable"),
+])
+def test_fewshot_curve_checks_its_parameters_before_fitting(small, estimator, kwargs, error,
+                                                            message):
+    X, y, users = small
+    with pytest.raises(error, match=message):
+        fewshot_curve(estimator, X, y, users, shots=(0, 2), n_train_pairs=8, unseen_size=0.25,
+                      **kwargs)
+
+
+def test_fewshot_curve_checks_a_split_before_fitting(small):
+    X, y, users = small
+    split = fewshot_split(users, unseen_size=0.25, n_train_pairs=8, shots=(0, 2),
+                          random_state=0)
+    del split["shots"]
+    with pytest.raises(TypeError, match="split must be a fewshot_split result"):
+        fewshot_curve(FitForbidden(), X, y, users, split=split)
+
+
+def test_fewshot_curve_at_zero_shots_only_needs_no_partial_fit_users(small):
+    # nothing is adapted at 0 shots: an estimator without partial_fit_users still works
+    X, y, users = small
+    curve = fewshot_curve(UserBlindLogistic(), X, y, users, shots=(0,), n_train_pairs=8,
+                          unseen_size=0.25)
+    assert curve["shots"].tolist() == [8, 0]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda ids: expected_calibration_error([0, 1], [0.2, 0.8], n_bins=True),
+     "n_bins must be a positive integer, got True"),
+    (lambda ids: preference_metrics([0, 1], [0.2, 0.8], ["a", "b"], n_bins=True),
+     "n_bins must be a positive integer, got True"),
+    (lambda ids: fewshot_split(ids, n_train_pairs=True, shots=(0,)),
+     "n_train_pairs must be a positive integer, got True"),
+    (lambda ids: fewshot_split(ids, n_train_pairs=4, shots=(0, True)),
+     r"shots must be integers in \[0, n_train_pairs=4\], not booleans; got \[0, True\]"),
+    (lambda ids: fewshot_split(ids, n_train_pairs=4, shots=[np.True_, 2]),
+     "shots must be integers .* not booleans"),
+    (lambda ids: split_users(ids, random_state=True),
+     "random_state must be an int, a RandomState instance or None, got True"),
+    (lambda ids: fewshot_split(ids, n_train_pairs=4, shots=(0,), random_state=False),
+     "random_state must be an int, a RandomState instance or None, got False"),
+])
+def test_bools_are_not_integers(call, message):
+    ids = np.repeat(["a", "b", "c", "d"], 6)
+    with pytest.raises(ValueError, match=message):
+        call(ids)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n_train_pairs=True), "n_train_pairs must be a positive integer, got True"),
+    (dict(shots=(0, True)), "shots must be integers .* not booleans"),
+    (dict(random_state=True), "random_state must be an int"),
+    (dict(n_bins=True), "n_bins must be a positive integer, got True"),
+])
+def test_fewshot_curve_refuses_bools_before_fitting(small, kwargs, message):
+    X, y, users = small
+    params = dict(shots=(0, 2), n_train_pairs=8, unseen_size=0.25) | kwargs
+    with pytest.raises(ValueError, match=message):
+        fewshot_curve(FitForbidden(), X, y, users, **params)

@@ -8,6 +8,7 @@ import itertools
 import logging
 import numbers
 import warnings
+from collections.abc import Mapping, Set
 from contextlib import contextmanager
 
 import numpy as np
@@ -391,6 +392,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     def _check_ids(self, ids, n_samples):
         if ids is None:
             return None
+        if isinstance(ids, (Set, Mapping)):
+            # one id per row, in row order: a set or a dict has no row order
+            raise ValueError(
+                f"user_ids must be a sequence with one id per row of X, in row order; got "
+                f"a {type(ids).__name__}, which has no order.")
         ids = _ids_array(ids)
         if ids.ndim != 1:
             raise ValueError(f"user_ids must be 1-d; got an array of shape {ids.shape}.")

@@ -985,6 +985,21 @@ def test_user_ids_as_a_one_column_frame_is_refused_with_the_fix():
         est.partial_fit_users(X[:1], y[:1], user_ids=ids.iloc[:1])
 
 
+def test_user_ids_without_row_order_are_refused():
+    """A set (or a dict) of as many ids as rows was taken in its hash order: every row
+    got some user's id. forget_users still takes a set (it has no rows)."""
+    X, y, index = _id_data()
+    est = LowRankRewardEstimator(n_components=2, shrinkage=1.0).fit(X, y, user_ids=index)
+    for ids in [{f"u{i}" for i in range(5)}, {f"u{i}": i for i in range(5)}]:
+        with pytest.raises(ValueError, match="in row order; got a (set|dict)"):
+            LowRankRewardEstimator(n_components=2).fit(X[:5], y[:5], user_ids=ids)
+        with pytest.raises(ValueError, match="in row order"):
+            est.predict_proba(X[:5], user_ids=ids)
+    n_users = len(est.users_)
+    est.forget_users({int(index[0]), int(index[-1])})
+    assert len(est.users_) == n_users - 2
+
+
 def test_tuple_ids_of_several_lengths_and_forgetting_one():
     X, y, index = _id_data()
     ids = [("org", int(u)) if u % 2 else ("org", int(u), "eu") for u in index]

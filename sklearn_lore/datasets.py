@@ -22,6 +22,9 @@ and the Bradley-Terry logit of a pair is ``r_u(a) - r_u(b)``.
 import gzip
 import json
 import re
+import zipfile
+import zlib
+from contextlib import closing
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -1033,19 +1036,189 @@ def simulate_users_on_pairs(
 # --------------------------------------------------------------------------- loaders
 
 _JESTER_FILES = ("jester5k_ratings.csv", "jester5k_jokes.csv", "jester5k_jokes_minilm_l6_v2.npz")
+_JESTER_RATINGS = {"user_id": object, "joke_id": object, "rating": np.float64}
+_JESTER_JOKES = {"joke_id": object, "text": object}
+_JESTER_RATING_RANGE = (-10.0, 10.0)
+_JESTER_NPZ = "the arrays 'ids' (1-D, the joke ids) and 'emb' (2-D, one embedding row per id)"
 _HH_FILE = "harmless-base_test.jsonl.gz"
+_HH_EXPECTED = (
+    "gzip-compressed UTF-8 JSON lines, each an object with the string values 'chosen' and "
+    "'rejected'"
+)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive with members, an empty one
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number",
+               float: "a number", bool: "a boolean", type(None): "null"}
 
 
 def _locate(data_dir, subdir, files):
     """The folder holding ``files``: ``data_dir`` itself or ``data_dir / subdir``."""
     root = Path(data_dir)
-    for folder in (root, root / subdir):
+    folders = (root, root / subdir)
+    for folder in folders:
         if all((folder / f).is_file() for f in files):
             return folder
-    raise FileNotFoundError(
+    message = (
         f"Expected the files {list(files)} in {root} or in {root / subdir}. "
         "The data are not bundled with the package; pass the folder that holds them."
     )
+    if not root.exists():
+        message += f" {root} does not exist."
+    elif not root.is_dir():
+        message += f" {root} is a file, not a folder."
+    else:
+        # describe the folder that holds the most of the expected names
+        found = [[f for f in files if (folder / f).exists()] for folder in folders]
+        best = int(len(found[1]) > len(found[0]))
+        folder = folders[best]
+        for name in found[best]:
+            if (folder / name).is_dir():
+                message += f" {folder / name} is a directory, not a file."
+            elif not (folder / name).is_file():
+                message += f" {folder / name} is not a regular file."
+        missing = [f for f in files if f not in found[best]]
+        if found[best] and missing:
+            message += f" {folder} lacks {missing}."
+    raise FileNotFoundError(message)
+
+
+def _non_numeric_error(path, dtype, expected, err):
+    """The error for a CSV file whose numeric column holds text, naming the first such cell."""
+    try:
+        raw = pd.read_csv(path, dtype=object)
+    except ValueError:  # another fault further on; report the first one
+        return ValueError(f"{path} could not be read ({err}); expected {expected}.")
+    for column, kind in dtype.items():
+        if kind is object or column not in raw.columns:
+            continue
+        values = raw[column]
+        bad = np.flatnonzero(values.notna() & pd.to_numeric(values, errors="coerce").isna())
+        if bad.size:
+            return ValueError(
+                f"{path} holds {values.iloc[bad[0]]!r} in column {column!r} at data row "
+                f"{bad[0] + 1} (the header not counted); expected numbers in that column."
+            )
+    return ValueError(f"{path} could not be read ({err}); expected {expected}.")
+
+
+def _read_csv(path, dtype, complete):
+    """Read a UTF-8 CSV file with the columns of ``dtype``; malformed files name themselves.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    dtype : dict
+        Column name to dtype, as for :func:`pandas.read_csv`; every column is required.
+    complete : tuple of str
+        Columns that may not hold a missing value. Checking an object (text) column of a
+        big file costs about a quarter of reading it, so callers list what matters.
+
+    Returns
+    -------
+    df : DataFrame
+        The file as :func:`pandas.read_csv` reads it.
+
+    Raises
+    ------
+    ValueError
+        If the file is empty, is not UTF-8, is not well-formed CSV, has no data rows, lacks
+        a column, has a missing value in a ``complete`` one or holds text in a numeric
+        column.
+    """
+    columns = list(dtype)
+    expected = f"a UTF-8 CSV file with the header '{','.join(columns)}' and one row per record"
+    try:
+        df = pd.read_csv(path, dtype=dtype)
+    except pd.errors.EmptyDataError as err:
+        raise ValueError(f"{path} is empty; expected {expected}.") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason}); expected {expected}.") from err
+    except pd.errors.ParserError as err:
+        detail = str(err).strip().removeprefix("Error tokenizing data. C error: ")
+        raise ValueError(f"{path} is not well-formed CSV ({detail}); expected {expected}.") from err
+    except ValueError as err:
+        # with a dtype per column only a numeric column that holds text fails here
+        raise _non_numeric_error(path, dtype, expected, err) from err
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the column(s) {missing}; expected {expected}, "
+            f"but its header has {list(df.columns)}."
+        )
+    if df.empty:
+        raise ValueError(f"{path} has a header but no data rows; expected {expected}.")
+    for column in complete:
+        blank = df[column].isna().to_numpy()
+        if blank.any():
+            raise ValueError(
+                f"{path} has a missing value in column {column!r} at data row "
+                f"{int(np.argmax(blank)) + 1} (the header not counted); every row needs one."
+            )
+    return df
+
+
+def _read_npz(path, arrays, expected):
+    """The named arrays of an ``.npz`` archive; malformed archives name themselves."""
+    # numpy leaks the file it opened when the archive is damaged: hand it ours instead
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        if not head:
+            raise ValueError(f"{path} is empty; expected an .npz archive with {expected}.")
+        if head not in _ZIP_MAGIC:
+            raise ValueError(
+                f"{path} is not an .npz (zip) archive as numpy.savez writes; expected one with "
+                f"{expected}."
+            )
+        handle.seek(0)
+        try:
+            npz = np.load(handle, allow_pickle=False)
+        except zipfile.BadZipFile as err:
+            raise ValueError(
+                f"{path} is a damaged or truncated .npz archive ({err}); expected one with "
+                f"{expected}."
+            ) from err
+        with npz:
+            missing = [name for name in arrays if name not in npz.files]
+            if missing:
+                raise ValueError(
+                    f"{path} lacks the array(s) {missing}; expected {expected}, "
+                    f"but it holds {npz.files}."
+                )
+            loaded = []
+            for name in arrays:
+                try:
+                    loaded.append(npz[name])
+                except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+                    raise ValueError(
+                        f"The array {name!r} in {path} cannot be read ({err}); "
+                        f"expected {expected}."
+                    ) from err
+    return loaded
+
+
+def _check_jester_embeddings(path, ids, emb):
+    """Refuse ``ids`` and ``emb`` arrays that cannot form the embeddings table."""
+    if ids.ndim != 1:
+        raise ValueError(
+            f"The array 'ids' in {path} has shape {ids.shape}; expected a 1-D array of joke ids."
+        )
+    if emb.ndim != 2 or emb.dtype.kind not in "fiu":
+        raise ValueError(
+            f"The array 'emb' in {path} has shape {emb.shape} and dtype {emb.dtype}; expected "
+            "a 2-D array of numbers with one row per joke id."
+        )
+    if emb.shape[0] != ids.shape[0]:
+        raise ValueError(
+            f"{path} holds {ids.shape[0]} joke ids in 'ids' but {emb.shape[0]} rows in 'emb'; "
+            "expected one embedding row per id."
+        )
+    twice = pd.Index(ids)
+    twice = twice[twice.duplicated()].unique()
+    if len(twice):
+        raise ValueError(
+            f"The array 'ids' in {path} repeats {len(twice)} joke id(s), e.g. "
+            f"{twice[:5].tolist()}; expected each id once."
+        )
 
 
 def load_jester(data_dir):
@@ -1070,7 +1243,15 @@ def load_jester(data_dir):
     Raises
     ------
     FileNotFoundError
-        If the files are not there.
+        If ``data_dir`` does not exist or neither it nor its ``jester5k`` subfolder holds
+        the three files as regular files (the message says which are missing or are
+        directories).
+    ValueError
+        If a file is malformed; the message names the file, what is wrong and what was
+        expected. The CSV files must be UTF-8, well-formed, non-empty and have their
+        columns; ratings must be numbers in [-10, 10] and every joke needs an id and a
+        text. The ``.npz`` archive must be readable and hold a 1-D array ``ids`` of
+        distinct joke ids and a 2-D numeric array ``emb`` with one row per id.
 
     See Also
     --------
@@ -1085,14 +1266,81 @@ def load_jester(data_dir):
     ...                            prompt=jester.prompt)  # doctest: +SKIP
     """
     folder = _locate(data_dir, "jester5k", _JESTER_FILES)
-    ratings = pd.read_csv(folder / _JESTER_FILES[0], dtype={"user_id": object, "joke_id": object,
-                                                            "rating": np.float64})
-    jokes = pd.read_csv(folder / _JESTER_FILES[1], dtype={"joke_id": object, "text": object})
-    with np.load(folder / _JESTER_FILES[2], allow_pickle=False) as npz:
-        ids, emb = npz["ids"].astype(object), npz["emb"]
+    ratings_path, jokes_path, npz_path = (folder / f for f in _JESTER_FILES)
+    # missing ids are left to pairs_from_ratings, which refuses them: checking the two text
+    # columns here would add about half to the loading time
+    ratings = _read_csv(ratings_path, _JESTER_RATINGS, complete=("rating",))
+    values = ratings["rating"].to_numpy()
+    low, high = _JESTER_RATING_RANGE
+    outside = ~((values >= low) & (values <= high))  # missing ratings were refused already
+    if outside.any():
+        row = int(np.argmax(outside))
+        raise ValueError(
+            f"{ratings_path} holds the rating {float(values[row])} at data row {row + 1} (the "
+            f"header not counted); expected ratings in [{low:g}, {high:g}]."
+        )
+    jokes = _read_csv(jokes_path, _JESTER_JOKES, complete=("joke_id", "text"))
+    ids, emb = _read_npz(npz_path, ("ids", "emb"), _JESTER_NPZ)
+    _check_jester_embeddings(npz_path, ids, emb)
+    ids = ids.astype(object)
     embeddings = pd.DataFrame(emb, index=pd.Index(ids, name="joke_id"),
                               columns=[f"e{j}" for j in range(emb.shape[1])])
     return Bunch(ratings=ratings, jokes=jokes, embeddings=embeddings, prompt=JESTER_PROMPT)
+
+
+def _gzip_lines(path, expected):
+    """Yield ``(line number, line)`` of a gzip-compressed UTF-8 text file.
+
+    Damaged compression and undecodable text raise a ValueError naming the file.
+    """
+    number = 0  # the last line read whole
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                yield number, line
+    except gzip.BadGzipFile as err:
+        raise ValueError(f"{path} is not a valid gzip file ({err}); expected {expected}.") from err
+    except EOFError as err:
+        raise ValueError(
+            f"{path} is truncated: its gzip stream ends at or after line {number + 1}; "
+            f"expected {expected}."
+        ) from err
+    except zlib.error as err:
+        raise ValueError(
+            f"{path} is a damaged gzip file ({err}) at or after line {number + 1}; "
+            f"expected {expected}."
+        ) from err
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not UTF-8 text at or after line {number + 1} ({err.reason}); "
+            f"expected {expected}."
+        ) from err
+
+
+def _hh_record(path, number, line):
+    """The ``chosen`` and ``rejected`` strings of one JSON line of an HH-RLHF file."""
+    where = f"Line {number} of {path}"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{where} is not valid JSON at column {err.colno} ({err.msg}); "
+            "expected one JSON object per line."
+        ) from err
+    if not isinstance(record, dict):
+        kind = _JSON_TYPES.get(type(record), type(record).__name__)
+        raise ValueError(f"{where} holds {kind}, not a JSON object; expected {_HH_EXPECTED}.")
+    missing = [key for key in ("chosen", "rejected") if key not in record]
+    if missing:
+        raise ValueError(
+            f"{where} lacks the key(s) {missing}; expected {_HH_EXPECTED}, "
+            f"but it has {list(record)}."
+        )
+    for key in ("chosen", "rejected"):
+        if not isinstance(record[key], str):
+            kind = _JSON_TYPES.get(type(record[key]), type(record[key]).__name__)
+            raise ValueError(f"{where} has {kind} as {key!r}; expected a string (a transcript).")
+    return record["chosen"], record["rejected"]
 
 
 def load_hh_rlhf(data_dir):
@@ -1116,7 +1364,13 @@ def load_hh_rlhf(data_dir):
     Raises
     ------
     FileNotFoundError
-        If the file is not there.
+        If ``data_dir`` does not exist or neither it nor its ``hh_rlhf_harmless_test``
+        subfolder holds the file as a regular file.
+    ValueError
+        If the file is malformed; the message names the file (and the line), what is
+        wrong and what was expected. It must be a complete gzip file of UTF-8 text with
+        at least one non-blank line, each non-blank line a JSON object whose ``chosen``
+        and ``rejected`` values are strings.
 
     See Also
     --------
@@ -1129,12 +1383,16 @@ def load_hh_rlhf(data_dir):
     >>> pairs, y = pairs_from_chosen_rejected(hh)  # doctest: +SKIP
     """
     folder = _locate(data_dir, "hh_rlhf_harmless_test", (_HH_FILE,))
+    path = folder / _HH_FILE
     rows = []
-    with gzip.open(folder / _HH_FILE, "rt", encoding="utf-8") as handle:
-        for line in handle:
+    n_records = 0
+    with closing(_gzip_lines(path, _HH_EXPECTED)) as lines:
+        for number, line in lines:
             if line.strip():
-                record = json.loads(line)
-                split = split_hh_transcript(record["chosen"], record["rejected"])
+                n_records += 1
+                split = split_hh_transcript(*_hh_record(path, number, line))
                 if split is not None:
                     rows.append(split)
+    if not n_records:
+        raise ValueError(f"{path} holds no JSON records; expected {_HH_EXPECTED}.")
     return pd.DataFrame(rows, columns=["prompt", "chosen", "rejected"], dtype=object)

@@ -1,5 +1,8 @@
 """Tests of sklearn_lore.datasets: generators, pair builders and loaders."""
 
+import gzip
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -502,3 +505,262 @@ def test_pairs_from_ratings_refuses_several_texts_for_one_item():
     extra = pd.concat([text.iloc[[0, 2, 3]], pd.Series(["w", "w2"], index=["w", "w"])])
     pairs = pairs_from_ratings(ratings, text=extra, margin=2)
     assert set(pairs["response_a"]) | set(pairs["response_b"]) <= {"joke X", "joke Y", "joke Z"}
+
+
+# --------------------------------------------------------------------------- malformed files
+
+_RATINGS_CSV = b"user_id,joke_id,rating\nu1,j1,1.5\nu1,j2,-2\nu2,j1,3\n"
+_JOKES_CSV = b'joke_id,text\nj1,"A joke"\nj2,"Another, joke"\n'
+_JESTER_NAMES = {"ratings": "jester5k_ratings.csv", "jokes": "jester5k_jokes.csv",
+                 "npz": "jester5k_jokes_minilm_l6_v2.npz"}
+_HH_NAME = "harmless-base_test.jsonl.gz"
+_HH_RECORD = json.dumps({"chosen": "\n\nHuman: Hi\n\nAssistant: Hello",
+                         "rejected": "\n\nHuman: Hi\n\nAssistant: Go away"})
+
+
+def _npz(**arrays):
+    """A writer of an ``.npz`` archive holding ``arrays``."""
+    def write(path):
+        with open(path, "wb") as handle:
+            np.savez(handle, **arrays)
+    return write
+
+
+def _good_npz_bytes(tmp_path):
+    _npz(ids=np.array(["j1", "j2"]), emb=np.full((2, 4), 0.5, dtype=np.float32))(tmp_path / "x")
+    return (tmp_path / "x").read_bytes()
+
+
+def _write_jester(folder, **replace):
+    """Write a small well-formed Jester folder, with some files replaced.
+
+    Parameters
+    ----------
+    folder : Path
+        Folder to create.
+    **replace : bytes, callable, "DIR" or None
+        Keyed by "ratings", "jokes" or "npz": the file's new content, a function that
+        writes it given its path, "DIR" for a directory in its place, None to leave it out.
+
+    Returns
+    -------
+    folder : Path
+    """
+    folder.mkdir()
+    contents = {"ratings": _RATINGS_CSV, "jokes": _JOKES_CSV,
+                "npz": _npz(ids=np.array(["j1", "j2"]), emb=np.full((2, 4), 0.5, np.float32))}
+    contents.update(replace)
+    for key, content in contents.items():
+        path = folder / _JESTER_NAMES[key]
+        if content == "DIR":
+            path.mkdir()
+        elif callable(content):
+            content(path)
+        elif content is not None:
+            path.write_bytes(content)
+    return folder
+
+
+def _npy(path):
+    """Write a single ``.npy`` array, not an archive, to ``path``."""
+    with open(path, "wb") as handle:
+        np.save(handle, np.ones(3))
+
+
+def _fragment(text):
+    """A regular expression matching ``text`` literally, except that ``.*`` matches anything."""
+    return ".*".join(re.escape(part) for part in text.split(".*"))
+
+
+def _gz(text):
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return gzip.compress(data, mtime=0)
+
+
+def test_load_jester_reads_a_small_well_formed_folder(tmp_path):
+    data = load_jester(_write_jester(tmp_path / "jester5k"))
+    assert data.ratings["rating"].tolist() == [1.5, -2.0, 3.0]
+    assert data.jokes["text"].tolist() == ["A joke", "Another, joke"]
+    assert data.embeddings.shape == (2, 4) and data.embeddings.index.tolist() == ["j1", "j2"]
+
+
+@pytest.mark.parametrize("key, content, match", [
+    pytest.param("ratings", b"", "jester5k_ratings.csv is empty; expected a UTF-8 CSV file with "
+                 "the header 'user_id,joke_id,rating'", id="ratings-empty"),
+    pytest.param("ratings", b"user_id,joke_id,rating\n",
+                 "jester5k_ratings.csv has a header but no data rows", id="ratings-header-only"),
+    pytest.param("ratings", b"user,joke_id,rating\nu1,j1,1\n",
+                 "jester5k_ratings.csv lacks the column(s) ['user_id']", id="ratings-no-user-id"),
+    pytest.param("ratings", b"user_id;joke_id;rating\nu1;j1;1\n",
+                 "lacks the column(s) ['user_id', 'joke_id', 'rating']", id="ratings-semicolons"),
+    pytest.param("ratings", b"user_id,joke_id,rating\nu1,j1,1\nu1,j2,funny\n",
+                 "jester5k_ratings.csv holds 'funny' in column 'rating' at data row 2",
+                 id="ratings-not-a-number"),
+    pytest.param("ratings", b"user_id,joke_id,rating\nu1,j1,1\nu1,j2",
+                 "jester5k_ratings.csv has a missing value in column 'rating' at data row 2",
+                 id="ratings-truncated-row"),
+    pytest.param("ratings", b"user_id,joke_id,rating\nu1,j1,1\nu1,j2,3,4\n",
+                 "jester5k_ratings.csv is not well-formed CSV (Expected 3 fields in line 3, saw 4)",
+                 id="ratings-extra-field"),
+    pytest.param("ratings", "user_id,joke_id,rating\nu\xe9,j1,1\n".encode("latin-1"),
+                 "jester5k_ratings.csv is not UTF-8 text", id="ratings-latin-1"),
+    pytest.param("ratings", gzip.compress(_RATINGS_CSV),
+                 "jester5k_ratings.csv is not UTF-8 text", id="ratings-gzipped"),
+    pytest.param("ratings", b"user_id,joke_id,rating\nu1,j1,1\nu1,j2,99\n",
+                 "holds the rating 99.0 at data row 2 (the header not counted); expected ratings "
+                 "in [-10, 10]", id="ratings-out-of-range"),
+    pytest.param("ratings", b"user_id,joke_id,rating\nu1,j1,inf\n",
+                 "holds the rating inf at data row 1", id="ratings-infinite"),
+    pytest.param("jokes", b"", "jester5k_jokes.csv is empty; expected a UTF-8 CSV file with the "
+                 "header 'joke_id,text'", id="jokes-empty"),
+    pytest.param("jokes", b"id,text\nj1,a\n", "jester5k_jokes.csv lacks the column(s) ['joke_id']",
+                 id="jokes-no-joke-id"),
+    pytest.param("jokes", b'joke_id,text\nj1,"A joke\n',
+                 "jester5k_jokes.csv is not well-formed CSV (EOF inside string",
+                 id="jokes-unterminated-quote"),
+    pytest.param("jokes", "joke_id,text\nj1,caf\xe9\n".encode("latin-1"),
+                 "jester5k_jokes.csv is not UTF-8 text", id="jokes-latin-1"),
+    pytest.param("jokes", b"joke_id,text\nj1,\nj2,b\n",
+                 "jester5k_jokes.csv has a missing value in column 'text' at data row 1",
+                 id="jokes-no-text"),
+    pytest.param("npz", b"", "jester5k_jokes_minilm_l6_v2.npz is empty; expected an .npz archive",
+                 id="npz-empty"),
+    pytest.param("npz", b"ids,emb\nj1,0.5\n",
+                 "jester5k_jokes_minilm_l6_v2.npz is not an .npz (zip) archive", id="npz-text"),
+    pytest.param("npz", _npy,
+                 "jester5k_jokes_minilm_l6_v2.npz is not an .npz (zip) archive", id="npz-is-npy"),
+    pytest.param("npz", _npz(emb=np.ones((2, 4))),
+                 "jester5k_jokes_minilm_l6_v2.npz lacks the array(s) ['ids']; expected the arrays "
+                 "'ids' (1-D, the joke ids) and 'emb'", id="npz-no-ids"),
+    pytest.param("npz", _npz(ids=np.array(["j1", "j2"])), "lacks the array(s) ['emb']",
+                 id="npz-no-emb"),
+    pytest.param("npz", _npz(ids=np.array(["j1"]), emb=np.ones(4)),
+                 "The array 'emb' in .* has shape (4,) and dtype float64; expected a 2-D array",
+                 id="npz-emb-1d"),
+    pytest.param("npz", _npz(ids=np.array(["j1", "j2"]), emb=np.ones((2, 4, 1))),
+                 "has shape (2, 4, 1) and dtype float64; expected a 2-D array", id="npz-emb-3d"),
+    pytest.param("npz", _npz(ids=np.array(["j1", "j2"]), emb=np.array([["a"], ["b"]])),
+                 "dtype <U1; expected a 2-D array of numbers", id="npz-emb-text"),
+    pytest.param("npz", _npz(ids=np.array(["j1", "j2", "j3"]), emb=np.ones((2, 4))),
+                 "holds 3 joke ids in 'ids' but 2 rows in 'emb'; expected one embedding row per id",
+                 id="npz-length-mismatch"),
+    pytest.param("npz", _npz(ids=np.array([["j1"], ["j2"]]), emb=np.ones((2, 4))),
+                 "The array 'ids' in .* has shape (2, 1); expected a 1-D array of joke ids",
+                 id="npz-ids-2d"),
+    pytest.param("npz", _npz(ids=np.array(["j1", "j2"], dtype=object), emb=np.ones((2, 4))),
+                 "The array 'ids' in .* cannot be read (Object arrays cannot be loaded",
+                 id="npz-object-ids"),
+    pytest.param("npz", _npz(ids=np.array(["j1", "j1"]), emb=np.ones((2, 4))),
+                 "repeats 1 joke id(s), e.g. ['j1']; expected each id once", id="npz-repeated-ids"),
+])
+def test_load_jester_names_the_malformed_file(tmp_path, key, content, match):
+    _write_jester(tmp_path / "jester5k", **{key: content})
+    with pytest.raises(ValueError, match=_fragment(match)):
+        load_jester(tmp_path)
+
+
+@pytest.mark.parametrize("cut", ["truncated", "bad-crc"])
+def test_load_jester_refuses_a_damaged_npz(tmp_path, cut):
+    good = _good_npz_bytes(tmp_path)
+    if cut == "truncated":
+        content, match = good[: len(good) // 2], "is a damaged or truncated .npz archive"
+    else:  # change one stored float of 'emb': the archive's checksum no longer fits
+        row = np.full(4, 0.5, np.float32).tobytes()
+        content = good.replace(row, np.array([0.5, 0.5, 0.5, 0.25], np.float32).tobytes(), 1)
+        assert content != good
+        match = "The array 'emb' in .* cannot be read (Bad CRC-32"
+    _write_jester(tmp_path / "jester5k", npz=content)
+    with pytest.raises(ValueError, match=_fragment(match)):
+        load_jester(tmp_path)
+
+
+@pytest.mark.parametrize("key", ["ratings", "npz"])
+def test_load_jester_says_which_file_is_a_directory(tmp_path, key):
+    folder = _write_jester(tmp_path / "jester5k", **{key: "DIR"})
+    path = folder / _JESTER_NAMES[key]
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{path} is a directory, not a file.")):
+        load_jester(tmp_path)
+
+
+def test_load_jester_says_which_file_is_missing(tmp_path):
+    folder = _write_jester(tmp_path / "jester5k", jokes=None)
+    with pytest.raises(FileNotFoundError,
+                       match=re.escape(f"{folder} lacks ['jester5k_jokes.csv']")):
+        load_jester(folder)
+
+
+@pytest.mark.parametrize("loader", [load_jester, load_hh_rlhf])
+def test_loaders_say_when_data_dir_is_absent_or_a_file(tmp_path, loader):
+    absent = tmp_path / "absent"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{absent} does not exist.")):
+        loader(absent)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{a_file} is a file, not a folder.")):
+        loader(a_file)
+
+
+def _hh_crc_broken():
+    data = bytearray(_gz(_HH_RECORD + "\n"))
+    data[-8] ^= 0xFF  # the trailer's CRC-32
+    return bytes(data)
+
+
+@pytest.mark.parametrize("content, match", [
+    pytest.param(b"", "harmless-base_test.jsonl.gz holds no JSON records; expected "
+                 "gzip-compressed UTF-8 JSON lines", id="empty-file"),
+    pytest.param(_gz(""), "holds no JSON records", id="gzip-of-nothing"),
+    pytest.param(_gz("\n\n"), "holds no JSON records", id="blank-lines-only"),
+    pytest.param((_HH_RECORD + "\n").encode(),
+                 "harmless-base_test.jsonl.gz is not a valid gzip file (Not a gzipped file",
+                 id="not-gzipped"),
+    pytest.param(_gz(_HH_RECORD + "\n" + _HH_RECORD + "\n")[:-12],
+                 "harmless-base_test.jsonl.gz is truncated: its gzip stream ends at or after "
+                 "line 2", id="truncated-gzip"),
+    pytest.param(_hh_crc_broken(), "harmless-base_test.jsonl.gz is not a valid gzip file (CRC",
+                 id="bad-crc"),
+    pytest.param(_gz(_HH_RECORD + "\n{not json\n"),
+                 "Line 2 of .*harmless-base_test.jsonl.gz is not valid JSON at column 2",
+                 id="bad-json"),
+    pytest.param(_gz(_HH_RECORD + "\n" + _HH_RECORD[:30]),
+                 "Line 2 of .* is not valid JSON at column 12 (Unterminated string",
+                 id="truncated-json-line"),
+    pytest.param(_gz("[1, 2]\n"), "Line 1 of .* holds an array, not a JSON object",
+                 id="json-array"),
+    pytest.param(_gz(json.dumps({"chosen": "x"}) + "\n"),
+                 "Line 1 of .* lacks the key(s) ['rejected']; expected", id="missing-key"),
+    pytest.param(_gz(json.dumps({"chosen": None, "rejected": "x"}) + "\n"),
+                 "Line 1 of .* has null as 'chosen'; expected a string", id="null-value"),
+    pytest.param(_gz(json.dumps({"chosen": "x", "rejected": 3}) + "\n"),
+                 "Line 1 of .* has a number as 'rejected'; expected a string", id="number-value"),
+    pytest.param(_gz('{"chosen": "caf\xe9", "rejected": "x"}\n'.encode("latin-1")),
+                 "harmless-base_test.jsonl.gz is not UTF-8 text at or after line 1",
+                 id="latin-1"),
+])
+def test_load_hh_rlhf_names_the_malformed_file(tmp_path, content, match):
+    (tmp_path / _HH_NAME).write_bytes(content)
+    with pytest.raises(ValueError, match=_fragment(match)):
+        load_hh_rlhf(tmp_path)
+
+
+def test_load_hh_rlhf_refuses_a_damaged_deflate_stream(tmp_path):
+    data = bytearray(_gz((_HH_RECORD + "\n") * 50))
+    data[30:40] = b"\x00" * 10
+    (tmp_path / _HH_NAME).write_bytes(bytes(data))
+    # zlib builds differ in which check trips first: the stream itself or the checksum
+    with pytest.raises(ValueError,
+                       match=r"harmless-base_test\.jsonl\.gz is (a damaged|not a valid) gzip file"):
+        load_hh_rlhf(tmp_path)
+
+
+def test_load_hh_rlhf_says_the_file_is_a_directory(tmp_path):
+    (tmp_path / _HH_NAME).mkdir()
+    path = tmp_path / _HH_NAME
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{path} is a directory, not a file.")):
+        load_hh_rlhf(tmp_path)
+
+
+def test_load_hh_rlhf_reads_a_small_well_formed_file(tmp_path):
+    (tmp_path / _HH_NAME).write_bytes(_gz("\n" + _HH_RECORD + "\n\n" + _HH_RECORD))
+    hh = load_hh_rlhf(tmp_path)
+    assert hh.values.tolist() == [["Human: Hi", "Hello", "Go away"]] * 2

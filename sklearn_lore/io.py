@@ -16,7 +16,10 @@ named in the allow-list (:class:`~sklearn_lore.LowRankRewardEstimator`,
 :class:`sklearn.pipeline.Pipeline`). It never unpickles and never imports a
 module named by the file. Anything else in a file (an unknown class, a pickle
 payload, a member not in the manifest, an array whose bytes do not match its
-digest, missing or inconsistent fitted attributes) makes it raise ``ValueError``.
+digest, missing or inconsistent fitted attributes) makes it raise ``ValueError``,
+as do members that would take more memory to read than ``max_bytes`` (by default
+1 GiB, or 100 times the file's size): members are read up to their declared size,
+so a decompression bomb is refused before anything is inflated.
 
 Values are encoded in the manifest as JSON scalars (None, bool, int, float, str;
 Python's ``json`` keeps int and float apart) or as one-key objects:
@@ -29,6 +32,7 @@ Python's ``json`` keeps int and float apart) or as one-key objects:
 """
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -39,6 +43,7 @@ import pathlib
 import platform
 import re
 import secrets
+import stat
 import zipfile
 import zlib
 
@@ -51,6 +56,17 @@ FORMAT_VERSION = 1
 
 _MANIFEST = "manifest.json"
 _MAX_MANIFEST_BYTES = 256 * 2**20
+# What load may read without max_bytes: 1 GiB, or 100 times the file's size when that is more.
+# Deflate shrinks a model's numbers little (measured 1.1 to 1.2 times on fitted models); only
+# arrays mostly of zeros (features that are always 0) come near its limit of about 1000, and a
+# decompression bomb (a small file that inflates to gigabytes) is refused.
+_MIN_BUDGET = 2**30
+_MAX_EXPANSION = 100
+# The manifest's JSON takes up to about 30 times its size in memory (measured 28 for a list of
+# empty objects), so it counts 30 times against the budget.
+_MANIFEST_WEIGHT = 30
+_READ_CHUNK = 2**20
+_COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _ARRAY_MEMBER = re.compile(r"arrays/[0-9]+\.npy")
 # Fitted state is plain data: no dunder names, nothing that shadows the class.
 _STATE_NAME = re.compile(r"_?[A-Za-z][A-Za-z0-9_]*")
@@ -104,9 +120,9 @@ def _package_version():
 
 
 def _major(version):
-    match = re.match(r"([0-9]+)\.", str(version))
+    match = re.match(r"([0-9]{1,9})\.", version) if isinstance(version, str) else None
     if match is None:
-        raise ValueError(f"The file records an unreadable sklearn_lore version {version!r}.")
+        raise ValueError(f"The file records an unreadable sklearn_lore version {_short(version)}.")
     return int(match.group(1))
 
 
@@ -136,6 +152,12 @@ class _Writer:
         if isinstance(value, pathlib.PurePath):
             return {"path": os.fspath(value)}
         if isinstance(value, np.random.RandomState):
+            generator = value.get_state(legacy=False)["bit_generator"]
+            if generator != "MT19937":  # its state is a dict that set_state refuses
+                raise TypeError(
+                    f"{where} is a RandomState over {generator}; sklearn_lore.save stores "
+                    "RandomState(seed) (MT19937) or an int seed."
+                )
             return {"random_state": self.value(list(value.get_state()), where)}
         if hasattr(value, "get_params"):
             return {"estimator": self.estimator(value, where)}
@@ -248,8 +270,9 @@ def save(obj, path):
         str, int, float or bool, another estimator class.
     ValueError
         If `obj` (or one of its steps) would not load back: an invalid parameter
-        (``n_components=0``, a ``RewardModelEmbedder`` without a model) or a fitted
-        state whose shapes disagree. Nothing is written then.
+        (``n_components=0``, a ``RewardModelEmbedder`` without a model), a fitted
+        state whose shapes disagree, or a Pipeline that scikit-learn would not fit
+        (an estimator before a transformer). Nothing is written then.
 
     See Also
     --------
@@ -333,22 +356,34 @@ class _Reader:
         return _NONFINITE[node["float"]]
 
     def _objects(self, node, where):
-        shape = tuple(_expect(node.get("shape"), list, where))
+        shape = _expect(node.get("shape"), list, where)
+        # checked before math.prod: a product of thousands of huge ints takes minutes
+        if len(shape) > 32 or not all(_index(n) and n < 2**63 for n in shape):
+            raise ValueError(f"{where}: invalid shape {_short(shape)} for an object array.")
         items = self._items(node["objects"], where)
         if any(not isinstance(item, (str, int, float)) for item in items):
             raise ValueError(f"{where}: an object array may hold only str, int, float, bool.")
-        if not all(isinstance(n, int) and n >= 0 for n in shape) or math.prod(shape) != len(items):
+        if math.prod(shape) != len(items):
             raise ValueError(f"{where}: {len(items)} objects do not fill the shape {shape}.")
         array = np.empty(len(items), dtype=object)
         array[:] = items
-        return array.reshape(shape)
+        try:
+            return array.reshape(shape)
+        except ValueError as exc:  # no items, but more dimensions or elements than numpy allows
+            raise ValueError(f"{where}: invalid shape {_short(shape)} ({exc}).") from exc
 
     def _random_state(self, node, where):
         state = self.value(node["random_state"], where)
+        if not _is_mt19937_state(state):
+            raise ValueError(
+                f"{where}: invalid random state; expected what RandomState.get_state() returns: "
+                "['MT19937', a key of 624 uint32, a position from 0 to 624, has_gauss 0 or 1, "
+                "a finite cached Gaussian]."
+            )
         try:
             random_state = np.random.RandomState()
             random_state.set_state(tuple(state))
-        except (TypeError, ValueError, KeyError, IndexError) as exc:
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
             raise ValueError(f"{where}: invalid random state ({exc}).") from exc
         return random_state
 
@@ -356,24 +391,29 @@ class _Reader:
         member = _expect(node["array"], str, where)
         if not _ARRAY_MEMBER.fullmatch(member) or member in self.used:
             raise ValueError(f"{where}: invalid or repeated array member {member!r}.")
-        try:
-            data = self.archive.read(member)
-        except _ZIP_ERRORS as exc:
-            raise ValueError(f"{where}: cannot read array member {member!r} ({exc}).") from exc
         self.used.add(member)
-        if hashlib.sha256(data).hexdigest() != node.get("sha256"):
+        try:
+            with self.archive.open(member) as stream:
+                data = _Member(stream, self.archive.getinfo(member).file_size)
+                array, error = _read_npy(data)
+                data.drain()  # hash what a broken header left unread, for the digest's verdict
+        except (_BrokenMember, *_ZIP_ERRORS) as exc:
+            raise ValueError(f"{where}: cannot read array member {member!r} ({exc}).") from exc
+        if data.digest.hexdigest() != node.get("sha256"):
             raise ValueError(
                 f"{where}: the array {member!r} does not match its SHA-256 in the manifest; "
                 "the file is corrupted or was tampered with."
             )
-        return _read_npy(data, f"{where} ({member})")
+        if error is not None:
+            raise ValueError(f"{where} ({member}): not a valid array ({error}).") from error
+        return array
 
     def estimator(self, node, where):
         node = _expect(node, dict, where)
         name = node.get("class")
         if not isinstance(name, str) or name not in _CLASSES:
             raise ValueError(
-                f"{where}: class {name!r} is not allowed; sklearn_lore.load builds only "
+                f"{where}: class {_short(name)} is not allowed; sklearn_lore.load builds only "
                 f"{sorted(_CLASSES)}."
             )
         if set(node) != {"class", "params", "state"}:
@@ -394,6 +434,108 @@ class _Reader:
         return obj
 
 
+class _BrokenMember(Exception):
+    """The zip layer failed while a member was read (a damaged or hostile archive)."""
+
+
+class _Member:
+    """A zip member read in chunks, hashed as it is read, never past its declared size."""
+
+    def __init__(self, stream, size):
+        self.stream = stream
+        self.left = size
+        self.digest = hashlib.sha256()
+
+    def read(self, n):
+        try:
+            data = self.stream.read(min(n, self.left))
+        except _ZIP_ERRORS as exc:
+            raise _BrokenMember(exc) from exc
+        self.left -= len(data)
+        self.digest.update(data)
+        return data
+
+    def drain(self):
+        while self.left > 0 and self.read(_READ_CHUNK):
+            pass
+
+
+def _read_npy(data):
+    """``(array, None)`` from a ``.npy`` member, or ``(None, error)`` if it is not one.
+
+    Plain dtypes only; the data size is checked against the header before anything is
+    allocated, and the array is filled in chunks (no second copy of the member in memory).
+    """
+    try:
+        version = np.lib.format.read_magic(data)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }.get(version)
+        if read_header is None:  # 3.0 has UTF-8 field names: structured dtypes, refused anyway
+            raise ValueError(f".npy format version {version} is not supported")
+        shape, fortran_order, dtype = read_header(data)
+        if dtype.hasobject or dtype.kind not in _ARRAY_KINDS:
+            raise ValueError(f"dtype {dtype} is not allowed")
+        if dtype.itemsize == 0:  # the size check below could not bound the element count
+            raise ValueError(f"dtype {dtype} has elements of size 0")
+        if math.prod(shape) * dtype.itemsize != data.left:
+            raise ValueError("the data size does not match the header")
+        array = np.empty(math.prod(shape), dtype=dtype)
+        target = memoryview(array.view(np.uint8))
+        filled = 0
+        while filled < len(target):  # a read may return less than asked: fill by offset
+            chunk = data.read(min(_READ_CHUNK, len(target) - filled))
+            if not chunk:
+                raise ValueError("the member ends before its declared size")
+            target[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+    except (ValueError, KeyError, TypeError, OSError, EOFError, SyntaxError) as exc:
+        return None, exc
+    if fortran_order:
+        return array.reshape(shape[::-1]).transpose(), None
+    return array.reshape(shape), None
+
+
+def _is_mt19937_state(state):
+    """Whether ``state`` (decoded from a file) is what ``RandomState.get_state()`` returns.
+
+    numpy's ``set_state`` does not check the position: one past the key's 624 words makes the
+    generator read outside it (wrong numbers, then a segmentation fault).
+    """
+    if not (isinstance(state, list) and len(state) == 5 and isinstance(state[0], str)):
+        return False
+    if state[0] != "MT19937":
+        return False
+    key, position, has_gauss, gauss = state[1:]
+    return (
+        isinstance(key, np.ndarray)
+        and key.shape == (624,)
+        and key.dtype.kind == "u"
+        and key.dtype.itemsize == 4
+        and _index(position)
+        and position <= 624
+        and _index(has_gauss)
+        and has_gauss <= 1
+        and _finite_real(gauss)
+    )
+
+
+def _index(value):
+    """Whether ``value`` is a non-negative int (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _finite_real(value):
+    """Whether ``value`` is a real number (not a bool) that converts to a finite float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range, such as 10**400
+        return False
+
+
 def _expect(value, kind, where):
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ValueError(f"{where}: expected {kind.__name__}, got {_short(value)}.")
@@ -402,59 +544,112 @@ def _expect(value, kind, where):
 
 def _short(value):
     text = repr(value)
+    return _clip(text)
+
+
+def _clip(text):
+    text = str(text)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _check_state_name(cls, key, params, where):
-    if not _STATE_NAME.fullmatch(key) or key in params or hasattr(cls, key):
+    if (
+        not _STATE_NAME.fullmatch(key)
+        or key in params
+        or hasattr(cls, key)
+        # per-process caches (a loaded model, an id index) are never saved: an embedder
+        # would use a _loaded_model from the file as its model
+        or key.startswith(_TRANSIENT_PREFIXES)
+    ):
         raise ValueError(f"{where}: {key!r} is not a valid fitted attribute of {cls.__name__}.")
 
 
-def _read_npy(data, where):
-    """An array from ``.npy`` bytes: plain dtypes only, sizes checked before allocating."""
-    buffer = io.BytesIO(data)
+def _open_file(path):
+    """The regular file at ``path``, opened for reading without blocking.
+
+    A directory raises IsADirectoryError as ``open`` does; a named pipe, a device or a
+    socket is refused (a pipe would block ``open`` until someone writes to it).
+    """
+    name = os.fspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(name, flags)
     try:
-        version = np.lib.format.read_magic(buffer)
-        read_header = {
-            (1, 0): np.lib.format.read_array_header_1_0,
-            (2, 0): np.lib.format.read_array_header_2_0,
-        }[version]
-        shape, _, dtype = read_header(buffer)
-        if dtype.hasobject or dtype.kind not in _ARRAY_KINDS:
-            raise ValueError(f"dtype {dtype} is not allowed")
-        if math.prod(shape) * dtype.itemsize != len(data) - buffer.tell():
-            raise ValueError("the data size does not match the header")
-        buffer.seek(0)
-        return np.lib.format.read_array(buffer, allow_pickle=False)
-    except (ValueError, KeyError, TypeError, OSError, EOFError, SyntaxError) as exc:
-        raise ValueError(f"{where}: not a valid array ({exc}).") from exc
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{name!r} is not a sklearn_lore file (not a regular file).")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
-def _open(path):
+def _open_archive(file, name, max_bytes):
+    """The zip archive in ``file``, checked before any member is read."""
     try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
-        raise ValueError(
-            f"{os.fspath(path)!r} is not a sklearn_lore file (not a zip archive)."
-        ) from exc
-    names = archive.namelist()
-    if len(names) != len(set(names)) or _MANIFEST not in names:
+        archive = zipfile.ZipFile(file)
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        ValueError,
+        NotImplementedError,  # a "zip file version" beyond what zipfile reads
+        OSError,
+    ) as exc:
+        raise ValueError(f"{name!r} is not a sklearn_lore file (not a zip archive).") from exc
+    try:
+        _check_members(archive, name, max_bytes, os.fstat(file.fileno()).st_size)
+    except BaseException:
         archive.close()
-        raise ValueError(
-            f"{os.fspath(path)!r} is not a sklearn_lore file: bad or missing manifest."
-        )
+        raise
     return archive
 
 
+def _check_members(archive, name, max_bytes, file_size):
+    infos = archive.infolist()
+    names = [info.filename for info in infos]
+    if len(names) != len(set(names)) or _MANIFEST not in names:
+        raise ValueError(f"{name!r} is not a sklearn_lore file: bad or missing manifest.")
+    for info in infos:
+        if info.compress_type not in _COMPRESSIONS:
+            # bzip2 and lzma expand without the bounds zipfile gives deflate; save never uses them
+            raise ValueError(
+                f"{name!r}: the member {_short(info.filename)} uses compression method "
+                f"{info.compress_type}; sklearn_lore files use deflate (8) or none (0)."
+            )
+    # Declared sizes bound what is read (members are read up to their declared size), so this
+    # bounds what loading allocates, before anything is decompressed.
+    cost = sum(info.file_size for info in infos)
+    cost += (_MANIFEST_WEIGHT - 1) * archive.getinfo(_MANIFEST).file_size
+    limit = max(_MIN_BUDGET, _MAX_EXPANSION * file_size) if max_bytes is None else max_bytes
+    if cost > limit:
+        default = "1 GiB, or 100 times the file's size" if max_bytes is None else "max_bytes"
+        raise ValueError(
+            f"{name!r} would take about {_size(cost)} of memory to load, as its members "
+            f"declare them decompressed, from a file of {_size(file_size)}: more than the "
+            f"limit of {_size(limit)} ({default}). A small file that inflates this much is "
+            "likely a decompression bomb; if you trust it, pass a larger max_bytes to load."
+        )
+
+
+def _size(n_bytes):
+    return f"{n_bytes / 2**20:.0f} MiB" if n_bytes >= 2**20 else f"{n_bytes} bytes"
+
+
 def _read_manifest(archive):
-    if archive.getinfo(_MANIFEST).file_size > _MAX_MANIFEST_BYTES:
+    info = archive.getinfo(_MANIFEST)
+    if info.file_size > _MAX_MANIFEST_BYTES:
         raise ValueError("The manifest is implausibly large; refusing to read it.")
 
     def reject_constant(name):
         raise ValueError(f"non-standard JSON constant {name}")
 
     try:
-        manifest = json.loads(archive.read(_MANIFEST), parse_constant=reject_constant)
+        with archive.open(info) as stream:
+            # at most the declared size, however much more the compressed data holds
+            text = stream.read(info.file_size)
+        manifest = json.loads(text, parse_constant=reject_constant)
     except (ValueError, RecursionError, *_ZIP_ERRORS) as exc:
         raise ValueError(f"The manifest is not valid JSON ({exc}).") from exc
     return _expect(manifest, dict, "manifest")
@@ -463,32 +658,60 @@ def _read_manifest(archive):
 def _check_header(manifest):
     if manifest.get("format") != FORMAT:
         raise ValueError(
-            f"Not a sklearn_lore model file: format {manifest.get('format')!r}, "
+            f"Not a sklearn_lore model file: format {_short(manifest.get('format'))}, "
             f"expected {FORMAT!r}."
         )
     file_format = manifest.get("format_version")
-    written_by = manifest.get("sklearn_lore_version")
-    if file_format != FORMAT_VERSION:
+    written_by = _clip(manifest.get("sklearn_lore_version"))
+    if type(file_format) is not int or file_format != FORMAT_VERSION:
         raise ValueError(
-            f"The file has format version {file_format!r} (written by sklearn_lore "
+            f"The file has format version {_short(file_format)} (written by sklearn_lore "
             f"{written_by}); sklearn_lore {_package_version()} reads format version "
             f"{FORMAT_VERSION}. Load it with the sklearn_lore version that wrote it."
         )
-    if _major(written_by) != _major(_package_version()):
+    if _major(manifest.get("sklearn_lore_version")) != _major(_package_version()):
         raise ValueError(
             f"The file was written by sklearn_lore {written_by}, incompatible with the "
             f"installed sklearn_lore {_package_version()} (major versions differ). Load it "
-            f"with sklearn_lore {_major(written_by)}.x and refit or re-save."
+            f"with sklearn_lore {_major(manifest.get('sklearn_lore_version'))}.x and refit or "
+            "re-save."
         )
 
 
-def load(path):
+def _read_object(archive):
+    """The object a checked archive holds."""
+    manifest = _read_manifest(archive)
+    _check_header(manifest)
+    reader = _Reader(archive)
+    try:
+        obj = reader.estimator(manifest.get("object"), "object")
+    except RecursionError as exc:
+        raise ValueError("The manifest is nested too deeply.") from exc
+    except (TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+        raise ValueError(f"The manifest is malformed ({exc!r}).") from exc
+    extra = set(archive.namelist()) - reader.used - {_MANIFEST}
+    if extra:
+        raise ValueError(
+            f"The file holds members the manifest does not list: {_short(sorted(extra))}."
+        )
+    return obj
+
+
+def load(path, *, max_bytes=None):
     """Load a model written by :func:`save`; runs no code from the file.
 
     Parameters
     ----------
     path : str or path-like
         A file written by :func:`save`.
+    max_bytes : int, default=None
+        The most memory, in bytes, that reading the file may take, as its members declare
+        it once decompressed (the manifest counting 30 times its size, what its JSON takes
+        in memory). None allows 1 GiB, or 100 times the file's size when that is more:
+        a fitted model's numbers compress little, so only a model whose arrays are mostly
+        zeros comes near that, while a decompression bomb (a small file that inflates to
+        gigabytes) is refused before anything is decompressed. Pass a larger value for a
+        trusted file that the default refuses.
 
     Returns
     -------
@@ -498,15 +721,20 @@ def load(path):
 
     Raises
     ------
+    FileNotFoundError, IsADirectoryError, PermissionError
+        As ``open`` raises them for `path`.
     ValueError
-        If the file is not a sklearn_lore file, was written by an incompatible
-        version (the message names both versions), names a class outside the
-        allow-list, holds a pickle payload, an unlisted member, an array that does
-        not match its digest, or a fitted estimator whose fitted attributes are
-        missing, of inconsistent shapes, of a non-numeric dtype where numbers are
-        expected (text, bool, complex, dates), non-finite, or (temperatures,
-        ``shrinkage_``) not positive. Files written before ``user_temperature_``
-        and ``fold_in_temperature_`` existed still load.
+        If the file is not a sklearn_lore file (not a regular file, not a zip archive, a
+        member compressed otherwise than with deflate, members that would take more than
+        `max_bytes` to read), was written by an incompatible version (the message names
+        both versions), names a class outside the allow-list, holds a pickle payload, an
+        unlisted member, an array that does not match its digest, an invalid random state,
+        or a fitted estimator whose fitted attributes are missing, of inconsistent shapes,
+        of a non-numeric dtype where numbers are expected (text, bool, complex, dates),
+        non-finite, or (temperatures, ``shrinkage_``) not positive, or a pipeline whose
+        steps scikit-learn would refuse to fit. The message names the file and what is
+        wrong. Files written before ``user_temperature_`` and ``fold_in_temperature_``
+        existed still load.
 
     See Also
     --------
@@ -521,20 +749,15 @@ def load(path):
     >>> load(path)
     LowRankRewardEstimator(backend='numpy', n_components=3)
     """
-    with _open(path) as archive:
-        manifest = _read_manifest(archive)
-        _check_header(manifest)
-        reader = _Reader(archive)
-        try:
-            obj = reader.estimator(manifest.get("object"), "object")
-        except RecursionError as exc:
-            raise ValueError("The manifest is nested too deeply.") from exc
-        except (TypeError, KeyError, AttributeError, IndexError) as exc:
-            raise ValueError(f"The manifest is malformed ({exc!r}).") from exc
-        extra = set(archive.namelist()) - reader.used - {_MANIFEST}
-    if extra:
-        raise ValueError(f"The file holds members the manifest does not list: {sorted(extra)}.")
-    return obj
+    if max_bytes is not None and not _index(max_bytes):
+        raise ValueError(f"max_bytes must be None or a non-negative int; got {max_bytes!r}.")
+    with _open_file(path) as file:
+        name = os.fspath(path)
+        with _open_archive(file, name, max_bytes) as archive:
+            try:
+                return _read_object(archive)
+            except ValueError as exc:
+                raise ValueError(f"Cannot load {name!r}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- consistency
@@ -585,6 +808,16 @@ def _check_lore_state(est, where):
         raise ValueError(f"{where}.user_temperature_: temperatures must be positive.")
     if len(set(est.users_.tolist())) != n_users:
         raise ValueError(f"{where}.users_: user ids are not unique.")
+    labels = est.classes_.tolist()
+    if len(set(labels)) != 2 or any(isinstance(v, float) and not math.isfinite(v) for v in labels):
+        # predict returns these labels: [0, 0] would answer 0 whatever the model says
+        raise ValueError(f"{where}.classes_: expected two different labels, got {_short(labels)}.")
+    if getattr(est, "_fitted_kind", "free") not in ("free", "simplex"):
+        raise ValueError(f"{where}._fitted_kind: expected 'free' or 'simplex', got "
+                         f"{_short(est._fitted_kind)}.")
+    if not isinstance(getattr(est, "_fit_with_users", False), bool):
+        raise ValueError(f"{where}._fit_with_users: expected True or False, got "
+                         f"{_short(est._fit_with_users)}.")
     curvature = _attribute(est, "_stream_curvature", where)
     if not (isinstance(curvature, tuple) and len(curvature) == 3):
         raise ValueError(f"{where}._stream_curvature: expected a tuple (A, S, scale).")
@@ -639,7 +872,7 @@ def _check_numeric(value, where):
 
 def _check_scalar(value, where, integer=False, positive=False):
     kind = numbers.Integral if integer else numbers.Real
-    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, kind) and _finite_real(value)
     if not ok or (positive and value <= 0) or (integer and value < 0):
         what = "a non-negative integer" if integer else (
             "a finite positive number" if positive else "a finite number")
@@ -672,6 +905,19 @@ def _check_embedder_state(embedder, where):
         embedder._check_params()
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from exc
+    for name in ("model", "cache_dir"):  # opened as paths or model names when transforming
+        value = getattr(embedder, name)
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ValueError(f"{where}.{name}: expected None, a str or a path, got "
+                             f"{_short(value)}.")
+    if hasattr(embedder, "n_features_in_"):  # fitted
+        n_columns = embedder.n_features_in_
+        _check_scalar(n_columns, f"{where}.n_features_in_", integer=True)
+        if hasattr(embedder, "feature_names_in_"):
+            _check_shape(embedder.feature_names_in_, (n_columns,), f"{where}.feature_names_in_")
+    if not isinstance(getattr(embedder, "_fit_has_user", False), bool):
+        raise ValueError(f"{where}._fit_has_user: expected True or False, got "
+                         f"{_short(embedder._fit_has_user)}.")
 
 
 def _check_pipeline_state(pipe, where):
@@ -689,6 +935,13 @@ def _check_pipeline_state(pipe, where):
             raise ValueError(f"{where}.steps[{i}]: expected an estimator, got {_short(step[1])}.")
     if len({name for name, _ in steps}) != len(steps):
         raise ValueError(f"{where}.steps: step names are not unique.")
+    # what Pipeline.fit checks first: parameter types, names without "__", no steps missing,
+    # and every step but the last a transformer (predict would fail on another estimator)
+    try:
+        pipe._validate_params()
+        pipe._validate_steps()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from exc
 
 
 _CHECKS = {

@@ -109,6 +109,10 @@ def _ids_array(ids):
             "one column (df['user_id'], not df[['user_id']]).")
     if isinstance(ids, (str, bytes)) or (isinstance(ids, np.ndarray) and ids.ndim == 0):
         raise ValueError("user_ids must be a 1-d sequence of ids, one per row of X.")
+    if type(ids).__module__.split(".")[0] == "torch" and hasattr(ids, "detach"):
+        # iterating a tensor gives 0-d tensors, which hash by identity: every row would
+        # be a user of its own, known to no later call
+        ids = ids.detach().cpu().numpy()
     if not isinstance(ids, np.ndarray):
         try:
             values = list(ids)
@@ -865,6 +869,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self._shrinkage_rows = len(y01)
         else:
             self.shrinkage_ = float(shrinkage)
+            if self.shrinkage != "auto":  # a later "auto" chooses the scale again
+                self._shrinkage_rows = 0
         self._set_population(mu, len(users) * P, prior_precision=self.shrinkage_ * P)
         self._fit_curvature_and_temperature(be, rows.Z, F, y01, sw, W_rows,
                                             (self.user_precision_, groups), res.gram_be,
@@ -1019,7 +1025,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         required). While every row streamed so far fits in ``stream_memory`` rows,
         each later call refits the model on all of them, warm-started from the
         current basis: many small calls reach what one fit on the same rows reaches.
-        After that (or with ``stream_memory=0``, or after :meth:`fit`) each call
+        After that (or with ``stream_memory=0``, after :meth:`fit`, or from the first
+        batch holding a user the memory lacks, one folded in with
+        :meth:`partial_fit_users`, whose pairs a refit would drop) each call
         refits the batch's users and the basis on the batch only, with priors that
         carry what earlier batches taught: each known user starts from its weights
         and precision (``user_precision_``), the basis from its current value with a
@@ -1069,17 +1077,28 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 + " user ids (fit starts over either way)."
             )
         batch = _drop_unweighted(Z, y01, sw, ids)
+        previous = getattr(self, "_stream_memory", None) if not first else None
+        if previous is not None and self._holds_users_outside(previous, batch[3]):
+            # a refit of the memory would start these users over from its rows alone and
+            # lose what partial_fit_users taught: the stream goes on without the memory
+            previous = None
         if first:
             memory = batch
-        elif getattr(self, "_stream_memory", None) is not None:
+        elif previous is not None:
             memory = tuple(
                 None if old is None else np.concatenate([old, new])
-                for old, new in zip(self._stream_memory[:3], batch[:3])
-            ) + (None if ids is None else _concat_ids(self._stream_memory[3], ids),)
+                for old, new in zip(previous[:3], batch[:3])
+            ) + (None if batch[3] is None else _concat_ids(previous[3], batch[3]),)
         else:
             memory = None
         if memory is not None and len(memory[1]) > self.stream_memory:
             memory = None
+        if first and memory is not None:
+            # the memory keeps its own copy: a caller refilling one buffer per batch
+            # would otherwise change the rows remembered (later batches are copied by
+            # the concatenation)
+            memory = tuple(None if part is None else np.array(part, copy=True)
+                           for part in memory)
         with _numerical_failure_as_value_error(Z, sw):
             if first:
                 # a stream builds on this first fit: solve it as tightly as its updates
@@ -1090,6 +1109,17 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 self._stream_update(*batch)
         self._stream_memory = memory
         return self
+
+    def _holds_users_outside(self, memory, batch_ids):
+        """Whether the batch has users the model knows from outside the remembered rows
+        (folded in with :meth:`partial_fit_users`, or kept from before the memory)."""
+        if batch_ids is None or len(self.users_) == 0:
+            return False
+        known = self._user_index(batch_ids) >= 0
+        if not known.any():
+            return False
+        remembered = set(memory[3].tolist())
+        return any(u not in remembered for u in batch_ids[known].tolist())
 
     def _refit_memory(self, memory):
         """Refit on every remembered row, warm-started from the current basis.
@@ -1105,10 +1135,12 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                  self._user_temperatures())
         # files saved before it existed lack it: the seen users' temperature stood in
         fold_in_temperature = getattr(self, "fold_in_temperature_", self.temperature_)
-        keep_scale = len(y01) < 2 * getattr(self, "_shrinkage_rows", 0)
+        # a float shrinkage (set_params during the stream) is used as given
+        keep_scale = (self.shrinkage == "auto"
+                      and len(y01) < 2 * getattr(self, "_shrinkage_rows", 0))
         self._fit_first_batch(Z, y01, sw, ids, V0=self.components_.T,
                               shrinkage=self.shrinkage_ if keep_scale else None)
-        if keep_scale and self.shrinkage == "auto":
+        if keep_scale:
             # the cross-fit that chose the scale also calibrated new users: keep both
             self.fold_in_temperature_ = fold_in_temperature
         outside = self._user_index(known[0]) < 0
@@ -1357,7 +1389,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.users_ = self.users_[keep]
         self.user_weights_ = self.user_weights_[keep]
         self.user_precision_ = self.user_precision_[keep]
-        self._set_population(self.prior_mean_, self._population_precision)
+        # the population stays as fitted (recomputing its weights from prior_mean_ would
+        # read user_weights as set now, which set_params may have changed)
         return self
 
     def __sklearn_tags__(self):

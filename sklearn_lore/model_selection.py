@@ -524,20 +524,45 @@ def fewshot_split(user_ids, *, unseen_size=0.2, n_train_pairs=28, shots=(0, 5, 1
     seen_users, unseen_users = split_users(ids, unseen_size=unseen_size,
                                            random_state=random_state)
     position = within_user_position(ids)
-    is_seen = pd.Series(ids, dtype=object).isin(set(seen_users)).to_numpy()
-    early = position < n_train_pairs
-    unseen = ~is_seen
     return Bunch(
-        seen_train=np.flatnonzero(is_seen & early),
-        seen_test=np.flatnonzero(is_seen & ~early),
-        unseen_test=np.flatnonzero(unseen & ~early),
-        adapt={k: np.flatnonzero(unseen & (position < k)) for k in shots},
+        **_split_rows(ids, seen_users, position, n_train_pairs, shots),
         seen_users=seen_users,
         unseen_users=unseen_users,
         position=position,
         shots=shots,
         n_train_pairs=int(n_train_pairs),
     )
+
+
+def _as_objects(ids):
+    """Ids as Python objects that compare as the estimator compares them: dates and
+    durations as pandas Timestamps and Timedeltas (pandas' ``isin`` of numpy datetime64
+    objects missed day and nanosecond units: every row fell in the unseen group)."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "mM":
+        return pd.Series(ids).to_numpy(dtype=object)
+    return ids.astype(object)
+
+
+def _member(ids, users):
+    """Boolean mask of the rows whose id is one of ``users``."""
+    return pd.Series(_as_objects(ids), dtype=object).isin(
+        set(_as_objects(users).tolist())).to_numpy()
+
+
+def _split_rows(ids, seen_users, position, n_train_pairs, shots):
+    """The row groups of a few-shot split: seen users' first ``n_train_pairs`` rows
+    train, their later rows test; unseen users' rows from ``n_train_pairs`` on test and
+    their first k rows adapt."""
+    is_seen = _member(ids, seen_users)
+    early = position < n_train_pairs
+    unseen = ~is_seen
+    return {
+        "seen_train": np.flatnonzero(is_seen & early),
+        "seen_test": np.flatnonzero(is_seen & ~early),
+        "unseen_test": np.flatnonzero(unseen & ~early),
+        "adapt": {k: np.flatnonzero(unseen & (position < k)) for k in shots},
+    }
 
 
 # --------------------------------------------------------------------------- few-shot curve
@@ -580,11 +605,20 @@ def _check_split(split, ids):
         raise TypeError(
             f"split must be a fewshot_split result (a Bunch with {', '.join(fields)}); got "
             f"{type(split).__name__}.")
-    if (len(split.position) != len(ids)
-            or not np.array_equal(split.position, within_user_position(ids))
-            or set(ids.tolist()) != set(split.seen_users) | set(split.unseen_users)
-            or not set(ids[split.seen_train]) <= set(split.seen_users)
-            or not set(ids[split.unseen_test]) <= set(split.unseen_users)):
+    position = within_user_position(ids)
+    same = (len(split.position) == len(ids) and np.array_equal(split.position, position)
+            and set(_as_objects(ids).tolist()) == (set(_as_objects(split.seen_users).tolist())
+                                                   | set(_as_objects(split.unseen_users).tolist())))
+    if same:
+        # every row group as fewshot_split makes it from these users and positions
+        expected = _split_rows(ids, split.seen_users, position, split.n_train_pairs,
+                               split.shots)
+        same = (all(np.array_equal(np.asarray(getattr(split, name)), expected[name])
+                    for name in ("seen_train", "seen_test", "unseen_test"))
+                and set(split.adapt) == set(expected["adapt"])
+                and all(np.array_equal(np.asarray(split.adapt[k]), rows)
+                        for k, rows in expected["adapt"].items()))
+    if not same:
         raise ValueError(
             "split was made for other rows: its users or their rows' positions are not "
             "those of user_ids. Make it with fewshot_split on these user ids.")
@@ -598,7 +632,7 @@ def _check_test_pairs(split, ids):
                                ("unseen", split.unseen_test, split.unseen_users)]:
         if len(test):
             continue
-        rows = pd.Series(ids, dtype=object).isin(set(users)).to_numpy()
+        rows = _member(ids, users)
         most = int(position[rows].max()) + 1 if rows.any() else 0
         why = ("the first n_train_pairs rows of each seen user train the model and its "
                "later rows test it" if group == "seen" else

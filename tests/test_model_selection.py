@@ -567,3 +567,37 @@ def test_fewshot_curve_refuses_bools_before_fitting(small, kwargs, message):
     params = dict(shots=(0, 2), n_train_pairs=8, unseen_size=0.25) | kwargs
     with pytest.raises(ValueError, match=message):
         fewshot_curve(FitForbidden(), X, y, users, **params)
+
+
+@pytest.mark.parametrize("dtype", ["datetime64[D]", "datetime64[ns]", "timedelta64[ns]"])
+def test_fewshot_split_with_date_ids_of_any_unit(dtype):
+    """pandas' isin missed numpy dates of day and nanosecond units: every row fell in the
+    unseen group, seen users' rows included."""
+    days = np.repeat(np.arange(5), 4)
+    ids = (np.datetime64("2020-01-01", "D") + days).astype(dtype) if "datetime" in dtype \
+        else (days * np.timedelta64(1, "D")).astype(dtype)
+    split = fewshot_split(ids, n_train_pairs=2, shots=(0, 1), unseen_size=0.4, random_state=0)
+    reference = fewshot_split(days, n_train_pairs=2, shots=(0, 1), unseen_size=0.4,
+                              random_state=0)
+    assert len(split.seen_users) == 3
+    for name in ["seen_train", "seen_test", "unseen_test"]:
+        assert len(getattr(split, name)) == len(getattr(reference, name)) > 0
+        seen = set(pd.Series(split.seen_users).tolist())
+        members = set(pd.Series(ids[getattr(split, name)]).tolist())
+        assert (members <= seen) == name.startswith("seen")
+    assert len(split.adapt[1]) == 2
+
+
+def test_a_split_of_other_rows_with_the_same_positions_is_refused():
+    """Only the training and unseen test rows were checked: a split of rows whose users
+    and positions agree could score an unseen user in the seen group."""
+    a = np.array(["a", "a", "b", "b", "a"], dtype=object)
+    b = np.array(["a", "a", "b", "b", "b"], dtype=object)
+    for seed in range(20):
+        split = fewshot_split(a, n_train_pairs=1, shots=(0, 1), unseen_size=0.5,
+                              random_state=seed)
+        if list(split.seen_users) == ["a"]:
+            break
+    X, y = np.random.RandomState(0).randn(5, 3), np.array([0, 1, 0, 1, 1])
+    with pytest.raises(ValueError, match="split was made for other rows"):
+        fewshot_curve(LowRankRewardEstimator(1), X, y, b, split=split)

@@ -83,7 +83,11 @@ def _bernoulli_labels(logits, noise, rng):
     """Labels and their probabilities under Bradley-Terry with temperature ``noise``."""
     if noise == 0:
         proba = (np.sign(logits) + 1.0) / 2.0
-        return (logits > 0).astype(np.int64), proba
+        y = (logits > 0).astype(np.int64)
+        tied = logits == 0
+        if tied.any():  # probability 1/2: a fair coin, not always "b preferred"
+            y[tied] = rng.randint(0, 2, size=int(tied.sum()))
+        return y, proba
     proba = expit(logits / noise)
     return (rng.uniform(size=logits.shape[0]) < proba).astype(np.int64), proba
 
@@ -133,7 +137,8 @@ def make_preference_data(
     ``scale`` over random pairs. Each user ``u`` mixes the columns with weights ``w_u``.
     A pair has item features ``phi_a, phi_b ~ N(0, I / n_features)`` and row
     ``z = phi_a - phi_b``; its noiseless logit is ``z . V w_u`` and its label is
-    ``y ~ Bernoulli(sigmoid(logit / noise))`` (``noise=0``: ``y = [logit > 0]``).
+    ``y ~ Bernoulli(sigmoid(logit / noise))`` (``noise=0``: ``y = [logit > 0]``, a
+    fair coin where the logit is exactly 0).
 
     Parameters
     ----------

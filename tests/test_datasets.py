@@ -764,3 +764,15 @@ def test_load_hh_rlhf_reads_a_small_well_formed_file(tmp_path):
     (tmp_path / _HH_NAME).write_bytes(_gz("\n" + _HH_RECORD + "\n\n" + _HH_RECORD))
     hh = load_hh_rlhf(tmp_path)
     assert hh.values.tolist() == [["Human: Hi", "Hello", "Go away"]] * 2
+
+
+def test_noiseless_ties_are_a_fair_coin():
+    """With noise=0 a pair of logit exactly 0 has probability 1/2 (oracle_proba says so)
+    but was always labelled 0: position a lost every tie."""
+    _, y, truth = make_text_preference_world(n_users=50, n_pairs_per_user=50, noise=0,
+                                             n_tastes=1, random_state=0)
+    tied = truth.logits == 0
+    assert tied.sum() > 100
+    np.testing.assert_array_equal(truth.oracle_proba[tied], 0.5)
+    assert 0.35 < y[tied].mean() < 0.65
+    np.testing.assert_array_equal(y[~tied], (truth.logits[~tied] > 0).astype(int))

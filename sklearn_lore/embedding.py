@@ -570,6 +570,9 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
         self._check_frame(X)
         has_user = self.user_col in X.columns
         self._check_user_col_as_fitted(has_user)
+        # what get_feature_names_out says for an unfitted transformer (set_output asks it
+        # right after this call); a per-process note, never pickled or saved
+        self._loaded_transform_has_user = has_user
         prompts = X[self.prompt_col].tolist()
         texts = self._format(
             prompts * 2, X[self.response_a_col].tolist() + X[self.response_b_col].tolist()
@@ -593,8 +596,8 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         input_features : array-like of str, default=None
-            Input column names; by default those seen in `fit` (with the user column when
-            the estimator was never fitted).
+            Input column names; by default those seen in `fit` (when the estimator was
+            never fitted: those of its last `transform`, else with the user column).
 
         Returns
         -------
@@ -609,7 +612,8 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
         if input_features is not None:
             has_user = self.user_col in self._check_input_features(input_features)
         else:
-            has_user = getattr(self, "_fit_has_user", True)
+            has_user = getattr(self, "_fit_has_user",
+                               getattr(self, "_loaded_transform_has_user", True))
         names = [self.user_col] if has_user else []
         return np.asarray(names + self._embedding_names(self._embedding_dim()), dtype=object)
 

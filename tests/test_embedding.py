@@ -222,6 +222,17 @@ def test_get_feature_names_out_before_any_transform_probes_the_dimension():
     assert list(names) == ["user_id"] + [f"emb_{i}" for i in range(DIM)]
 
 
+def test_set_output_pandas_on_an_unfitted_embedder_without_user_column():
+    """set_output renames the output with get_feature_names_out, which assumed a user
+    column when unfitted: a frame without one failed with a length mismatch."""
+    df, _ = pairs_frame()
+    emb = embedder().set_output(transform="pandas")
+    out = emb.transform(df.drop(columns="user_id"))
+    assert list(out.columns) == [f"emb_{i}" for i in range(DIM)]
+    assert list(emb.transform(df).columns) == ["user_id"] + [f"emb_{i}" for i in range(DIM)]
+    assert not any(name.startswith("_loaded") for name in pickle.loads(pickle.dumps(emb)).__dict__)
+
+
 def test_set_output_pandas_keeps_the_frame():
     df, _ = pairs_frame()
     out = embedder().set_output(transform="pandas").fit_transform(df)

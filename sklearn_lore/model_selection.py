@@ -191,7 +191,8 @@ def expected_calibration_error(y_true, proba, *, n_bins=10, strategy="uniform", 
         True binary labels.
     proba : array-like of shape (n_samples,) or (n_samples, 2)
         Predicted probability of the positive class, or ``predict_proba`` output
-        (column 1 is used).
+        (column 1 is used: the probability of ``classes_[1]``, so ``pos_label`` must be
+        ``classes_[1]`` then; for ``classes_[0]`` pass column 0).
     n_bins : int, default=10
         Number of bins, a positive integer (not a bool).
     strategy : {"uniform", "quantile"}, default="uniform"
@@ -321,7 +322,9 @@ def preference_metrics(y_true, proba, user_ids, *, n_bins=10, pos_label=1):
     ----------
     y_true : array-like of shape (n_samples,)
     proba : array-like of shape (n_samples,) or (n_samples, 2)
-        Probability of the positive class (or ``predict_proba`` output).
+        Probability of the positive class (or ``predict_proba`` output, whose column 1,
+        the probability of ``classes_[1]``, is used: ``pos_label`` must then be
+        ``classes_[1]``).
     user_ids : array-like of shape (n_samples,)
         User id of each row, any hashable type (tuples of any lengths included).
     n_bins : int, default=10

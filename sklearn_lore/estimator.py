@@ -417,9 +417,25 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             )
         return require_hashable(ids)
 
+    def _check_embedder_layout(self, X):
+        """Refuse an embedder's output whose user column is named otherwise than
+        ``user_col``: its numeric ids would silently be fitted as a feature (one that
+        does not flip sign when a and b swap)."""
+        columns = getattr(X, "columns", None)
+        if columns is None or len(columns) < 2 or self.user_col in columns:
+            return
+        first, rest = columns[0], list(columns[1:])
+        if (isinstance(first, str) and not first.startswith("emb_")
+                and rest == [f"emb_{i}" for i in range(len(rest))]):
+            raise ValueError(
+                f"X looks like an embedder's output with the user column {first!r}, but "
+                f"user_col is {self.user_col!r}: the ids would be fitted as a feature. Give "
+                "the embedder and the estimator the same user_col.")
+
     def _validate_X(self, X, user_ids, reset, finite=True):
         """Validated rows and ids. ``finite=False`` skips the finiteness pass over X: the
         caller then checks its product with the basis (:meth:`_project`)."""
+        self._check_embedder_layout(X)
         X, ids = self._split_users(X, user_ids)
         if hasattr(X, "columns") and X.shape[1] == 0:
             raise ValueError(

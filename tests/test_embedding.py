@@ -21,12 +21,13 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import sklearn_lore.embedding as embedding
+from sklearn_lore import LowRankRewardEstimator
 from sklearn_lore.embedding import (
     CacheInfo,
     RewardModelEmbedder,
@@ -1796,3 +1797,15 @@ def test_a_changed_checkpoint_is_loaded_anew_while_the_old_one_is_held(tmp_path,
     other = SentencePairEmbedder(model="m", device="cpu")._sentence_transformer()
     assert other is not held and other is not changed
     assert len(loads) == 3
+
+
+def test_a_pipeline_whose_user_columns_disagree_is_refused():
+    """The embedder wrote the ids in 'who', the estimator looked for 'user_id': integer ids
+    were fitted as a feature and every user was unknown."""
+    df, y = pairs_frame()
+    df = df.assign(user_id=pd.factorize(df["user_id"])[0]).rename(columns={"user_id": "who"})
+    pipe = make_pipeline(embedder(user_col="who"), LowRankRewardEstimator(2))
+    with pytest.raises(ValueError, match="user column 'who', but user_col is 'user_id'"):
+        pipe.fit(df, y)
+    pipe = make_pipeline(embedder(user_col="who"), LowRankRewardEstimator(2, user_col="who"))
+    assert len(pipe.fit(df, y)[-1].users_) == df["who"].nunique()

@@ -130,20 +130,22 @@ def _ids_array(ids):
     return ids
 
 
-def _drop_unweighted(Z, y01, sw, ids):
+def _drop_unweighted(Z, y01, sw, ids, checked=True):
     """The rows of weight 0 removed when the rows have user ids.
 
     A row of weight 0 adds nothing to the objective, but a user whose rows all weigh
     0 would still become a known user (the prior's weights with the fitted users'
     temperature): fitting without those rows keeps such a user unknown, as
     :meth:`LowRankRewardEstimator.partial_fit_users` does. The removed rows are still
-    checked to be finite (X with a NaN is refused whatever its weights). Without zero
-    weights nothing is copied.
+    checked to be finite (X with a NaN is refused whatever its weights) unless
+    ``checked`` says the caller's validation did it already. Without zero weights
+    nothing is copied.
     """
     if ids is None or sw.all():
         return Z, y01, sw, ids
     keep = sw != 0
-    assert_all_finite(Z[~keep], input_name="X", estimator_name="LowRankRewardEstimator")
+    if not checked:
+        assert_all_finite(Z[~keep], input_name="X", estimator_name="LowRankRewardEstimator")
     return Z[keep], y01[keep], sw[keep], ids[keep]
 
 
@@ -801,7 +803,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
         classes = self._set_classes(y)
         y01 = (y == classes[1]).astype(np.float64)
-        Z, y01, sw, ids = _drop_unweighted(Z, y01, sw, ids)
+        # on a GPU the kept rows are checked where they land, the dropped ones here
+        Z, y01, sw, ids = _drop_unweighted(Z, y01, sw, ids, checked=gpu is None)
         data = None
         if gpu is None:
             self._check_trainable(Z, continuing=False)

@@ -541,10 +541,7 @@ def _as_objects(ids):
     """Ids as Python objects that compare as the estimator compares them: dates and
     durations as pandas Timestamps and Timedeltas (pandas' ``isin`` of numpy datetime64
     objects missed day and nanosecond units: every row fell in the unseen group)."""
-    ids = np.asarray(ids)
-    if ids.dtype.kind in "mM":
-        return pd.Series(ids).to_numpy(dtype=object)
-    return ids.astype(object)
+    return _ids_array(np.asarray(ids)).astype(object, copy=False)
 
 
 def _member(ids, users):

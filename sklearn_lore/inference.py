@@ -25,6 +25,16 @@ def _check_candidates(candidates):
     return candidates
 
 
+def _ids_by_keyword(model):
+    """Whether a pipeline's embedder had no user column but its estimator knows
+    users: fitted with ``user_ids=`` passed by keyword (metadata routing)."""
+    if not hasattr(model, "steps") or len(model.steps) < 2:
+        return False
+    if getattr(model[0], "_fit_has_user", None) is not False:
+        return False
+    return len(getattr(model[-1], "users_", ())) > 0
+
+
 def _pair_frame(model, prompt, candidates, user_id, user_col):
     """The candidates as rows (user, prompt, candidate, first candidate), in the
     column names the pipeline's embedder reads.
@@ -43,7 +53,8 @@ def _pair_frame(model, prompt, candidates, user_id, user_col):
         if user_id is not None:
             raise ValueError(
                 f"user_id={user_id!r} was given, but the model has no users: its data had "
-                "no user column at fit (a population model). Pass user_id=None."
+                "no user column at fit and no user_ids were passed (a population model). "
+                "Pass user_id=None."
             )
     else:
         user_col = user_col if user_col is not None else column("user_col", "user_id")
@@ -68,8 +79,10 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
         read once); a single str is rejected.
     user_id : hashable or None, default=None
         The user to score for; None or an unknown user gets the population model.
-        Must be None for a pipeline fitted without a user column (a population
-        model has no users).
+        Must be None for a pipeline fitted without users (a population model).
+        A pipeline fitted with ``user_ids=`` passed by keyword (metadata routing,
+        no user column in the data) is scored for ``user_id`` too: the ids go
+        straight to the estimator.
     user_col : str or None, default=None
         The user column the pipeline's embedder expects; None reads it from the
         embedder (``user_col``, else "user_id"). The prompt and response columns
@@ -88,7 +101,7 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
         If ``candidates`` is a str (it would be scored character by character).
     ValueError
         If ``candidates`` is empty, or ``user_id`` is given for a pipeline fitted
-        without a user column.
+        without users.
 
     Examples
     --------
@@ -107,8 +120,16 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     (2,)
     """
     candidates = _check_candidates(candidates)
-    frame = _pair_frame(model, prompt, candidates, user_id, user_col)
-    return np.asarray(model.decision_function(frame), dtype=np.float64)
+    if _ids_by_keyword(model) and user_id is not None:
+        # fitted as pipe.fit(X, y, user_ids=...) with routing: the embedder has no
+        # user column, so the ids go to the estimator beside the embedded rows
+        frame = _pair_frame(model, prompt, candidates, None, user_col)
+        Z = model[:-1].transform(frame)
+        margins = model[-1].decision_function(Z, user_ids=[user_id] * len(candidates))
+    else:
+        frame = _pair_frame(model, prompt, candidates, user_id, user_col)
+        margins = model.decision_function(frame)
+    return np.asarray(margins, dtype=np.float64)
 
 
 def best_of_n(model, prompt, candidates, user_id=None, *, user_col=None):

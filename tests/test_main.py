@@ -127,6 +127,36 @@ def test_inference_with_a_population_pipeline_fitted_without_user_column():
         best_of_n(population, "hi", candidates, "loud")
 
 
+def test_inference_with_ids_routed_by_keyword():
+    """A pipeline fitted as pipe.fit(X, y, user_ids=...) (no user column, metadata
+    routing) scores each user with that user's weights, as the estimator would."""
+    import sklearn
+
+    pipe = _toy_pipeline()
+    rows = pd.DataFrame({"prompt": ["hi"] * 8,
+                         "response_a": ["wow!", "ok", "hey!", "no"] * 2,
+                         "response_b": ["ok", "yes!!", "fine", "great!"] * 2})
+    users = ["calm"] * 4 + ["loud"] * 4
+    y = [0, 1, 0, 1, 1, 0, 1, 0]
+    candidates = ["plain", "very excited!!!", "fine"]
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = pipe[-1].__class__(**pipe[-1].get_params()).set_fit_request(user_ids=True)
+        routed = make_pipeline(pipe[0].__class__(**pipe[0].get_params()), est)
+        routed.fit(rows, y, user_ids=users)
+    assert routed[0]._fit_has_user is False and set(routed[-1].users_) == {"calm", "loud"}
+    frame = pd.DataFrame({"prompt": ["hi"] * 3, "response_a": candidates,
+                          "response_b": ["plain"] * 3})
+    Z = routed[0].transform(frame)
+    for user in ("calm", "loud"):
+        expected = routed[-1].decision_function(Z, user_ids=[user] * 3)
+        np.testing.assert_allclose(score_responses(routed, "hi", candidates, user), expected)
+    assert best_of_n(routed, "hi", candidates, "loud")[0] == "very excited!!!"
+    assert best_of_n(routed, "hi", candidates, "calm")[0] != "very excited!!!"
+    # None and an unknown user both get the population model
+    np.testing.assert_allclose(score_responses(routed, "hi", candidates),
+                               score_responses(routed, "hi", candidates, "stranger"))
+
+
 def _csv(tmp_path, rows, name="c.csv"):
     path = tmp_path / name
     pd.DataFrame(rows, columns=["user_id", "prompt", "response_a", "response_b",

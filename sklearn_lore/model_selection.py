@@ -152,6 +152,12 @@ def _type_then_repr(value):
     return type(value).__name__, repr(value)
 
 
+def _strictly_increasing(values, key):
+    """Whether each value's key is below the next one's (a total order on them)."""
+    keys = values if key is None else [key(v) for v in values]
+    return all(bool(a < b) for a, b in zip(keys, keys[1:]))
+
+
 def _sorted_ids(ids):
     """The distinct ids in an order that does not depend on row order.
 
@@ -162,9 +168,12 @@ def _sorted_ids(ids):
     users = pd.unique(pd.Series(ids, dtype=object)).tolist()
     for key in (None, _type_then_value, _type_then_repr):
         try:
-            return sorted(users, key=key)
+            ordered = sorted(users, key=key)
+            if _strictly_increasing(ordered, key):
+                return ordered
         except TypeError:
             continue
+        # a partial order (sets compare by inclusion): the sort depended on row order
     raise ValueError("user ids could not be ordered; use ids of one sortable type.")
 
 # --------------------------------------------------------------------------- metrics

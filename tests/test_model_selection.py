@@ -319,6 +319,18 @@ def test_split_users_with_mixed_type_ids():
         assert list(map(repr, again[1])) == list(map(repr, unseen))
 
 
+def test_split_users_with_partially_ordered_ids():
+    """Sets compare by inclusion, a partial order under which a sort depends on the
+    input order: the split must still depend on the set of ids only."""
+    ids = [frozenset({k}) for k in range(8)] + [frozenset({1, 2}), frozenset()]
+    first = split_users(ids, unseen_size=0.3, random_state=0)
+    for seed in range(5):
+        order = np.random.default_rng(seed).permutation(len(ids))
+        again = split_users([ids[i] for i in order], unseen_size=0.3, random_state=0)
+        assert list(again[0]) == list(first[0]) and list(again[1]) == list(first[1])
+    assert set(first[0]) | set(first[1]) == set(ids)
+
+
 def test_fewshot_curve_with_mixed_type_ids(small):
     X, y, users = small
     mixed = np.array([int(u[1:]) if int(u[1:]) % 2 else u for u in users], dtype=object)

@@ -988,12 +988,30 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (n_samples,)
+
+        Raises
+        ------
+        ValueError
+            If X holds NaN or infinity, or a margin overflows the float range (features
+            or a loaded model's numbers far too large): never a silent NaN.
         """
         check_is_fitted(self)
         Z, ids = self._validate_X(X, user_ids, reset=False, finite=False)
         F = self._project(Z)
         W, T = self._row_weights(ids, Z.shape[0])
-        return np.einsum("nb,nb->n", F, W).astype(np.float64) / T
+        with np.errstate(invalid="ignore", over="ignore"):
+            margins = np.einsum("nb,nb->n", F, W).astype(np.float64) / T
+        if np.isnan(margins).any():
+            # +inf and -inf terms cancelled: a silent NaN would be predicted class 0
+            row = int(np.flatnonzero(np.isnan(margins))[0])
+            raise ValueError(
+                f"The reward margin of row {row} overflowed (terms of opposite sign beyond "
+                "the float range cancelled). The model's numbers are too large: basis "
+                f"entries up to {_magnitude(self.components_):.1e}, user weights up to "
+                f"{_magnitude(W):.1e}, features up to {_magnitude(Z):.1e}. Refit it on "
+                "features of moderate scale (a loaded model with such values is damaged)."
+            )
+        return margins
 
     def predict_proba(self, X, *, user_ids=None):
         """Probabilities of the two classes; column 1 is P(a preferred).

@@ -1134,6 +1134,24 @@ def test_a_product_that_overflows_float32_is_a_scale_error(problem, fitted):
         fitted.predict_proba(big, user_ids=users)
 
 
+@pytest.mark.parametrize("method", ["decision_function", "predict_proba", "predict", "score"])
+def test_margins_that_overflow_to_nan_are_refused(problem, method, tmp_path):
+    """Finite but absurd numbers (a damaged saved model) whose products cancel as
+    inf - inf: a NaN margin would be predicted as class 0 without a word."""
+    from sklearn_lore import io
+
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+    est.components_ *= 1e150
+    est.user_weights_[:] = [1e200, -1e200]
+    io.save(est, tmp_path / "m.skops")
+    loaded = io.load(tmp_path / "m.skops")
+    args = (X, y) if method == "score" else (X,)
+    with pytest.raises(ValueError, match="reward margin of row \\d+ overflowed.*user weights up "
+                                         "to 1.0e\\+200"):
+        getattr(loaded, method)(*args, user_ids=users)
+
+
 def test_a_failing_linear_solve_is_reported_as_a_scale_problem(problem, monkeypatch):
     from sklearn_lore import _solver
 

@@ -23,23 +23,23 @@ from sklearn.pipeline import Pipeline
 
 from . import LowRankRewardEstimator, SentencePairEmbedder
 from .datasets import candidate_responses, make_preference_data, make_text_preference_world
+from .model_selection import fewshot_split
 
 
-def _split(users, seen_fraction, n_train, n_shots, seed):
-    """Masks: seen users' first n_train pairs (train) / rest (test); unseen shots / test."""
-    distinct = pd.unique(pd.Series(users))
-    rng = np.random.RandomState(seed)
-    # at least one seen and one unseen user where there are two
-    n_seen = min(max(int(round(seen_fraction * len(distinct))), 1), max(len(distinct) - 1, 1))
-    seen_users = set(rng.permutation(distinct)[:n_seen])
-    seen = np.array([u in seen_users for u in users])
-    rank = pd.Series(users).groupby(users).cumcount().to_numpy()
-    return {
-        "train": seen & (rank < n_train),
-        "seen_test": seen & (rank >= n_train),
-        "shots": ~seen & (rank < n_shots),
-        "unseen_test": ~seen & (rank >= n_train),
-    }
+def _split(users, n_train, n_shots, seed):
+    """Masks of :func:`~sklearn_lore.model_selection.fewshot_split` (a fifth of the
+    users unseen): seen users' first n_train pairs (train) / rest (test); unseen
+    users' first n_shots (shots) / from n_train on (test)."""
+    split = fewshot_split(users, unseen_size=0.2, n_train_pairs=n_train, shots=(n_shots,),
+                          random_state=seed)
+
+    def mask(rows):
+        m = np.zeros(len(users), dtype=bool)
+        m[rows] = True
+        return m
+
+    return {"train": mask(split.seen_train), "seen_test": mask(split.seen_test),
+            "shots": mask(split.adapt[n_shots]), "unseen_test": mask(split.unseen_test)}
 
 
 def _evaluate(Z, y, users, masks, n_components, seed):
@@ -80,7 +80,7 @@ def run_synthetic(args):
         n_users=200, n_pairs_per_user=50, n_features=32, n_components=3,
         random_state=args.seed,
     )
-    masks = _split(users, 0.8, 35, 10, args.seed)
+    masks = _split(users, 35, 10, args.seed)
     table, _, fit_s = _evaluate(X, y, users, masks, args.n_components, args.seed)
     _print_table(table, fit_s, len(y), len(np.unique(users)))
 
@@ -100,7 +100,7 @@ def run_text_world(args):
     emb = _embed(df, args)
     Z = emb.drop(columns="user_id").to_numpy()
     users = df["user_id"].to_numpy()
-    masks = _split(users, 0.8, 25, 10, args.seed)
+    masks = _split(users, 25, 10, args.seed)
     table, est, fit_s = _evaluate(Z, y, users, masks, args.n_components, args.seed)
     _print_table(table, fit_s, len(y), len(np.unique(users)))
     _show_best_of_n(df, y, truth, masks, args)
@@ -161,7 +161,11 @@ def run_csv(args):
     users = df["user_id"].to_numpy()
     counts = pd.Series(users).value_counts()
     n_train = max(int(counts.median() * 0.7), 1)
-    masks = _split(users, 0.8, n_train, min(10, n_train), args.seed)
+    if len(counts) < 2:
+        masks = {"train": np.ones(len(users), dtype=bool)}  # no unseen user to hold out
+        masks["seen_test"] = masks["unseen_test"] = ~masks["train"]
+    else:
+        masks = _split(users, n_train, min(10, n_train), args.seed)
     for name, what in [("train", "seen users' training comparisons"),
                        ("seen_test", "seen users' test comparisons"),
                        ("unseen_test", "unseen users' test comparisons")]:

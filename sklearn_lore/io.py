@@ -265,9 +265,10 @@ def save(obj, path):
     Raises
     ------
     TypeError
-        If `obj` (or one of its steps) is not of an allowed class, or holds a value
-        that is not data: an injected ``encoder`` callable, user ids that are not
-        str, int, float or bool, another estimator class.
+        If `path` is not a str or path-like (an open file, a buffer), or `obj` (or
+        one of its steps) is not of an allowed class, or holds a value that is not
+        data: an injected ``encoder`` callable, user ids that are not str, int, float
+        or bool, another estimator class.
     ValueError
         If `obj` (or one of its steps) would not load back: an invalid parameter
         (``n_components=0``, a ``RewardModelEmbedder`` without a model), a fitted
@@ -295,10 +296,10 @@ def save(obj, path):
     ...                est.predict_proba(X, user_ids=users))
     True
     """
+    path = _file_name(path, "save")
     writer = _Writer()
     manifest = dict(_header(), object=writer.estimator(obj, type(obj).__name__))
     text = json.dumps(manifest, allow_nan=False, indent=1, sort_keys=True)
-    path = os.fspath(path)
     temporary = f"{path}.{secrets.token_hex(6)}.tmp"
     try:
         with (
@@ -564,6 +565,17 @@ def _check_state_name(cls, key, params, where):
         raise ValueError(f"{where}: {key!r} is not a valid fitted attribute of {cls.__name__}.")
 
 
+def _file_name(path, verb):
+    """``path`` as a file name; an open file or a buffer is refused by name."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"{verb} takes the file's name (a str or path-like), not a "
+            f"{type(path).__name__}: it opens the file itself"
+            + (" and replaces it atomically." if verb == "save" else ".")
+        )
+    return os.fspath(path)
+
+
 def _open_file(path):
     """The regular file at ``path``, opened for reading without blocking.
 
@@ -721,6 +733,8 @@ def load(path, *, max_bytes=None):
 
     Raises
     ------
+    TypeError
+        If `path` is not a str or path-like (an open file, a buffer: pass its name).
     FileNotFoundError, IsADirectoryError, PermissionError
         As ``open`` raises them for `path`.
     ValueError
@@ -751,8 +765,8 @@ def load(path, *, max_bytes=None):
     """
     if max_bytes is not None and not _index(max_bytes):
         raise ValueError(f"max_bytes must be None or a non-negative int; got {max_bytes!r}.")
-    with _open_file(path) as file:
-        name = os.fspath(path)
+    name = _file_name(path, "load")
+    with _open_file(name) as file:
         with _open_archive(file, name, max_bytes) as archive:
             try:
                 return _read_object(archive)

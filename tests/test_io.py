@@ -292,6 +292,23 @@ def test_saving_replaces_a_file_atomically(fitted, tmp_path):
     assert os.listdir(tmp_path) == ["m.lore"]
 
 
+def test_open_files_and_buffers_are_refused_by_name(fitted, tmp_path):
+    import io as stdlib_io
+
+    path = tmp_path / "m.lore"
+    save(fitted[0], path)
+    for target in (stdlib_io.BytesIO(), 3):
+        with pytest.raises(TypeError, match="save takes the file's name .* not a "
+                                            f"{type(target).__name__}"):
+            save(fitted[0], target)
+    with open(path, "rb") as file:
+        with pytest.raises(TypeError, match="load takes the file's name .* not a "
+                                            "BufferedReader: it opens the file itself"):
+            load(file)
+    assert os.listdir(tmp_path) == ["m.lore"]
+    assert load(str(path)).get_params() == load(os.fsencode(path)).get_params()
+
+
 def test_docstring_examples_run():
     finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
     for test in finder.find(lore_io):

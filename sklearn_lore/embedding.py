@@ -918,7 +918,8 @@ class SentencePairEmbedder(_PairEmbedderBase):
         Directory of the on-disk cache: one SQLite file per model identity mapping sha256(text)
         to float32 vectors. None keeps the in-memory cache only.
     show_progress : bool, default=False
-        Show a tqdm progress bar over the batches encoded.
+        Show a tqdm progress bar over the batches encoded, and transformers' bar while
+        the model's weights load (off by default: a quiet load).
     encoder : callable, default=None
         ``encoder(list_of_str) -> (n, d) array``, used instead of a model. A plain function
         keeps its cache across clones; name it with `model` to also use `cache_dir`.
@@ -1040,23 +1041,41 @@ class SentencePairEmbedder(_PairEmbedderBase):
         checkpoint = os.fspath(source) if self.model is None else _checkpoint_identity(source)
         load_key = ("sentence-transformers", checkpoint, device, dtype)
         if getattr(self, "_loaded_key", None) != load_key:
+            quiet = not self.show_progress
             self._loaded_model = _shared(
-                load_key, lambda: _load_sentence_transformer(source, device, dtype)
+                load_key, lambda: _load_sentence_transformer(source, device, dtype, quiet)
             )
             self._loaded_key = load_key
         return self._loaded_model
 
 
-def _load_sentence_transformer(source, device, dtype):
+@contextlib.contextmanager
+def _loading_bars(quiet):
+    """transformers' "Loading weights" progress bar off while loading when ``quiet``
+    (the embedders' ``show_progress=False``); its global switch is restored after."""
+    from transformers.utils import logging as hf_logging
+
+    if not quiet or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
+def _load_sentence_transformer(source, device, dtype, quiet=True):
     from sentence_transformers import SentenceTransformer
 
     local = _is_local(source)
-    model = SentenceTransformer(
-        _model_source(source),
-        device=device,
-        local_files_only=local,
-        model_kwargs={_dtype_kwarg(): _torch_dtype(dtype)},
-    )
+    with _loading_bars(quiet):
+        model = SentenceTransformer(
+            _model_source(source),
+            device=device,
+            local_files_only=local,
+            model_kwargs={_dtype_kwarg(): _torch_dtype(dtype)},
+        )
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None and hasattr(tokenizer, "truncation_side"):
         # Right truncation would cut the response off a long prompt, making phi(x, a) == phi(x, b).
@@ -1748,12 +1767,13 @@ def _forward(model, features, device, non_blocking):
 class _Backbone:
     """The tokenizer and (loaded when first needed) the model of one Hugging Face checkpoint."""
 
-    def __init__(self, source, device, dtype):
+    def __init__(self, source, device, dtype, quiet=True):
         from transformers import AutoTokenizer
 
         self.source = source
         self.device = device
         self.dtype = dtype
+        self.quiet = quiet  # no loading progress bar
         self.tokenizer = AutoTokenizer.from_pretrained(
             _model_source(source), local_files_only=_is_local(source)
         )
@@ -1785,11 +1805,12 @@ class _Backbone:
     def _load_model(self):
         from transformers import AutoModel
 
-        model = AutoModel.from_pretrained(
-            _model_source(self.source),
-            local_files_only=_is_local(self.source),
-            **{_dtype_kwarg(): _torch_dtype(self.dtype)},
-        )
+        with _loading_bars(self.quiet):
+            model = AutoModel.from_pretrained(
+                _model_source(self.source),
+                local_files_only=_is_local(self.source),
+                **{_dtype_kwarg(): _torch_dtype(self.dtype)},
+            )
         model.config.use_cache = False
         return model.to(self.device).eval()
 
@@ -1877,7 +1898,8 @@ class RewardModelEmbedder(_PairEmbedderBase):
     cache_dir : str or path-like, default=None
         Directory of the on-disk cache (see `SentencePairEmbedder`).
     show_progress : bool, default=False
-        Show a tqdm progress bar over the batches encoded.
+        Show a tqdm progress bar over the batches encoded, and transformers' bar while
+        the model's weights load (off by default: a quiet load).
 
     Attributes
     ----------
@@ -1962,7 +1984,9 @@ class RewardModelEmbedder(_PairEmbedderBase):
         # as the cache key names the checkpoint (see SentencePairEmbedder's model)
         load_key = ("backbone", _checkpoint_identity(self.model), device, dtype)
         if getattr(self, "_loaded_key", None) != load_key:
-            self._loaded_backbone = _shared(load_key, lambda: _Backbone(self.model, device, dtype))
+            quiet = not self.show_progress
+            self._loaded_backbone = _shared(
+                load_key, lambda: _Backbone(self.model, device, dtype, quiet))
             self._loaded_key = load_key
         return self._loaded_backbone
 

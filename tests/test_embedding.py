@@ -1809,3 +1809,25 @@ def test_a_pipeline_whose_user_columns_disagree_is_refused():
         pipe.fit(df, y)
     pipe = make_pipeline(embedder(user_col="who"), LowRankRewardEstimator(2, user_col="who"))
     assert len(pipe.fit(df, y)[-1].users_) == df["who"].nunique()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("show_progress", [False, True])
+def test_loading_shows_a_progress_bar_only_when_asked(show_progress, monkeypatch, capfd):
+    """transformers draws a "Loading weights" bar while loading; show_progress=False (the
+    default) keeps it off, and its global switch is left as it was."""
+    import weakref
+
+    from transformers.utils import logging as hf_logging
+
+    from sklearn_lore import embedding
+
+    monkeypatch.setattr(embedding, "_LOADED", weakref.WeakValueDictionary())  # a fresh load
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    enabled = hf_logging.is_progress_bar_enabled()
+    emb = SentencePairEmbedder(device="cpu", show_progress=show_progress)
+    emb.transform(pd.DataFrame({"prompt": [""], "response_a": ["a"], "response_b": ["b"]}))
+    err = capfd.readouterr().err
+    assert ("Loading weights" in err) == (show_progress and enabled)
+    assert hf_logging.is_progress_bar_enabled() == enabled

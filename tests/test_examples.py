@@ -14,3 +14,15 @@ def test_plot_calibration_draws_its_figure(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["plot_calibration.py", str(out)])
     runpy.run_path(str(EXAMPLES / "plot_calibration.py"), run_name="__main__")
     assert out.stat().st_size > 10_000
+
+
+def test_plot_streaming_draws_its_figure_and_its_story_holds(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "streaming.png"
+    module = runpy.run_path(str(EXAMPLES / "plot_streaming.py"))
+    scores = module["main"]([str(out), "--calls", "10"])
+    assert out.stat().st_size > 10_000
+    # the story the docstring tells: a stream with a memory of rows ends where one fit
+    # ends; memory-free streaming ends below it but above the population model
+    assert abs(scores["stream_memory=20000"] - scores["one fit"]) < 0.01
+    assert scores["population"] < scores["stream_memory=0"] < scores["one fit"]

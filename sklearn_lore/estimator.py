@@ -40,6 +40,14 @@ _HOST_FOLD_IN_ROWS = 65536
 _COLLAPSED_LOGIT = 1e-8
 
 
+def _is_number_like(value):
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _magnitude(Z):
     """Largest absolute feature value, without an |Z| copy of the data."""
     return max(abs(float(Z.max(initial=0.0))), abs(float(Z.min(initial=0.0))))
@@ -434,10 +442,48 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 f"user_col is {self.user_col!r}: the ids would be fitted as a feature. Give "
                 "the embedder and the estimator the same user_col.")
 
+    def _check_prefixed_user_column(self, X):
+        """Refuse a frame whose user column was renamed with a prefix (a ColumnTransformer's
+        ``remainder__user_id``): numeric ids would silently be fitted as a feature."""
+        columns = getattr(X, "columns", None)
+        if columns is None or not isinstance(self.user_col, str) or self.user_col in columns:
+            return
+        suffix = "__" + self.user_col
+        prefixed = [c for c in columns if isinstance(c, str) and c.endswith(suffix)]
+        if prefixed:
+            raise ValueError(
+                f"X has no {self.user_col!r} column but has {prefixed[0]!r}: the user ids "
+                "under a prefixed name (a ColumnTransformer with verbose_feature_names_out="
+                "True) would be fitted as a feature. Build the ColumnTransformer with "
+                f"verbose_feature_names_out=False, or set user_col={prefixed[0]!r}.")
+
+    @staticmethod
+    def _text_column_error(X, user_col):
+        """The error for an array X holding text: which column, and the likely cause
+        (a user id column that lost its name when a meta-estimator made X an array)."""
+        values = np.asarray(X, dtype=object)
+        where = ""
+        if values.ndim == 2:
+            for j in range(values.shape[1]):
+                try:
+                    values[:, j].astype(np.float64)
+                except (TypeError, ValueError):
+                    row = next(i for i, v in enumerate(values[:, j])
+                               if not _is_number_like(v))
+                    where = f" in column {j} (row {row} holds {values[row, j]!r})"
+                    break
+        return ValueError(
+            f"X must hold numbers, but it holds text{where}. If that column is the user "
+            "ids, it lost its name: a meta-estimator (BaggingClassifier, say) or "
+            "np.asarray turned the DataFrame into an array. Pass the ids as user_ids= "
+            "(with metadata routing through meta-estimators) or keep X a DataFrame with "
+            f"a {user_col!r} column. Texts must be embedded first (SentencePairEmbedder).")
+
     def _validate_X(self, X, user_ids, reset, finite=True):
         """Validated rows and ids. ``finite=False`` skips the finiteness pass over X: the
         caller then checks its product with the basis (:meth:`_project`)."""
         self._check_embedder_layout(X)
+        self._check_prefixed_user_column(X)
         X, ids = self._split_users(X, user_ids)
         if hasattr(X, "columns") and X.shape[1] == 0:
             raise ValueError(
@@ -452,8 +498,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                     f"non-numeric columns: {bad[:5]}. Embed texts first "
                     "(SentencePairEmbedder) or set user_col."
                 )
-        Z = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
-                          ensure_min_samples=1, ensure_all_finite=finite)
+        try:
+            Z = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
+                              ensure_min_samples=1, ensure_all_finite=finite)
+        except ValueError as exc:
+            if "could not convert" not in str(exc) or isinstance(X, pd.DataFrame):
+                raise
+            raise self._text_column_error(X, self.user_col) from exc
         return Z, self._check_ids(ids, Z.shape[0])
 
     def _project(self, Z):

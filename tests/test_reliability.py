@@ -123,8 +123,12 @@ def test_object_ndarray_with_strings(problem):
     X, y, _ = problem
     Xo = X.astype(object)
     Xo[0, 0] = "abc"
-    with pytest.raises(ValueError, match="could not convert string to float: 'abc'"):
+    Xo[3, 2] = "def"
+    with pytest.raises(ValueError, match=r"holds text in column 0 \(row 0 holds 'abc'\)"
+                                         r".*user_ids=") as caught:
         LowRankRewardEstimator(2).fit(Xo, y)
+    # scikit-learn's own message stays attached as the cause
+    assert "could not convert string to float: 'abc'" in str(caught.value.__cause__)
 
 
 def test_frame_with_only_the_user_column(problem):

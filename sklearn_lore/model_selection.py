@@ -43,6 +43,7 @@ __all__ = [
     "per_user_accuracy",
     "macro_accuracy",
     "preference_metrics",
+    "make_user_scorer",
 ]
 
 CURVE_COLUMNS = [
@@ -379,6 +380,144 @@ def preference_metrics(y_true, proba, user_ids, *, n_bins=10, pos_label=1):
         "log_loss": float(log_loss(y01, p, labels=[0.0, 1.0])),
         "ece": expected_calibration_error(y01, p, n_bins=n_bins),
     }
+
+
+# --------------------------------------------------------------------------- scorers
+
+
+class _WithUsers:
+    """An estimator seen through a scorer: its prediction methods get ``user_ids``.
+
+    A Pipeline's steps before the last transform X; the last step predicts with the
+    ids (a pipeline's own prediction methods would need a predict request per method)."""
+
+    def __init__(self, estimator, user_ids):
+        self._estimator = estimator
+        self._user_ids = user_ids
+
+    def __sklearn_tags__(self):
+        return self._estimator.__sklearn_tags__()
+
+    @property
+    def classes_(self):
+        return self._estimator.classes_
+
+    def _predict(self, method, X):
+        estimator = self._estimator
+        if hasattr(estimator, "steps"):
+            X = estimator[:-1].transform(X) if len(estimator.steps) > 1 else X
+            estimator = estimator[-1]
+        return getattr(estimator, method)(X, user_ids=self._user_ids)
+
+    def predict(self, X):
+        return self._predict("predict", X)
+
+    def predict_proba(self, X):
+        return self._predict("predict_proba", X)
+
+    def predict_log_proba(self, X):
+        return self._predict("predict_log_proba", X)
+
+    def decision_function(self, X):
+        return self._predict("decision_function", X)
+
+    def __getattr__(self, name):  # other attributes (n_features_in_, ...) as the estimator's
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._estimator, name)
+
+
+class _UserScorer:
+    """A scorer that requests ``user_ids`` and passes them to the predictions."""
+
+    def __init__(self, scorer, name):
+        self._scorer = scorer
+        self._name = name
+
+    def __call__(self, estimator, X, y_true, sample_weight=None, user_ids=None):
+        target = estimator if user_ids is None else _WithUsers(estimator, user_ids)
+        if sample_weight is None:
+            return self._scorer(target, X, y_true)
+        return self._scorer(target, X, y_true, sample_weight=sample_weight)
+
+    def get_metadata_routing(self):
+        from sklearn.utils.metadata_routing import MetadataRequest
+
+        request = MetadataRequest(owner=type(self).__name__)
+        request.score.add_request(param="user_ids", alias=True)
+        return request
+
+    def __repr__(self):
+        return f"make_user_scorer({self._name})"
+
+
+def make_user_scorer(scoring):
+    """A scorer whose predictions see the user ids that metadata routing carries.
+
+    scikit-learn's scorers call ``predict_proba`` (or ``predict``,
+    ``decision_function``) with X alone: with the ids routed as ``user_ids=`` rather
+    than held in a ``user_id`` column, every held-out row of a seen user would be
+    scored as an unknown user (the population model), silently. This scorer requests
+    ``user_ids`` for scoring and passes the rows' ids to the estimator's predictions
+    (for a Pipeline: its last step's, after the other steps' ``transform``).
+
+    Parameters
+    ----------
+    scoring : str or callable
+        A scorer name of :func:`sklearn.metrics.get_scorer` (``"roc_auc"``,
+        ``"neg_log_loss"``, ``"accuracy"`` ...) or a scorer callable
+        ``scorer(estimator, X, y)`` (e.g. from :func:`sklearn.metrics.make_scorer`).
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y, sample_weight=None, user_ids=None)``, for the
+        ``scoring=`` of ``cross_validate``, ``cross_val_score``, ``GridSearchCV`` ...
+        (alone or as values of a dict), with metadata routing enabled and the ids
+        passed as ``params={"user_ids": ids}`` (or ``fit(X, y, user_ids=ids)`` for a
+        search). Without ids it scores as the wrapped scorer does.
+
+    Raises
+    ------
+    ValueError
+        If ``scoring`` is not a scorer name known to scikit-learn.
+    TypeError
+        If ``scoring`` is neither a str nor callable.
+
+    See Also
+    --------
+    sklearn.metrics.get_scorer : The scorers by name.
+
+    Examples
+    --------
+    >>> import sklearn
+    >>> from sklearn.model_selection import KFold, cross_val_score
+    >>> from sklearn_lore import LowRankRewardEstimator
+    >>> from sklearn_lore.datasets import make_preference_data
+    >>> from sklearn_lore.model_selection import make_user_scorer
+    >>> X, y, users, _ = make_preference_data(n_users=20, n_pairs_per_user=30,
+    ...                                       n_features=6, random_state=0)
+    >>> cv = KFold(3, shuffle=True, random_state=0)
+    >>> with sklearn.config_context(enable_metadata_routing=True):
+    ...     est = LowRankRewardEstimator(2, random_state=0).set_fit_request(user_ids=True)
+    ...     auc = cross_val_score(est, X, y, cv=cv, scoring=make_user_scorer("roc_auc"),
+    ...                           params={"user_ids": users})
+    ...     blind = cross_val_score(est, X, y, cv=cv, scoring="roc_auc",
+    ...                             params={"user_ids": users})
+    >>> bool(auc.mean() > blind.mean())  # the plain scorer saw unknown users only
+    True
+    """
+    from sklearn.metrics import get_scorer
+
+    if isinstance(scoring, str):
+        return _UserScorer(get_scorer(scoring), repr(scoring))
+    if isinstance(scoring, _UserScorer):
+        return scoring
+    if not callable(scoring):
+        raise TypeError(
+            "scoring must be a scorer name (str) or a scorer callable "
+            f"scorer(estimator, X, y); got {type(scoring).__name__}.")
+    return _UserScorer(scoring, repr(scoring))
 
 
 # --------------------------------------------------------------------------- splits

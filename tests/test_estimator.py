@@ -158,8 +158,8 @@ def test_metadata_routing_carries_user_ids_to_fit_and_score(planted):
     by_column = cross_val_score(LowRankRewardEstimator(2, random_state=0), frame, y, cv=cv)
     with sklearn.config_context(enable_metadata_routing=True):
         est = (LowRankRewardEstimator(2, random_state=0)
-               .set_fit_request(user_ids=True, sample_weight=False)
-               .set_score_request(user_ids=True, sample_weight=False))
+               .set_fit_request(user_ids=True)
+               .set_score_request(user_ids=True))
         routed = cross_val_score(est, X, y, params={"user_ids": users}, cv=cv)
         search = GridSearchCV(est, {"n_components": [1, 2]}, cv=cv).fit(X, y, user_ids=users)
     np.testing.assert_allclose(routed, by_column)

@@ -12,6 +12,7 @@ import re
 import socket
 import sqlite3
 import zlib
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -868,6 +869,8 @@ def minilm():
 
     emb = SentencePairEmbedder(device="cpu")
     with pytest.MonkeyPatch.context() as patch:
+        # a fresh load, whatever an earlier test module left loaded
+        patch.setattr(embedding, "_LOADED", weakref.WeakValueDictionary())
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setattr(socket.socket, "connect", no_network)
         patch.setattr(socket, "create_connection", no_network)
@@ -1778,7 +1781,7 @@ def test_a_changed_checkpoint_is_loaded_anew_while_the_old_one_is_held(tmp_path,
     class Loaded:  # a stand-in model; weakly referenced by the shared-model table
         pass
 
-    def fake_load(source, device, dtype):
+    def fake_load(source, device, dtype, quiet=True):
         loads.append(os.fspath(source))
         return Loaded()
 
@@ -1816,11 +1819,7 @@ def test_a_pipeline_whose_user_columns_disagree_is_refused():
 def test_loading_shows_a_progress_bar_only_when_asked(show_progress, monkeypatch, capfd):
     """transformers draws a "Loading weights" bar while loading; show_progress=False (the
     default) keeps it off, and its global switch is left as it was."""
-    import weakref
-
     from transformers.utils import logging as hf_logging
-
-    from sklearn_lore import embedding
 
     monkeypatch.setattr(embedding, "_LOADED", weakref.WeakValueDictionary())  # a fresh load
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -21,6 +21,7 @@ adaptation, ``partial_fit_users(X, y, user_ids=...)`` (or an ``adapt`` callable)
 """
 
 import copy
+import inspect
 import time
 from collections.abc import Iterable, Mapping, Set
 from numbers import Integral, Real
@@ -407,7 +408,12 @@ class _WithUsers:
         if hasattr(estimator, "steps"):
             X = estimator[:-1].transform(X) if len(estimator.steps) > 1 else X
             estimator = estimator[-1]
-        return getattr(estimator, method)(X, user_ids=self._user_ids)
+        predict = getattr(estimator, method)
+        if "user_ids" not in inspect.signature(predict).parameters:
+            raise TypeError(
+                f"{type(estimator).__name__}.{method} takes no user_ids: make_user_scorer "
+                "scores estimators whose predictions do (LowRankRewardEstimator).")
+        return predict(X, user_ids=self._user_ids)
 
     def predict(self, X):
         return self._predict("predict", X)

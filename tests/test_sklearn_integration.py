@@ -277,6 +277,9 @@ def test_user_scorer_on_a_pipeline_and_without_ids(data):
         make_user_scorer("no_such_metric")
     with pytest.raises(TypeError, match="scorer name .* or a scorer callable"):
         make_user_scorer(3)
+    plain = make_pipeline(StandardScaler(), LogisticRegression()).fit(data.X, data.y)
+    with pytest.raises(TypeError, match="LogisticRegression.predict takes no user_ids"):
+        make_user_scorer("accuracy")(plain, data.X, data.y, user_ids=data.users)
 
 
 def test_cross_val_predict_frame_route_equals_manual_loop(data):

@@ -1832,7 +1832,13 @@ class _Backbone:
         return min(limits) if limits else None
 
     def hidden_states(self, texts):
-        """Final hidden states (batch, length, hidden) and the attention mask, as torch tensors."""
+        """Final hidden states (batch, length, hidden), the attention mask and the mask of
+        the tokens a reward head may read, as torch tensors.
+
+        transformers' sequence-classification heads read the last token that is not
+        ``config.pad_token_id``: where that id is also a real token of the text (a pad
+        shared with the end-of-sequence token that a chat template writes), the head
+        reads the token before it, and so does ``pooling="last"``."""
         import torch
 
         max_length = self.max_length()
@@ -1848,17 +1854,25 @@ class _Backbone:
         mask = inputs["attention_mask"].to(self.device)
         with torch.inference_mode():
             hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        return hidden, mask
+        readable = mask
+        pad_id = getattr(self.model.config, "pad_token_id", None)
+        if isinstance(pad_id, int):
+            readable = mask * (input_ids != pad_id)
+            # a text made of pad tokens only: its last real token, as without the rule
+            readable = torch.where(readable.any(dim=1, keepdim=True), readable, mask)
+        return hidden, mask, readable
 
 
-def _pool(hidden, mask, pooling):
-    """Last real token (located with the mask, whatever the padding side) or masked mean."""
+def _pool(hidden, mask, pooling, readable=None):
+    """Last readable token (``readable``, else the mask; located whatever the padding
+    side) or the mean over the real tokens (``mask``)."""
     import torch
 
     hidden = hidden.float()
     if pooling == "last":
+        readable = mask if readable is None else readable
         positions = torch.arange(mask.shape[1], device=mask.device)
-        last = (mask * positions).argmax(dim=1)
+        last = (readable * positions).argmax(dim=1)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     weights = mask.to(hidden.dtype).unsqueeze(-1)
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
@@ -1872,9 +1886,12 @@ class RewardModelEmbedder(_PairEmbedderBase):
     conversation ``[{"role": "user", "content": prompt}, {"role": "assistant", "content":
     response}]`` rendered with the tokenizer's chat template, or ``prompt + "\\n" + response``
     when the tokenizer has none. It is read at the last real token (``pooling="last"``, as a
-    reward head does) or averaged over the tokens (``"mean"``). Inputs are padded on the right
-    and the last token is found from the attention mask, so a text gets the same vector alone
-    or in a batch; texts longer than the model's limit are cut from the left.
+    reward head does: transformers' sequence-classification heads skip tokens equal to
+    ``config.pad_token_id``, so where the pad is the end-of-sequence token that closes the
+    template, the token before it) or averaged over the tokens (``"mean"``). Inputs are
+    padded on the right and the last token is found from the attention mask, so a text gets
+    the same vector alone or in a batch; texts longer than the model's limit are cut from
+    the left.
 
     Input, output, validation and caching are those of `SentencePairEmbedder`.
 
@@ -1977,7 +1994,10 @@ class RewardModelEmbedder(_PairEmbedderBase):
 
     def _identity(self):
         _, dtype = self._device_dtype()
-        return ("RewardModelEmbedder", _checkpoint_identity(self.model), dtype, self.pooling)
+        # "last" skips trailing pad-id tokens as a reward head does (a rule added after
+        # 0.1.0): a new name, so vectors cached under the old rule are not reused
+        pooling = "last-head" if self.pooling == "last" else self.pooling
+        return ("RewardModelEmbedder", _checkpoint_identity(self.model), dtype, pooling)
 
     def _backbone(self):
         device, dtype = self._device_dtype()
@@ -1994,5 +2014,5 @@ class RewardModelEmbedder(_PairEmbedderBase):
         return self._backbone().format(prompts, responses)
 
     def _encode_batch(self, texts):
-        hidden, mask = self._backbone().hidden_states(texts)
-        return _pool(hidden, mask, self.pooling)
+        hidden, mask, readable = self._backbone().hidden_states(texts)
+        return _pool(hidden, mask, self.pooling, readable)

@@ -778,6 +778,44 @@ def test_reward_model_features_match_a_direct_forward_pass(backbones, pooling, c
     np.testing.assert_allclose(out.iloc[0, 1:].to_numpy(), phi_a - phi_b, atol=1e-5)
 
 
+@pytest.mark.parametrize("pad", ["[EOS]", "[PAD]"], ids=["pad-is-eos", "own-pad"])
+def test_last_pooling_reads_where_the_reward_head_reads(tmp_path, pad):
+    """A sequence-classification reward model (GPT-2 with a score head) whose template ends
+    with [EOS]: with the pad token equal to [EOS], transformers' head skips the trailing
+    [EOS] (the last token that is not config.pad_token_id); the embedder must read there
+    too, so the head's weights times the feature difference is the head's reward margin."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
+
+    source = build_backbone(tmp_path / "backbone", chat=True)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.pad_token = pad
+    config = GPT2Config.from_pretrained(source)
+    config.num_labels = 1
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(1)
+    head = GPT2ForSequenceClassification(config).eval()
+    directory = tmp_path / "reward-model"
+    head.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+    rows = pd.DataFrame({"prompt": ["what colour", "say hi"], "response_a": ["red", "hello"],
+                         "response_b": ["blue it is", "hi there"]})
+
+    def reward(prompt, response):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
+            tokenize=False)
+        with torch.no_grad():
+            inputs = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+            return head(**inputs).logits.item()
+
+    margins = [reward(p, a) - reward(p, b) for p, a, b in rows.itertuples(index=False)]
+    Z = RewardModelEmbedder(directory, normalize=False, device="cpu", batch_size=4)
+    Z = Z.transform(rows).to_numpy()
+    np.testing.assert_allclose(Z @ head.score.weight[0].detach().numpy(), margins, atol=1e-5)
+
+
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 @pytest.mark.parametrize("chat", [True, False], ids=["chat-template", "plain-join"])
 def test_reward_model_padding_does_not_change_features(backbones, pooling, chat):

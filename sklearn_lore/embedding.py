@@ -692,7 +692,21 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
             if not isinstance(value, (bool, np.bool_)):
                 # a string such as "no" would count as true
                 raise ValueError(f"{name} must be True or False; got {value!r}.")
+        self._check_cache_dir()
         self._check_column_params()
+
+    def _check_cache_dir(self):
+        """None, or a folder path (created on first use): checked on every call, not only
+        when a text misses the memory cache."""
+        cache_dir = self.cache_dir
+        if cache_dir is None:
+            return
+        if not isinstance(cache_dir, (str, os.PathLike)) or os.fspath(cache_dir) in ("", b""):
+            raise ValueError(
+                f"cache_dir must be None or a folder path (str or path-like); got {cache_dir!r}.")
+        path = os.path.expanduser(os.fspath(cache_dir))
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"cache_dir {os.fspath(cache_dir)!r} exists and is not a folder.")
 
     def _check_column_params(self):
         """The four column names: hashable DataFrame labels (0 and "" are names), all
@@ -916,7 +930,9 @@ class SentencePairEmbedder(_PairEmbedderBase):
         L2-normalize phi before taking differences.
     cache_dir : str or path-like, default=None
         Directory of the on-disk cache: one SQLite file per model identity mapping sha256(text)
-        to float32 vectors. None keeps the in-memory cache only.
+        to float32 vectors. None keeps the in-memory cache only. Texts are written there
+        when they are encoded; texts the process already holds in memory (embedded earlier
+        without ``cache_dir``) are not written again.
     show_progress : bool, default=False
         Show a tqdm progress bar over the batches encoded, and transformers' bar while
         the model's weights load (off by default: a quiet load).
@@ -1817,11 +1833,15 @@ class _Backbone:
     def format(self, prompts, responses):
         if not self.chat:
             return [_join(p, r) for p, r in zip(prompts, responses)]
+        # each distinct pair rendered once (the template is slow, the rows repeat)
+        pairs = dict.fromkeys(zip(prompts, responses))
         conversations = [
             [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
-            for p, r in zip(prompts, responses)
+            for p, r in pairs
         ]
-        return list(self.tokenizer.apply_chat_template(conversations, tokenize=False))
+        rendered = dict(zip(pairs, self.tokenizer.apply_chat_template(conversations,
+                                                                      tokenize=False)))
+        return [rendered[pair] for pair in zip(prompts, responses)]
 
     def max_length(self):
         limits = [

@@ -453,6 +453,25 @@ def test_disk_cache_round_trip(tmp_path):
     assert len(blobs) == n_texts and {len(blob) for blob in blobs} == {4 * DIM}
 
 
+def test_cache_dir_is_checked_on_every_call(tmp_path):
+    """Whether or not a text misses the memory cache: a bad cache_dir is a ValueError
+    before anything is embedded (it used to pass silently while every text was in memory,
+    and fail as TypeError / FileExistsError otherwise)."""
+    df, _ = pairs_frame()
+    SentencePairEmbedder(encoder=fake_encode, model="trigrams-v1").transform(df)  # in memory
+    a_file = tmp_path / "vectors.txt"
+    a_file.write_text("x")
+    for bad, message in [(5, "must be None or a folder path"), ("", "must be None or a folder"),
+                         (a_file, "exists and is not a folder")]:
+        for cached in (True, False):
+            if not cached:
+                clear_embedding_cache()
+            emb = SentencePairEmbedder(encoder=fake_encode, model="trigrams-v1", cache_dir=bad)
+            with pytest.raises(ValueError, match=message):
+                emb.transform(df)
+    assert a_file.read_text() == "x"
+
+
 def test_disk_cache_is_per_model_identity(tmp_path):
     df, _ = pairs_frame()
     SentencePairEmbedder(encoder=fake_encode, model="trigrams-v1", cache_dir=tmp_path).transform(df)
@@ -776,6 +795,27 @@ def test_reward_model_features_match_a_direct_forward_pass(backbones, pooling, c
     )
     assert out.shape == (1, 33)
     np.testing.assert_allclose(out.iloc[0, 1:].to_numpy(), phi_a - phi_b, atol=1e-5)
+
+
+def test_chat_template_renders_each_distinct_pair_once(backbones, monkeypatch):
+    """Rows repeat (a grid search embeds the same frame in every fold): the slow template
+    renders each distinct (prompt, response) once, and the vectors do not change."""
+    rows = pd.DataFrame({"prompt": ["say hi", "what colour"] * 6,
+                         "response_a": ["hello", "red"] * 6, "response_b": ["hi", "blue"] * 6})
+    first = RewardModelEmbedder(backbones[True], device="cpu").transform(rows.iloc[:2])
+    emb = RewardModelEmbedder(backbones[True], device="cpu")
+    tokenizer = emb._backbone().tokenizer
+    rendered = []
+    real = tokenizer.apply_chat_template
+
+    def spy(conversations, **kwargs):
+        rendered.extend(conversations)
+        return real(conversations, **kwargs)
+
+    monkeypatch.setattr(tokenizer, "apply_chat_template", spy)
+    out = emb.transform(rows)
+    assert len(rendered) == 4  # 2 prompts x their 2 responses
+    np.testing.assert_array_equal(out.to_numpy(), np.tile(first.to_numpy(), (6, 1)))
 
 
 @pytest.mark.parametrize("pad", ["[EOS]", "[PAD]"], ids=["pad-is-eos", "own-pad"])

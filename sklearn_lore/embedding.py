@@ -1793,6 +1793,11 @@ class _Backbone:
         self.tokenizer = AutoTokenizer.from_pretrained(
             _model_source(source), local_files_only=_is_local(source)
         )
+        if getattr(self.tokenizer, "vocab_size", None) == 0:
+            # transformers builds an empty tokenizer for a folder without tokenizer files
+            raise ValueError(
+                f"The checkpoint {os.fspath(source)!r} has no tokenizer (its vocabulary is "
+                "empty): save the tokenizer with the model (tokenizer.save_pretrained).")
         self._prepare_tokenizer()
         self.chat = bool(getattr(self.tokenizer, "chat_template", None))
         self._model = None
@@ -1870,6 +1875,13 @@ class _Backbone:
             add_special_tokens=not self.chat,
             return_tensors="pt",
         )
+        counts = inputs["attention_mask"].sum(dim=1)
+        if bool((counts == 0).any()):
+            # a vector of pads (in a batch) or a crash inside the model (alone)
+            text = list(texts)[int(torch.argmin(counts))]
+            raise ValueError(
+                f"The text {text[:80]!r} has no tokens under the tokenizer of {self.source}: "
+                "it knows none of its characters (no unknown token, no byte fallback).")
         input_ids = inputs["input_ids"].to(self.device)
         mask = inputs["attention_mask"].to(self.device)
         with torch.inference_mode():

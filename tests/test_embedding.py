@@ -797,6 +797,37 @@ def test_reward_model_features_match_a_direct_forward_pass(backbones, pooling, c
     np.testing.assert_allclose(out.iloc[0, 1:].to_numpy(), phi_a - phi_b, atol=1e-5)
 
 
+def test_a_text_without_tokens_and_a_checkpoint_without_tokenizer_are_named(tmp_path):
+    """A BPE tokenizer without an unknown token drops characters it never saw: a text of
+    them has no tokens (alone it crashed inside the model, in a batch it got the pads'
+    vector). A folder without tokenizer files gave an empty tokenizer and the same crash."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.train_from_iterator(["the cat sat on the mat"] * 20,
+                                  trainers.BpeTrainer(vocab_size=40, special_tokens=["<eos>"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>")
+    torch.manual_seed(0)
+    model = GPT2Model(GPT2Config(vocab_size=tokenizer.get_vocab_size(), n_embd=16, n_layer=1,
+                                 n_head=2, n_positions=32))
+    directory, bare = tmp_path / "ascii", tmp_path / "no-tokenizer"
+    model.save_pretrained(directory)
+    fast.save_pretrained(directory)
+    model.save_pretrained(bare)
+    rows = pd.DataFrame({"prompt": ["", ""], "response_a": ["the cat", "\U0001f642"],
+                         "response_b": ["sat", "mat"]})
+    for batch_size in (1, 4):
+        emb = RewardModelEmbedder(directory, device="cpu", batch_size=batch_size)
+        with pytest.raises(ValueError, match="has no tokens under the tokenizer"):
+            emb.transform(rows)
+    assert RewardModelEmbedder(directory, device="cpu").transform(rows[:1]).shape == (1, 16)
+    with pytest.raises(ValueError, match="has no tokenizer .*save the tokenizer"):
+        RewardModelEmbedder(bare, device="cpu").transform(rows[:1])
+
+
 def test_chat_template_renders_each_distinct_pair_once(backbones, monkeypatch):
     """Rows repeat (a grid search embeds the same frame in every fold): the slow template
     renders each distinct (prompt, response) once, and the vectors do not change."""

@@ -412,8 +412,29 @@ def _directory_fingerprint(path):
     return digest.hexdigest()[:16]
 
 
+def _check_model_source(model):
+    """A model given as a local path must be a folder: a missing folder or a file would
+    otherwise be read as a hub name ("Repo id must be in the form ..."), and "" as the
+    working directory."""
+    name = os.fspath(model)
+    if name in ("", b""):
+        raise ValueError("model is empty: pass a checkpoint name or a local folder.")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(
+                f"model {name!r} is a file; pass the checkpoint's folder (the one holding "
+                "config.json and the tokenizer files).")
+        return
+    text = os.fsdecode(name)
+    if path.is_absolute() or text.startswith(("~", "./", "../", ".\\", "..\\")):
+        raise ValueError(f"model {name!r}: no such folder (a local path; a hub name has the "
+                         "form 'org/name').")
+
+
 def _checkpoint_identity(model):
     """A stable string for a model name or local directory."""
+    _check_model_source(model)
     path = Path(os.fspath(model)).expanduser()
     if path.is_dir():
         resolved = path.resolve()

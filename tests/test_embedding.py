@@ -828,6 +828,22 @@ def test_a_text_without_tokens_and_a_checkpoint_without_tokenizer_are_named(tmp_
         RewardModelEmbedder(bare, device="cpu").transform(rows[:1])
 
 
+@pytest.mark.parametrize("cls", [SentencePairEmbedder, RewardModelEmbedder])
+def test_a_model_path_that_is_no_folder_is_named(cls, tmp_path, monkeypatch):
+    """Before: a missing folder or a file was read as a hub name ("Repo id must be in the
+    form ..."), and "" loaded the working directory as the checkpoint."""
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    df = pd.DataFrame({"prompt": ["p"], "response_a": ["a"], "response_b": ["b"]})
+    a_file = tmp_path / "config.json"
+    a_file.write_text("{}")
+    cases = [(tmp_path / "missing", "no such folder"), ("./missing-model", "no such folder"),
+             ("~/missing-model-folder", "no such folder"), (a_file, "is a file; pass the"),
+             ("", "model is empty")]
+    for model, message in cases:
+        with pytest.raises(ValueError, match=message):
+            cls(model, device="cpu").transform(df)
+
+
 def test_chat_template_renders_each_distinct_pair_once(backbones, monkeypatch):
     """Rows repeat (a grid search embeds the same frame in every fold): the slow template
     renders each distinct (prompt, response) once, and the vectors do not change."""

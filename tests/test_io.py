@@ -1231,7 +1231,7 @@ LOADED_MODEL = {"estimator": {"class": "sklearn_lore.estimator.LowRankRewardEsti
     [
         (lambda e: e["params"].update(model=5), "model: expected None, a str or a path, got 5"),
         (lambda e: e["params"].update(cache_dir={"list": ["/tmp"]}),
-         "cache_dir: expected None, a str or a path"),
+         r"cache_dir must be None or a folder path .*got \['/tmp'\]"),
         (lambda e: e["state"].update(n_features_in_="4"),
          "n_features_in_: expected a non-negative integer"),
         (lambda e: e["state"].update(feature_names_in_=3),

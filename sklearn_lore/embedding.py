@@ -1870,10 +1870,12 @@ class _Backbone:
         return [rendered[pair] for pair in zip(prompts, responses)]
 
     def max_length(self):
-        limits = [
-            self.tokenizer.model_max_length,
-            getattr(self.model.config, "max_position_embeddings", None),
-        ]
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        # RoBERTa-style models number positions from padding_idx + 1: that many fewer fit
+        offset = getattr(getattr(self.model, "embeddings", None), "padding_idx", None)
+        if isinstance(positions, int) and isinstance(offset, int) and offset >= 0:
+            positions -= offset + 1
+        limits = [self.tokenizer.model_max_length, positions]
         limits = [limit for limit in limits if isinstance(limit, int) and 0 < limit < 10**7]
         return min(limits) if limits else None
 

@@ -844,6 +844,37 @@ def test_a_model_path_that_is_no_folder_is_named(cls, tmp_path, monkeypatch):
             cls(model, device="cpu").transform(df)
 
 
+def test_roberta_positions_limit_the_length(tmp_path):
+    """RoBERTa numbers positions from padding_idx + 1: with max_position_embeddings=34 and
+    a tokenizer that states no limit, 32 tokens fit (34 crashed inside the model)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+
+    vocab = {word: i for i, word in enumerate(["<s>", "<pad>", "</s>", "<unk>"] + WORDS)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token="<unk>")
+    torch.manual_seed(0)
+    model = RobertaModel(RobertaConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=16,
+                                       max_position_embeddings=34, pad_token_id=1))
+    directory = tmp_path / "roberta"
+    model.save_pretrained(directory)
+    fast.save_pretrained(directory)
+    rows = pd.DataFrame({"prompt": ["the cat sat on the mat " * 10], "response_a": ["good"],
+                         "response_b": ["bad answer"]})
+    out = RewardModelEmbedder(directory, device="cpu", normalize=False).transform(rows)
+
+    def phi(response):  # the last 32 tokens, by hand
+        ids = fast(rows.prompt[0] + "\n" + response)["input_ids"][-32:]
+        with torch.no_grad():
+            return model.eval()(input_ids=torch.tensor([ids])).last_hidden_state[0, -1].numpy()
+
+    np.testing.assert_allclose(out.to_numpy()[0], phi("good") - phi("bad answer"), atol=1e-5)
+
+
 def test_chat_template_renders_each_distinct_pair_once(backbones, monkeypatch):
     """Rows repeat (a grid search embeds the same frame in every fold): the slow template
     renders each distinct (prompt, response) once, and the vectors do not change."""

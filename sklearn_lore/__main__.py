@@ -7,9 +7,12 @@ prints held-out accuracy for seen users and few-shot unseen users against one
 global Bradley-Terry model on the same embeddings; then shows two users getting
 different best-of-N picks.
 
-``--data file.csv`` runs on your own comparisons (columns user_id, prompt,
-response_a, response_b, label); ``--synthetic`` skips text and uses
-make_preference_data (no model needed).
+``--data file.csv`` runs on your own comparisons: a UTF-8, comma-separated file with
+the columns user_id, prompt, response_a, response_b and label (1 when response_a is
+preferred, 0 when response_b is; true/false, a/b, response_a/response_b and -1 for
+response_b are read too). Each user's first rows (70 % of the median user's count)
+train, or adapt a held-out user, and the rest test, so the row order within a user
+matters. ``--synthetic`` skips text and uses make_preference_data (no model needed).
 """
 
 import argparse
@@ -58,15 +61,17 @@ def _evaluate(Z, y, users, masks, n_components, seed):
     rows = []
     for group, test in (("seen users", "seen_test"), ("unseen users, 0 shots", "unseen_test")):
         m = masks[test]
-        rows.append((group, est.score(Z[m], y[m], user_ids=uid[m]), glob.score(Z[m], y[m])))
+        rows.append((group, int(m.sum()), est.score(Z[m], y[m], user_ids=uid[m]),
+                     glob.score(Z[m], y[m])))
     if masks["shots"].any():
         est.partial_fit_users(Z[masks["shots"]], y[masks["shots"]],
                               user_ids=uid[masks["shots"]])
         m = masks["unseen_test"]
         n_shots = int(pd.Series(uid[masks["shots"]]).value_counts().max())
-        rows.append((f"unseen users, {n_shots} shots", est.score(Z[m], y[m], user_ids=uid[m]),
-                     glob.score(Z[m], y[m])))
-    table = pd.DataFrame(rows, columns=["test set", "LoRe accuracy", "global accuracy"])
+        rows.append((f"unseen users, {n_shots} shots", int(m.sum()),
+                     est.score(Z[m], y[m], user_ids=uid[m]), glob.score(Z[m], y[m])))
+    table = pd.DataFrame(rows, columns=["test set", "test pairs", "LoRe accuracy",
+                                        "global accuracy"])
     return table, est, fit_s
 
 
@@ -127,54 +132,137 @@ def _show_best_of_n(df, y, truth, masks, args):
 _TEXT_COLUMNS = ("prompt", "response_a", "response_b")
 
 
+# what a label cell may say (case and surrounding spaces aside): 1 when response_a is
+# preferred, 0 when response_b is
+_LABELS = {"1": 1, "1.0": 1, "true": 1, "a": 1, "response_a": 1,
+           "0": 0, "0.0": 0, "-1": 0, "-1.0": 0, "false": 0, "b": 0, "response_b": 0}
+_REQUIRED = ("user_id", *_TEXT_COLUMNS, "label")
+
+
+def _separator_hint(path):
+    """Where the header's names are separated by semicolons or tabs, say so."""
+    try:
+        with open(path, "rb") as file:
+            header = file.readline().decode("utf-8", errors="replace").lstrip("\ufeff")
+    except OSError:
+        return ""
+    for separator, name in ((";", "semicolons"), ("\t", "tabs")):
+        names = {field.strip().lower() for field in header.split(separator)}
+        if "," not in header and set(_REQUIRED) <= names:
+            return f"; its header is separated by {name}: save it comma-separated"
+    return ""
+
+
+def _read_error(path, exc):
+    """One line on why pandas could not read the file, with the likely fix."""
+    text = str(exc).strip()
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{path}: not UTF-8 text ({text}); save the file as UTF-8"
+    return f"{path}: not a readable CSV file ({text}){_separator_hint(path)}"
+
+
+def _labels(path, column):
+    """The labels as 1 (response_a preferred) / 0, from the forms of ``_LABELS``."""
+    words = column.astype(str).str.strip().str.lower()
+    unknown = sorted(set(words) - set(_LABELS))
+    if unknown:
+        raise SystemExit(
+            f"{path}: label must be 1 (response_a preferred) or 0 (response_b preferred); "
+            "also read: true/false, a/b, response_a/response_b, -1 for response_b; found "
+            f"{unknown[:5]}")
+    y = words.map(_LABELS).to_numpy(dtype=np.int64)
+    if len(np.unique(y)) != 2:
+        raise SystemExit(f"{path}: label must take two values (1: response_a preferred, "
+                         f"0: response_b preferred); every row says {int(y[0])}")
+    return y
+
+
 def _read_comparisons(path):
     """The CSV's comparisons, checked: what is wrong with the file is said in one line
-    (SystemExit), not as a traceback from deep inside the fit."""
+    (SystemExit), not as a traceback from deep inside the fit. Returns the frame and
+    the labels (1: response_a preferred)."""
     try:
-        # texts such as "NA", "None" or "" are texts, not missing values
-        df = pd.read_csv(path, dtype={c: str for c in _TEXT_COLUMNS}, keep_default_na=False,
-                         na_values={"label": ["", "NA", "NaN", "nan"], "user_id": [""]})
+        # every cell as written: texts such as "NA", "None" or "" are texts, user ids
+        # are names ("007" and "7" are two users), labels are read by _labels
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise SystemExit(f"{path}: no such file") from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise SystemExit(f"{path}: not a readable CSV file ({exc})") from None
-    missing = {"user_id", *_TEXT_COLUMNS, "label"} - set(df.columns)
+        raise SystemExit(_read_error(path, exc)) from None
+    except OSError as exc:  # a directory, no permission, a URL that does not answer
+        raise SystemExit(f"{path}: cannot read it ({exc})") from None
+    if not isinstance(df.index, pd.RangeIndex):
+        # pandas takes the first fields of rows longer than the header as an index,
+        # shifting every column: the users would be the prompts
+        hint = _separator_hint(path) or " (a trailing comma, or a column without a name?)"
+        raise SystemExit(f"{path}: rows have more fields than the header's {df.shape[1]} "
+                         f"names{hint}")
+    # " user_id" or "Label": the names meant
+    df = df.rename(columns={c: c.strip().lower() for c in df.columns
+                            if isinstance(c, str) and c.strip().lower() in _REQUIRED
+                            and c not in _REQUIRED})
+    missing = set(_REQUIRED) - set(df.columns)
     if missing:
         raise SystemExit(f"{path}: missing columns {sorted(missing)} (comma-separated, with "
-                         "columns user_id, prompt, response_a, response_b, label)")
+                         "columns user_id, prompt, response_a, response_b, label); found "
+                         f"{list(df.columns)[:10]}{_separator_hint(path)}")
+    if df.columns.duplicated().any():
+        raise SystemExit(f"{path}: columns named twice: "
+                         f"{sorted(set(df.columns[df.columns.duplicated()]))}")
     if df.empty:
         raise SystemExit(f"{path}: no comparisons (the file has a header only)")
-    for column in ("user_id", "label"):
-        blank = df[column].isna().to_numpy()
+    df.index = pd.RangeIndex(1, len(df) + 1)  # data rows as every message counts them
+    for column, missing in (("user_id", {""}), ("label", {"", "na", "nan"})):
+        blank = df[column].str.strip().str.lower().isin(missing).to_numpy()
         if blank.any():
-            raise SystemExit(f"{path}: row {int(np.argmax(blank)) + 1} has no {column}")
-    labels = np.unique(df["label"].astype(str))
-    if len(labels) != 2:
-        raise SystemExit(f"{path}: label must take two values (1: response_a preferred, "
-                         f"0: response_b preferred); found {labels.tolist()[:5]}")
-    return df
+            raise SystemExit(f"{path}: row {int(np.argmax(blank)) + 1} has no {column} (data "
+                             "rows counted from 1, the header not counted)")
+    y = _labels(path, df.pop("label"))
+    if (df["response_a"] == df["response_b"]).all():
+        raise SystemExit(f"{path}: response_a equals response_b in every row: nothing to "
+                         "learn a preference from")
+    return df, y
+
+
+def _check_split(path, masks, users, y, n_train):
+    """Every part of the evaluation has rows, and the training rows both labels."""
+    counts = pd.Series(users).value_counts()
+    if len(counts) < 2 or not masks["train"].any():
+        raise SystemExit(
+            f"{path}: {len(counts)} user(s) with a median of {int(counts.median())} "
+            "comparisons each; the evaluation needs at least 2 users with more than "
+            f"{n_train} comparisons (the first {n_train} of each train or adapt, the rest "
+            "test).")
+    for name, who in [("seen_test", "seen"), ("unseen_test", "held-out")]:
+        if not masks[name].any():
+            group = sorted({str(u) for u in users[masks["shots"] | masks["unseen_test"]]}
+                           if who == "held-out" else
+                           {str(u) for u in users[masks["train"]]})
+            raise SystemExit(
+                f"{path}: the {who} users ({', '.join(group[:5])}"
+                f"{', ...' if len(group) > 5 else ''}) have no comparisons beyond their "
+                f"first {n_train}, so there is nothing to test them on; the evaluation "
+                f"needs at least 2 users with more than {n_train} comparisons"
+                + (" (another --seed holds out other users)" if who == "held-out" else "")
+                + ".")
+    train_labels = np.unique(y[masks["train"]])
+    if len(train_labels) < 2:
+        raise SystemExit(
+            f"{path}: the training comparisons (each seen user's first {n_train}) all have "
+            f"label {int(train_labels[0])}; the model needs both labels to learn from.")
 
 
 def run_csv(args):
-    df = _read_comparisons(args.data)
-    y = df.pop("label").to_numpy()
+    df, y = _read_comparisons(args.data)
     users = df["user_id"].to_numpy()
     counts = pd.Series(users).value_counts()
     n_train = max(int(counts.median() * 0.7), 1)
     if len(counts) < 2:
-        masks = {"train": np.ones(len(users), dtype=bool)}  # no unseen user to hold out
-        masks["seen_test"] = masks["unseen_test"] = ~masks["train"]
+        masks = {"train": np.zeros(len(users), dtype=bool)}  # nobody to hold out
+        masks["seen_test"] = masks["unseen_test"] = masks["shots"] = masks["train"]
     else:
         masks = _split(users, n_train, min(10, n_train), args.seed)
-    for name, what in [("train", "seen users' training comparisons"),
-                       ("seen_test", "seen users' test comparisons"),
-                       ("unseen_test", "unseen users' test comparisons")]:
-        if not masks[name].any():
-            raise SystemExit(
-                f"{args.data}: no {what}: {len(counts)} users with a median of "
-                f"{int(counts.median())} comparisons each; the evaluation needs at least 2 "
-                f"users with more than {n_train} comparisons (the first {n_train} of each "
-                "train or adapt, the rest test).")
+    _check_split(args.data, masks, users, y, n_train)
     try:
         emb = _embed(df, args)
     except ValueError as exc:  # a bad text cell: named by the embedder
@@ -184,7 +272,7 @@ def run_csv(args):
     _print_table(table, fit_s, len(y), len(counts))
 
 
-def _at_least(low):
+def _at_least(low, high=None):
     def parse(text):
         try:
             value = int(text)
@@ -192,6 +280,8 @@ def _at_least(low):
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value} is above {high}")
         return value
     return parse
 
@@ -201,12 +291,13 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data",
-                        help="CSV with user_id, prompt, response_a, response_b, label")
+                        help="CSV with user_id, prompt, response_a, response_b, label "
+                             "(1: response_a preferred, 0: response_b preferred)")
     source.add_argument("--synthetic", action="store_true",
                         help="numeric synthetic users only (no embedding model)")
     parser.add_argument("--n-components", type=_at_least(1), default=3,
                         help="rank of the reward basis (default 3)")
-    parser.add_argument("--seed", type=_at_least(0), default=0,
+    parser.add_argument("--seed", type=_at_least(0, 2**32 - 1), default=0,
                         help="seed of the data, the user split and the fit (default 0)")
     parser.add_argument("--progress", action="store_true", help="progress bar while embedding")
     args = parser.parse_args(argv)

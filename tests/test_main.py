@@ -181,7 +181,23 @@ def _rows(n_users, n_rows, label=lambda u, i: (u + i) % 2):
     ("user_id,prompt,response_a,response_b,label\nu1,Q,a,b,1\nu2,Q,a,b,1\n",
      "label must take two values"),
     ("user_id,prompt,response_a,response_b,label\nu1,Q,a,b,0.2\nu2,Q,a,b,0.5\nu3,Q,a,b,1\n",
-     "label must take two values"),
+     r"label must be 1 \(response_a preferred\) or 0 .*found \['0.2', '0.5'\]"),
+    # two soft labels used to pass the check and fail inside the fit with a traceback
+    ("user_id,prompt,response_a,response_b,label\nu1,Q,a,b,0.2\nu2,Q,a,b,0.8\n",
+     r"label must be 1 .*found \['0.2', '0.8'\]"),
+    ("user_id,prompt,response_a,response_b,label\nu1,Q,a,b,yes\nu2,Q,a,b,no\n",
+     r"also read: true/false, a/b.*found \['no', 'yes'\]"),
+    # one field more than the header: pandas made the user ids an index and shifted columns
+    ("user_id,prompt,response_a,response_b,label\nu1,Q,a,b,1,1\nu2,Q,a,b,0,0\n",
+     "rows have more fields than the header's 5 names"),
+    ("user_id,prompt,response_a,response_b,label\nu1,Q,a,b,1,\nu2,Q,a,b,0,\n",
+     "rows have more fields than the header's 5 names"),
+    ("user_id;prompt;response_a;response_b;label\nu0;Q;Paris, France;b;1\nu0;Q;a, b, c;b;0\n",
+     "separated by semicolons: save it comma-separated"),
+    ("user_id,prompt,response_a,response_b,label\nu1,Q,a,a,1\nu2,Q,b,b,0\n",
+     "response_a equals response_b in every row"),
+    ("id,prompt,response_a,response_b,label\nu1,Q,a,b,1\n",
+     r"missing columns \['user_id'\].*found \['id', 'prompt'"),
 ])
 def test_main_job_says_what_is_wrong_with_a_csv_in_one_line(tmp_path, content, message):
     path = tmp_path / "bad.csv"
@@ -189,6 +205,80 @@ def test_main_job_says_what_is_wrong_with_a_csv_in_one_line(tmp_path, content, m
         path.write_text(content)
     with pytest.raises(SystemExit, match=message):
         main(["--data", str(path)])
+
+
+def test_main_job_names_a_directory_and_a_latin1_file(tmp_path):
+    with pytest.raises(SystemExit, match="cannot read it"):
+        main(["--data", str(tmp_path)])
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("user_id,prompt,response_a,response_b,label\nu1,Q,caf\xe9,b,1\n"
+                     .encode("latin-1"))
+    with pytest.raises(SystemExit, match="not UTF-8 text .*save the file as UTF-8"):
+        main(["--data", str(path)])
+
+
+def _capture_embed(monkeypatch):
+    """Stop the CSV run where it would embed; return what it would have embedded."""
+    import sklearn_lore.__main__ as cli
+
+    seen = {}
+
+    def fake_embed(frame, args):
+        seen["frame"] = frame.copy()
+        raise SystemExit("stop")
+
+    monkeypatch.setattr(cli, "_embed", fake_embed)
+    return seen
+
+
+def test_main_job_reads_ids_as_names_and_headers_loosely(tmp_path, monkeypatch):
+    """'007' and '7' are two users (they were read as the number 7); ' User_ID' and
+    'Label ' are the columns meant."""
+    seen = _capture_embed(monkeypatch)
+    ids = ["7", "07", "007", "0007", "8"]
+    rows = [(ids[u], "Q", "a", "b", (u + i) % 2) for u in range(5) for i in range(12)]
+    path = tmp_path / "ids.csv"
+    pd.DataFrame(rows, columns=[" User_ID", "prompt", "response_a", "response_b",
+                                "Label "]).to_csv(path, index=False)
+    with pytest.raises(SystemExit, match="stop"):
+        main(["--data", str(path)])
+    assert sorted(seen["frame"]["user_id"].unique()) == sorted(ids)
+
+
+@pytest.mark.parametrize("labels", [("1", "0"), ("a", "b"), ("True", "False"), ("1", "-1"),
+                                    ("response_a", "response_b"), ("1.0", "0.0")])
+def test_main_job_reads_every_label_form_one_way(labels, tmp_path, monkeypatch):
+    """1 means response_a preferred in every form (a/b used to make 'b' the positive
+    class, the opposite of the message)."""
+    from sklearn_lore.__main__ import _read_comparisons
+
+    path = _csv(tmp_path, [("u1", "Q", "x", "y", labels[0]), ("u2", "Q", "x", "y", labels[1])])
+    _, y = _read_comparisons(str(path))
+    assert y.tolist() == [1, 0]
+
+
+def test_main_job_checks_the_training_labels_before_embedding(tmp_path, monkeypatch):
+    """Only the last row says 0: the training rows hold one label, which used to end in
+    a traceback from the fit after the embedding."""
+    _capture_embed(monkeypatch)
+    rows = _rows(5, 10, label=lambda u, i: 0 if (u, i) == (4, 9) else 1)
+    with pytest.raises(SystemExit, match="training comparisons .* all have label 1"):
+        main(["--data", str(_csv(tmp_path, rows))])
+
+
+def test_main_job_counts_rows_one_way(tmp_path):
+    """The embedder's messages name rows as the CLI's own do: data rows from 1 (it said
+    'row 0' for the row the CLI calls 'row 1')."""
+    rows = _rows(12, 20)
+    rows[0] = ("u0", "Q", "   ", "b", 1)
+    with pytest.raises(SystemExit, match="'response_a' has an empty text at row 1:"):
+        main(["--data", str(_csv(tmp_path, rows))])
+
+
+def test_main_job_seed_beyond_numpy_range_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--synthetic", "--seed", str(2**32)])
+    assert exit_info.value.code == 2 and "is above 4294967295" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("n_users, n_rows", [(1, 20), (12, 1)])

@@ -495,6 +495,13 @@ def _resolve_device(device):
         raise ValueError(
             f"device={device!r} but torch sees no CUDA GPU here (torch "
             f"{torch.__version__}); use device=None or 'cpu'.")
+    mps = getattr(torch.backends, "mps", None)
+    if kind == "mps" and not (mps is not None and mps.is_available()):
+        raise ValueError(f"device={device!r} but torch sees no Apple GPU (MPS) here; use "
+                         "device=None or 'cpu'.")
+    if kind == "meta":
+        raise ValueError(f"device={device!r} holds no data: a model there computes nothing; "
+                         "use device=None, 'cpu' or 'cuda'.")
     return str(device)
 
 
@@ -1879,6 +1886,33 @@ class _Backbone:
         limits = [limit for limit in limits if isinstance(limit, int) and 0 < limit < 10**7]
         return min(limits) if limits else None
 
+    def _template_prefix(self):
+        """Number of tokens the chat template writes before the prompt's text (the
+        beginning-of-sequence token, the user's header)."""
+        if not hasattr(self, "_prefix_tokens"):
+            marker = "\u2063sklearn-lore-prompt\u2063"
+            rendered = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": marker}, {"role": "assistant", "content": "x"}],
+                tokenize=False)
+            at = rendered.find(marker)
+            prefix = rendered[:at] if at > 0 else ""
+            self._prefix_tokens = len(
+                self.tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else 0
+        return self._prefix_tokens
+
+    def _chat_inputs(self, texts, max_length):
+        """Token ids of rendered conversations, padded; a text past ``max_length`` keeps
+        the template's opening tokens and loses the start of the prompt after them (cut
+        from the left, the opening tokens went too: the model saw a headless text)."""
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        if any(len(row) > max_length for row in ids):
+            keep = self._template_prefix()
+            if keep >= max_length:  # a template longer than the model: cut from the left
+                keep = 0
+            ids = [row if len(row) <= max_length
+                   else row[:keep] + row[len(row) - (max_length - keep):] for row in ids]
+        return self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+
     def hidden_states(self, texts):
         """Final hidden states (batch, length, hidden), the attention mask and the mask of
         the tokens a reward head may read, as torch tensors.
@@ -1890,14 +1924,17 @@ class _Backbone:
         import torch
 
         max_length = self.max_length()
-        inputs = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=max_length is not None,
-            max_length=max_length,
-            add_special_tokens=not self.chat,
-            return_tensors="pt",
-        )
+        if self.chat and max_length is not None:
+            inputs = self._chat_inputs(list(texts), max_length)
+        else:
+            inputs = self.tokenizer(
+                list(texts),
+                padding=True,
+                truncation=max_length is not None,
+                max_length=max_length,
+                add_special_tokens=not self.chat,
+                return_tensors="pt",
+            )
         counts = inputs["attention_mask"].sum(dim=1)
         if bool((counts == 0).any()):
             # a vector of pads (in a batch) or a crash inside the model (alone)
@@ -1946,7 +1983,7 @@ class RewardModelEmbedder(_PairEmbedderBase):
     template, the token before it) or averaged over the tokens (``"mean"``). Inputs are
     padded on the right and the last token is found from the attention mask, so a text gets
     the same vector alone or in a batch; texts longer than the model's limit are cut from
-    the left.
+    the left (after the chat template's opening tokens, which are kept).
 
     Input, output, validation and caching are those of `SentencePairEmbedder`.
 
@@ -2049,10 +2086,11 @@ class RewardModelEmbedder(_PairEmbedderBase):
 
     def _identity(self):
         _, dtype = self._device_dtype()
-        # "last" skips trailing pad-id tokens as a reward head does (a rule added after
-        # 0.1.0): a new name, so vectors cached under the old rule are not reused
-        pooling = "last-head" if self.pooling == "last" else self.pooling
-        return ("RewardModelEmbedder", _checkpoint_identity(self.model), dtype, pooling)
+        # the rules that make the vectors, versioned so that vectors cached under older
+        # rules are not reused: 2 = "last" skips trailing pad-id tokens as a reward head
+        # does, and long chats keep the template's opening tokens
+        return ("RewardModelEmbedder", _checkpoint_identity(self.model), dtype, self.pooling,
+                "rules-2")
 
     def _backbone(self):
         device, dtype = self._device_dtype()

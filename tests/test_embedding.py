@@ -875,6 +875,32 @@ def test_roberta_positions_limit_the_length(tmp_path):
     np.testing.assert_allclose(out.to_numpy()[0], phi("good") - phi("bad answer"), atol=1e-5)
 
 
+def test_a_long_chat_keeps_the_template_opening_and_the_response(backbones):
+    """Past the model's 64 positions, the conversation loses the start of the prompt but
+    keeps the template's opening tokens ("user :") and the response: cut from the left,
+    the model saw a text without its header."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    directory = backbones[True]
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModel.from_pretrained(directory)
+    prompt = "the cat sat on the mat " * 20
+    rows = pd.DataFrame({"prompt": [prompt], "response_a": ["good answer"],
+                         "response_b": ["bad"]})
+    out = RewardModelEmbedder(directory, normalize=False, device="cpu").transform(rows)
+
+    def phi(response):
+        text = f"user : {prompt} assistant : {response} [EOS]"
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) > 64
+        ids = ids[:2] + ids[len(ids) - 62:]  # "user", ":" then the last 62 tokens
+        with torch.no_grad():
+            return model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1].numpy()
+
+    np.testing.assert_allclose(out.to_numpy()[0], phi("good answer") - phi("bad"), atol=1e-5)
+
+
 def test_chat_template_renders_each_distinct_pair_once(backbones, monkeypatch):
     """Rows repeat (a grid search embeds the same frame in every fold): the slow template
     renders each distinct (prompt, response) once, and the vectors do not change."""
@@ -1884,6 +1910,7 @@ def test_a_cache_that_cannot_be_opened_or_written_says_so(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("device, message", [
     ("gpu", "is not a torch device"), ("cuda", "torch sees no CUDA GPU here"),
+    ("mps", "torch sees no Apple GPU"), ("meta", "holds no data"),
 ])
 def test_a_device_that_is_not_there_is_named_before_any_model_loads(device, message,
                                                                     monkeypatch):
@@ -1891,6 +1918,8 @@ def test_a_device_that_is_not_there_is_named_before_any_model_loads(device, mess
 
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("a CUDA GPU is here")
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("an Apple GPU is here")
     import sentence_transformers
 
     def no_load(*args, **kwargs):

@@ -131,6 +131,21 @@ def test_object_ndarray_with_strings(problem):
     assert "could not convert string to float: 'abc'" in str(caught.value.__cause__)
 
 
+def test_a_prefixed_user_column_is_refused(problem):
+    """A ColumnTransformer's 'remainder__user_id': integer ids would be a feature."""
+    X, y, users = problem
+    frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
+    frame.insert(0, "remainder__user_id", pd.factorize(users)[0])
+    for call in (lambda est: est.fit(frame, y),
+                 lambda est: est.fit(X, y, user_ids=users).predict(frame.iloc[:, 1:].assign(
+                     **{"remainder__user_id": 0}))):
+        with pytest.raises(ValueError, match="no 'user_id' column but has 'remainder__user_id'"):
+            call(LowRankRewardEstimator(2))
+    # with user_col naming it, it is the user column
+    est = LowRankRewardEstimator(2, user_col="remainder__user_id", shrinkage=1.0).fit(frame, y)
+    assert len(est.users_) == len(np.unique(users))
+
+
 def test_frame_with_only_the_user_column(problem):
     _, y, users = problem
     with pytest.raises(ValueError, match="no feature columns"):

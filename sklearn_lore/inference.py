@@ -98,7 +98,8 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     Raises
     ------
     TypeError
-        If ``candidates`` is a str (it would be scored character by character).
+        If ``candidates`` is a str (it would be scored character by character), or
+        ``user_id`` is not one hashable id (a list, say).
     ValueError
         If ``candidates`` is empty, or ``user_id`` is given for a pipeline fitted
         without users.
@@ -120,6 +121,12 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     (2,)
     """
     candidates = _check_candidates(candidates)
+    try:
+        hash(user_id)
+    except TypeError:
+        raise TypeError(
+            f"user_id must be one id (hashable: a str, an int, a tuple ...), not a "
+            f"{type(user_id).__name__}; score one user per call.") from None
     if _ids_by_keyword(model) and user_id is not None:
         # fitted as pipe.fit(X, y, user_ids=...) with routing: the embedder has no
         # user column, so the ids go to the estimator beside the embedded rows
@@ -129,7 +136,10 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     else:
         frame = _pair_frame(model, prompt, candidates, user_id, user_col)
         margins = model.decision_function(frame)
-    return np.asarray(margins, dtype=np.float64)
+    margins = np.asarray(margins, dtype=np.float64)
+    # exactly relative to the first candidate: a step before the estimator that shifts
+    # the features (a StandardScaler) gives the reference row a margin of its own
+    return margins - margins[0]
 
 
 def best_of_n(model, prompt, candidates, user_id=None, *, user_col=None):

@@ -23,6 +23,7 @@ adaptation, ``partial_fit_users(X, y, user_ids=...)`` (or an ``adapt`` callable)
 import copy
 import inspect
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Set
 from numbers import Integral, Real
 
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss
 from sklearn.utils import Bunch, check_random_state
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples
 
 from ._ids import require_hashable
@@ -386,11 +388,47 @@ def preference_metrics(y_true, proba, user_ids, *, n_bins=10, pos_label=1):
 # --------------------------------------------------------------------------- scorers
 
 
-class _WithUsers:
-    """An estimator seen through a scorer: its prediction methods get ``user_ids``.
+def _final_estimator(estimator):
+    """The estimator that predicts: the last step of (nested) pipelines, a fitted
+    search's best estimator."""
+    while True:
+        if hasattr(estimator, "steps"):
+            estimator = estimator[-1]
+        elif hasattr(estimator, "best_estimator_"):
+            estimator = estimator.best_estimator_
+        else:
+            return estimator
 
-    A Pipeline's steps before the last transform X; the last step predicts with the
-    ids (a pipeline's own prediction methods would need a predict request per method)."""
+
+def _final_step(estimator, X):
+    """:func:`_final_estimator` and X as it reaches it (the other steps' transform)."""
+    while True:
+        if hasattr(estimator, "steps"):
+            if len(estimator.steps) > 1:
+                X = estimator[:-1].transform(X)
+            estimator = estimator[-1]
+        elif hasattr(estimator, "best_estimator_"):
+            estimator = estimator.best_estimator_
+        else:
+            return estimator, X
+
+
+def _takes_user_ids(estimator, method):
+    if "user_ids" not in inspect.signature(getattr(estimator, method)).parameters:
+        raise TypeError(
+            f"{type(estimator).__name__}.{method} takes no user_ids: make_user_scorer "
+            "scores estimators whose predictions do (LowRankRewardEstimator).")
+
+
+def _final_has(method):
+    return lambda self: hasattr(_final_estimator(self._estimator), method)
+
+
+class _WithUsers:
+    """An estimator seen through a scorer: its prediction methods (and ``score``) get
+    ``user_ids``. Pipelines' other steps transform X; the last step predicts with the
+    ids (a pipeline's own methods would need a request per method). It has the
+    prediction methods its final estimator has, so a scorer picks the one that exists."""
 
     def __init__(self, estimator, user_ids):
         self._estimator = estimator
@@ -404,33 +442,54 @@ class _WithUsers:
         return self._estimator.classes_
 
     def _predict(self, method, X):
-        estimator = self._estimator
-        if hasattr(estimator, "steps"):
-            X = estimator[:-1].transform(X) if len(estimator.steps) > 1 else X
-            estimator = estimator[-1]
-        predict = getattr(estimator, method)
-        if "user_ids" not in inspect.signature(predict).parameters:
-            raise TypeError(
-                f"{type(estimator).__name__}.{method} takes no user_ids: make_user_scorer "
-                "scores estimators whose predictions do (LowRankRewardEstimator).")
-        return predict(X, user_ids=self._user_ids)
+        estimator, X = _final_step(self._estimator, X)
+        _takes_user_ids(estimator, method)
+        return getattr(estimator, method)(X, user_ids=self._user_ids)
 
+    @available_if(_final_has("predict"))
     def predict(self, X):
         return self._predict("predict", X)
 
+    @available_if(_final_has("predict_proba"))
     def predict_proba(self, X):
         return self._predict("predict_proba", X)
 
+    @available_if(_final_has("predict_log_proba"))
     def predict_log_proba(self, X):
         return self._predict("predict_log_proba", X)
 
+    @available_if(_final_has("decision_function"))
     def decision_function(self, X):
         return self._predict("decision_function", X)
+
+    @available_if(_final_has("score"))
+    def score(self, X, y, sample_weight=None):
+        estimator, X = _final_step(self._estimator, X)
+        _takes_user_ids(estimator, "score")
+        weights = {} if sample_weight is None else {"sample_weight": sample_weight}
+        return estimator.score(X, y, user_ids=self._user_ids, **weights)
 
     def __getattr__(self, name):  # other attributes (n_features_in_, ...) as the estimator's
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self._estimator, name)
+
+
+def _warn_without_ids(estimator, X):
+    """A model fitted with users, scored on rows that carry no ids: every row is an
+    unknown user. Say so (the silent case make_user_scorer exists to prevent)."""
+    final = _final_estimator(estimator)
+    user_col = getattr(final, "user_col", None)
+    if len(getattr(final, "users_", ())) == 0:
+        return
+    if user_col is not None and user_col in getattr(X, "columns", ()):
+        return
+    warnings.warn(
+        "make_user_scorer got no user_ids for a model fitted with users: every row is "
+        "scored as an unknown user (the population model). Enable metadata routing "
+        "(sklearn.set_config(enable_metadata_routing=True)) and pass the ids, e.g. "
+        "params={'user_ids': ids} or search.fit(X, y, user_ids=ids).", UserWarning,
+        stacklevel=3)
 
 
 class _UserScorer:
@@ -440,18 +499,44 @@ class _UserScorer:
         self._scorer = scorer
         self._name = name
 
+    def _takes_ids(self):
+        """A callable of ours (not a scikit-learn scorer) that takes user_ids itself."""
+        if hasattr(self._scorer, "_score_func"):
+            return False
+        try:
+            return "user_ids" in inspect.signature(self._scorer).parameters
+        except (TypeError, ValueError):
+            return False
+
     def __call__(self, estimator, X, y_true, sample_weight=None, user_ids=None):
+        weights = {} if sample_weight is None else {"sample_weight": sample_weight}
+        if user_ids is None:
+            _warn_without_ids(estimator, X)
+        if self._takes_ids():
+            return self._scorer(estimator, X, y_true, user_ids=user_ids, **weights)
         target = estimator if user_ids is None else _WithUsers(estimator, user_ids)
-        if sample_weight is None:
-            return self._scorer(target, X, y_true)
-        return self._scorer(target, X, y_true, sample_weight=sample_weight)
+        return self._scorer(target, X, y_true, **weights)
 
     def get_metadata_routing(self):
+        """The wrapped scorer's requests (``sample_weight`` when it was set), and
+        ``user_ids``."""
         from sklearn.utils.metadata_routing import MetadataRequest
 
         request = MetadataRequest(owner=type(self).__name__)
+        inner = getattr(self._scorer, "get_metadata_routing", None)
+        if inner is not None:
+            for param, alias in inner().score.requests.items():
+                request.score.add_request(param=param, alias=alias)
         request.score.add_request(param="user_ids", alias=True)
         return request
+
+    def set_score_request(self, **requests):
+        """Request metadata for the wrapped scorer (``sample_weight=True``), as
+        scikit-learn's scorers do; returns self."""
+        if not hasattr(self._scorer, "set_score_request"):
+            raise TypeError(f"{self._name} takes no metadata requests.")
+        self._scorer.set_score_request(**requests)
+        return self
 
     def __repr__(self):
         return f"make_user_scorer({self._name})"
@@ -465,14 +550,19 @@ def make_user_scorer(scoring):
     than held in a ``user_id`` column, every held-out row of a seen user would be
     scored as an unknown user (the population model), silently. This scorer requests
     ``user_ids`` for scoring and passes the rows' ids to the estimator's predictions
-    (for a Pipeline: its last step's, after the other steps' ``transform``).
+    (for a Pipeline: its last step's, after the other steps' ``transform``; for a
+    fitted search: its best estimator's).
 
     Parameters
     ----------
     scoring : str or callable
         A scorer name of :func:`sklearn.metrics.get_scorer` (``"roc_auc"``,
         ``"neg_log_loss"``, ``"accuracy"`` ...) or a scorer callable
-        ``scorer(estimator, X, y)`` (e.g. from :func:`sklearn.metrics.make_scorer`).
+        ``scorer(estimator, X, y)`` (e.g. from :func:`sklearn.metrics.make_scorer`;
+        its metadata requests, such as ``set_score_request(sample_weight=True)``, are
+        kept). A callable of your own that takes a ``user_ids`` keyword gets the ids
+        and the estimator as they are (e.g. a per-user metric such as
+        :func:`macro_accuracy`).
 
     Returns
     -------
@@ -481,7 +571,10 @@ def make_user_scorer(scoring):
         ``scoring=`` of ``cross_validate``, ``cross_val_score``, ``GridSearchCV`` ...
         (alone or as values of a dict), with metadata routing enabled and the ids
         passed as ``params={"user_ids": ids}`` (or ``fit(X, y, user_ids=ids)`` for a
-        search). Without ids it scores as the wrapped scorer does.
+        search). ``scorer.set_score_request(sample_weight=True)`` requests the sample
+        weights too, as for scikit-learn's scorers. Called without ids on a model
+        fitted with users (routing off, say), it scores every row as an unknown user
+        and warns (a UserWarning), unless X holds the user column.
 
     Raises
     ------

@@ -157,6 +157,32 @@ def test_inference_with_ids_routed_by_keyword():
                                score_responses(routed, "hi", candidates, "stranger"))
 
 
+def test_rewards_are_relative_to_the_first_candidate_through_a_scaler():
+    """A StandardScaler between the embedder and the estimator shifts the features: the
+    reference row's own margin is not 0 (rewards were off by a constant)."""
+    from sklearn.preprocessing import StandardScaler
+
+    import sklearn
+
+    pipe = _toy_pipeline()
+    rows = pd.DataFrame({"prompt": ["hi"] * 8, "response_a": ["wow!", "ok", "hey!", "no"] * 2,
+                         "response_b": ["ok", "yes!!", "fine", "great!"] * 2})
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = pipe[-1].__class__(**pipe[-1].get_params()).set_fit_request(user_ids=True)
+        scaled = make_pipeline(pipe[0].__class__(**pipe[0].get_params()), StandardScaler(),
+                               est)
+        scaled.fit(rows, [0, 1, 0, 1, 1, 0, 1, 0], user_ids=["calm"] * 4 + ["loud"] * 4)
+    candidates = ["plain", "very excited!!!", "fine"]
+    rewards = score_responses(scaled, "hi", candidates, "loud")
+    frame = pd.DataFrame({"prompt": ["hi"] * 3, "response_a": candidates,
+                          "response_b": ["plain"] * 3})
+    margins = scaled[-1].decision_function(scaled[:-1].transform(frame), user_ids=["loud"] * 3)
+    assert rewards[0] == 0.0 and margins[0] != 0.0
+    np.testing.assert_allclose(rewards, margins - margins[0])
+    with pytest.raises(TypeError, match="user_id must be one id .* not a list"):
+        score_responses(scaled, "hi", candidates, ["loud"])
+
+
 def _csv(tmp_path, rows, name="c.csv"):
     path = tmp_path / name
     pd.DataFrame(rows, columns=["user_id", "prompt", "response_a", "response_b",

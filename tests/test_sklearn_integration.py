@@ -269,9 +269,10 @@ def test_user_scorer_on_a_pipeline_and_without_ids(data):
     scorer = make_user_scorer(make_scorer(accuracy_score))
     expected = accuracy_score(data.y[test], pipe[-1].predict(Z, user_ids=data.users[test]))
     assert scorer(pipe, data.X[test], data.y[test], user_ids=data.users[test]) == expected
-    # without ids: the wrapped scorer's own number (the population model)
-    assert (make_user_scorer("accuracy")(pipe, data.X[test], data.y[test])
-            == get_scorer("accuracy")(pipe, data.X[test], data.y[test]))
+    # without ids: the wrapped scorer's own number (the population model), and a warning
+    with pytest.warns(UserWarning, match="no user_ids for a model fitted with users"):
+        blind = make_user_scorer("accuracy")(pipe, data.X[test], data.y[test])
+    assert blind == get_scorer("accuracy")(pipe, data.X[test], data.y[test])
     assert repr(make_user_scorer("roc_auc")) == "make_user_scorer('roc_auc')"
     with pytest.raises(ValueError, match="not a valid scoring value"):
         make_user_scorer("no_such_metric")
@@ -280,6 +281,74 @@ def test_user_scorer_on_a_pipeline_and_without_ids(data):
     plain = make_pipeline(StandardScaler(), LogisticRegression()).fit(data.X, data.y)
     with pytest.raises(TypeError, match="LogisticRegression.predict takes no user_ids"):
         make_user_scorer("accuracy")(plain, data.X, data.y, user_ids=data.users)
+
+
+def test_user_scorer_keeps_sample_weight_requests_and_custom_callables(data):
+    """Weights requested on the wrapped scorer reach it; a callable of one's own that
+    takes user_ids gets them (a per-user metric); without routing, a warning."""
+    from sklearn.metrics import make_scorer
+
+    from sklearn_lore.model_selection import macro_accuracy, make_user_scorer
+
+    cv = shuffled_cv()
+    weights = np.where(np.arange(len(data.y)) % 3 == 0, 3.0, 1.0)
+
+    def per_user(estimator, X, y, user_ids=None):
+        return macro_accuracy(y, estimator.predict(X, user_ids=user_ids), user_ids)
+
+    with routing():  # (set_score_request needs routing on, as scikit-learn's own)
+        weighted = make_user_scorer(
+            make_scorer(accuracy_score).set_score_request(sample_weight=True))
+        also = make_user_scorer("accuracy").set_score_request(sample_weight=True)
+        est = routed().set_fit_request(sample_weight=True)
+        result = cross_validate(est, data.X, data.y, cv=cv,
+                                scoring={"w": weighted, "also": also,
+                                         "macro": make_user_scorer(per_user)},
+                                params={"user_ids": data.users, "sample_weight": weights},
+                                return_estimator=True, return_indices=True)
+    for k, fitted in enumerate(result["estimator"]):
+        test = result["indices"]["test"][k]
+        pred = fitted.predict(data.X[test], user_ids=data.users[test])
+        expected = accuracy_score(data.y[test], pred, sample_weight=weights[test])
+        assert result["test_w"][k] == pytest.approx(expected)
+        assert result["test_also"][k] == pytest.approx(expected)
+        assert result["test_macro"][k] == pytest.approx(
+            macro_accuracy(data.y[test], pred, data.users[test]))
+    assert not np.allclose(result["test_w"], cross_val_score(lore(), data.frame, data.y, cv=cv))
+    # routing off: the ids reach fit only; the scorer says it saw none
+    with pytest.warns(UserWarning, match="Enable metadata routing"):
+        GridSearchCV(lore(), {"n_components": [RANK]}, cv=cv,
+                     scoring=make_user_scorer("roc_auc")).fit(data.X, data.y,
+                                                              user_ids=data.users)
+
+
+def test_user_scorer_reaches_nested_searches_and_proba_only_estimators(data):
+    """A search inside cross-validation is scored through its best estimator; an
+    estimator without decision_function is scored through predict_proba."""
+    from sklearn_lore.model_selection import make_user_scorer
+
+    train, test = data.train, data.test
+    with routing():
+        search = GridSearchCV(routed(), {"n_components": [1, RANK]}, cv=shuffled_cv())
+        search.fit(data.X[train], data.y[train], user_ids=data.users[train])
+    best = search.best_estimator_
+    expected = roc_auc_score(data.y[test], best.predict_proba(
+        data.X[test], user_ids=data.users[test])[:, 1])
+    scorer = make_user_scorer("roc_auc")
+    assert scorer(search, data.X[test], data.y[test], user_ids=data.users[test]) == expected
+
+    class ProbaOnly:
+        def __init__(self, model):
+            self.model, self.classes_ = model, model.classes_
+
+        def __sklearn_tags__(self):
+            return self.model.__sklearn_tags__()
+
+        def predict_proba(self, X, user_ids=None):
+            return self.model.predict_proba(X, user_ids=user_ids)
+
+    assert scorer(ProbaOnly(best), data.X[test], data.y[test],
+                  user_ids=data.users[test]) == expected
 
 
 def test_cross_val_predict_frame_route_equals_manual_loop(data):

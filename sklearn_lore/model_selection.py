@@ -388,29 +388,23 @@ def preference_metrics(y_true, proba, user_ids, *, n_bins=10, pos_label=1):
 # --------------------------------------------------------------------------- scorers
 
 
-def _final_estimator(estimator):
-    """The estimator that predicts: the last step of (nested) pipelines, a fitted
-    search's best estimator."""
+def _final_step(estimator, X=None):
+    """The estimator that predicts (the last step of nested pipelines, a fitted
+    search's best estimator) and, when X is given, X as it reaches it (the other
+    steps' transform)."""
     while True:
         if hasattr(estimator, "steps"):
-            estimator = estimator[-1]
-        elif hasattr(estimator, "best_estimator_"):
-            estimator = estimator.best_estimator_
-        else:
-            return estimator
-
-
-def _final_step(estimator, X):
-    """:func:`_final_estimator` and X as it reaches it (the other steps' transform)."""
-    while True:
-        if hasattr(estimator, "steps"):
-            if len(estimator.steps) > 1:
+            if X is not None and len(estimator.steps) > 1:
                 X = estimator[:-1].transform(X)
             estimator = estimator[-1]
         elif hasattr(estimator, "best_estimator_"):
             estimator = estimator.best_estimator_
         else:
             return estimator, X
+
+
+def _final_estimator(estimator):
+    return _final_step(estimator)[0]
 
 
 def _takes_user_ids(estimator, method):

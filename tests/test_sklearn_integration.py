@@ -59,6 +59,17 @@ pytestmark = [pytest.mark.filterwarnings("error"),
               pytest.mark.filterwarnings("default::PendingDeprecationWarning"),
               pytest.mark.filterwarnings("default::FutureWarning")]
 
+SKLEARN = tuple(int(part) for part in sklearn.__version__.split(".")[:2])
+
+
+def needs_sklearn(version, why):
+    """Routing through scikit-learn's tools changed between releases: these checks hold
+    from ``version`` on (pyproject allows older releases, where the estimator itself
+    passes every common check)."""
+    return pytest.mark.skipif(SKLEARN < version, reason=f"scikit-learn < "
+                              f"{'.'.join(map(str, version))}: {why}")
+
+
 RANK = 3  # planted rank
 SCORERS = ["accuracy", "roc_auc", "neg_log_loss"]
 ROUTES = ["frame", "routed"]
@@ -349,6 +360,19 @@ def test_user_scorer_reaches_nested_searches_and_proba_only_estimators(data):
 
     assert scorer(ProbaOnly(best), data.X[test], data.y[test],
                   user_ids=data.users[test]) == expected
+    # a pipeline's default scorer (its score method, a router's request) wrapped too
+    from sklearn.metrics import check_scoring
+
+    pipe = make_pipeline(StandardScaler(), lore())
+    with routing():
+        pipe[-1].set_fit_request(user_ids=True)
+        scores = cross_val_score(pipe, data.X, data.y, cv=shuffled_cv(),
+                                 scoring=make_user_scorer(check_scoring(pipe)),
+                                 params={"user_ids": data.users})
+        pipe[-1].set_score_request(user_ids=True)
+        plain = cross_val_score(pipe, data.X, data.y, cv=shuffled_cv(),
+                                params={"user_ids": data.users})
+    np.testing.assert_allclose(scores, plain)
 
 
 def test_cross_val_predict_frame_route_equals_manual_loop(data):
@@ -453,6 +477,7 @@ def test_searches_over_rank_and_alpha(data, kind):
 # --------------------------------------------------------------------------- curves
 
 
+@needs_sklearn((1, 9), "1.7 and 1.8 pass the routed ids unsliced to the curve's smaller fits")
 def test_learning_curve_both_routes_and_incremental(data):
     common = dict(cv=shuffled_cv(), train_sizes=[0.3, 1.0], shuffle=True, random_state=0)
     sizes, train_scores, test_scores = learning_curve(lore(), data.frame, data.y, **common)
@@ -566,6 +591,7 @@ def test_tuned_threshold_classifier_cv_frame_and_routed_fit(data):
 # --------------------------------------------------------------------------- ensembles
 
 
+@needs_sklearn((1, 9), "older BaggingClassifier routes the ids otherwise")
 @pytest.mark.parametrize("weights", [False, True], ids=["rows-indexed", "rows-as-weights"])
 def test_bagging_routed_ids_reach_fit_and_predict_proba(data, weights):
     """BaggingClassifier subsamples rows by indexing (the routed ids with them) or, for an
@@ -799,6 +825,7 @@ def test_text_pipeline_equals_manual_steps_and_searches(texts):
     assert len(search.best_estimator_.named_steps["lore"].users_) == 24
 
 
+@needs_sklearn((1, 8), "1.7's Pipeline does not carry the routed ids to score")
 def test_text_pipeline_with_routed_ids(texts):
     train, test = texts.train, texts.test
     by_column = text_pipeline(texts).fit(texts.df[train], texts.y[train])
@@ -821,6 +848,7 @@ def test_text_pipeline_with_routed_ids(texts):
         scores, cross_val_score(text_pipeline(texts), texts.df, texts.y, cv=shuffled_cv()))
 
 
+@needs_sklearn((1, 8), "1.7's Pipeline does not carry the routed ids to score")
 def test_documented_score_request_works_inside_a_pipeline(data):
     with routing():
         pipe = make_pipeline(StandardScaler(), routed())

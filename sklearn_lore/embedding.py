@@ -416,8 +416,8 @@ def _check_model_source(model):
     """A model given as a local path must be a folder: a missing folder or a file would
     otherwise be read as a hub name ("Repo id must be in the form ..."), and "" as the
     working directory."""
-    name = os.fspath(model)
-    if name in ("", b""):
+    name = os.fsdecode(os.fspath(model))
+    if name == "":
         raise ValueError("model is empty: pass a checkpoint name or a local folder.")
     path = Path(name).expanduser()
     if path.exists():
@@ -426,8 +426,9 @@ def _check_model_source(model):
                 f"model {name!r} is a file; pass the checkpoint's folder (the one holding "
                 "config.json and the tokenizer files).")
         return
-    text = os.fsdecode(name)
-    if path.is_absolute() or text.startswith(("~", "./", "../", ".\\", "..\\")):
+    # a hub name is "name" or "org/name": more parts, a backslash or a drive are a path
+    if (path.is_absolute() or name.startswith(("~", "./", "../", ".\\", "..\\"))
+            or name.count("/") > 1 or "\\" in name or (len(name) > 1 and name[1] == ":")):
         raise ValueError(f"model {name!r}: no such folder (a local path; a hub name has the "
                          "form 'org/name').")
 
@@ -435,11 +436,11 @@ def _check_model_source(model):
 def _checkpoint_identity(model):
     """A stable string for a model name or local directory."""
     _check_model_source(model)
-    path = Path(os.fspath(model)).expanduser()
+    path = Path(os.fsdecode(os.fspath(model))).expanduser()
     if path.is_dir():
         resolved = path.resolve()
         return f"{resolved}#{_directory_fingerprint(resolved)}"
-    return os.fspath(model)
+    return os.fsdecode(os.fspath(model))
 
 
 def _default_model_path():
@@ -520,13 +521,15 @@ def _dtype_kwarg():
 
 
 def _is_local(model):
-    return Path(os.fspath(model)).expanduser().is_dir()
+    return Path(os.fsdecode(os.fspath(model))).expanduser().is_dir()
 
 
 def _model_source(model):
     """What the loaders get: a local directory with ``~`` expanded (they would read
     ``~/models/x`` as a hub name), a hub name as given."""
-    return os.fspath(Path(os.fspath(model)).expanduser()) if _is_local(model) else os.fspath(model)
+    if _is_local(model):
+        return os.fspath(Path(os.fsdecode(os.fspath(model))).expanduser())
+    return os.fsdecode(os.fspath(model))
 
 
 def _shared(load_key, loader):
@@ -1093,20 +1096,40 @@ class SentencePairEmbedder(_PairEmbedderBase):
         return self._loaded_model
 
 
+_QUIET_LOADS_LOCK = threading.Lock()
+_QUIET_LOADS = {"count": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def _loading_bars(quiet):
     """transformers' "Loading weights" progress bar off while loading when ``quiet``
-    (the embedders' ``show_progress=False``); its global switch is restored after."""
-    from transformers.utils import logging as hf_logging
-
-    if not quiet or not hf_logging.is_progress_bar_enabled():
+    (the embedders' ``show_progress=False``). Its switch and huggingface_hub's (which
+    transformers' switch sets too) are global: they are turned off by the first of
+    overlapping quiet loads and restored, as they were before it, by the last."""
+    if not quiet:
         yield
         return
-    hf_logging.disable_progress_bar()
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    with _QUIET_LOADS_LOCK:
+        if _QUIET_LOADS["count"] == 0:
+            _QUIET_LOADS["saved"] = (hf_logging.is_progress_bar_enabled(),
+                                     hub_utils.are_progress_bars_disabled())
+            if _QUIET_LOADS["saved"][0]:
+                hf_logging.disable_progress_bar()
+        _QUIET_LOADS["count"] += 1
     try:
         yield
     finally:
-        hf_logging.enable_progress_bar()
+        with _QUIET_LOADS_LOCK:
+            _QUIET_LOADS["count"] -= 1
+            if _QUIET_LOADS["count"] == 0:
+                transformers_on, hub_off = _QUIET_LOADS["saved"]
+                if transformers_on:
+                    hf_logging.enable_progress_bar()  # turns the hub's on as well
+                    if hub_off:
+                        hub_utils.disable_progress_bars()
 
 
 def _load_sentence_transformer(source, device, dtype, quiet=True):
@@ -1904,11 +1927,13 @@ class _Backbone:
         """Token ids of rendered conversations, padded; a text past ``max_length`` keeps
         the template's opening tokens and loses the start of the prompt after them (cut
         from the left, the opening tokens went too: the model saw a headless text)."""
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        # (verbose=False: no "longer than the maximum" warning, the cut is made here)
+        ids = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
         if any(len(row) > max_length for row in ids):
-            keep = self._template_prefix()
-            if keep >= max_length:  # a template longer than the model: cut from the left
-                keep = 0
+            # at most half the room for the opening tokens: the rest is the end of the
+            # conversation, the response's part (a longer system prompt would leave only
+            # the template's closing tokens, the same for both responses)
+            keep = min(self._template_prefix(), max_length // 2)
             ids = [row if len(row) <= max_length
                    else row[:keep] + row[len(row) - (max_length - keep):] for row in ids]
         return self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")

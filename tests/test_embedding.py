@@ -838,7 +838,8 @@ def test_a_model_path_that_is_no_folder_is_named(cls, tmp_path, monkeypatch):
     a_file.write_text("{}")
     cases = [(tmp_path / "missing", "no such folder"), ("./missing-model", "no such folder"),
              ("~/missing-model-folder", "no such folder"), (a_file, "is a file; pass the"),
-             ("", "model is empty")]
+             ("", "model is empty"), ("runs/exp1/model", "no such folder"),
+             (os.fsencode(tmp_path / "missing"), "no such folder")]
     for model, message in cases:
         with pytest.raises(ValueError, match=message):
             cls(model, device="cpu").transform(df)
@@ -899,6 +900,49 @@ def test_a_long_chat_keeps_the_template_opening_and_the_response(backbones):
             return model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1].numpy()
 
     np.testing.assert_allclose(out.to_numpy()[0], phi("good answer") - phi("bad"), atol=1e-5)
+
+
+def test_a_long_system_prompt_leaves_room_for_the_response(tmp_path, caplog):
+    """A template whose opening (a system prompt) takes almost all of the 64 positions:
+    kept whole, only the closing tokens would be left, the same for both responses
+    (a zero difference). At most half the room goes to the opening; and no warning about
+    an over-long sequence (the cut is made by the embedder)."""
+    import logging
+
+    from transformers import AutoTokenizer
+
+    directory = build_backbone(tmp_path / "system", chat=True)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    system = " ".join((["the", "cat", "sat", "on", "mat"] * 12)[:59])  # opening: 63 tokens
+    tokenizer.chat_template = ("system : " + system + " {% for m in messages %}{{ m['role'] }} "
+                               ": {{ m['content'] }} {% endfor %}[EOS]")
+    tokenizer.save_pretrained(directory)
+    rows = pd.DataFrame({"prompt": ["what colour is it"], "response_a": ["red"],
+                         "response_b": ["blue it is"]})
+    with caplog.at_level(logging.WARNING):
+        out = RewardModelEmbedder(directory, normalize=False, device="cpu").transform(rows)
+    assert RewardModelEmbedder(directory, device="cpu")._backbone()._template_prefix() == 63
+    assert np.abs(out.to_numpy()).max() > 1e-3
+    assert "longer than the specified maximum" not in caplog.text
+
+
+def test_quiet_loads_restore_both_progress_bar_switches(backbones):
+    """transformers' switch also flips huggingface_hub's: a user who turned the hub's
+    download bars off keeps them off after a quiet load."""
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    hub_utils.disable_progress_bars()
+    try:
+        df = pd.DataFrame({"prompt": ["say hi"], "response_a": ["hello"], "response_b": ["hi"]})
+        emb = RewardModelEmbedder(backbones[False], device="cpu", dtype="float32")
+        emb._backbone()._model = None  # load the weights afresh, quietly
+        emb.transform(df)
+        assert hub_utils.are_progress_bars_disabled()
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        hub_utils.enable_progress_bars()
 
 
 def test_chat_template_renders_each_distinct_pair_once(backbones, monkeypatch):

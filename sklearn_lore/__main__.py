@@ -162,8 +162,11 @@ def _read_error(path, exc):
 
 
 def _labels(path, column):
-    """The labels as 1 (response_a preferred) / 0, from the forms of ``_LABELS``."""
+    """The labels as 1 (response_a preferred) / 0: numbers 1, 0 and -1 in any
+    spelling ("+1", "1.00"), else the words of ``_LABELS``."""
     words = column.astype(str).str.strip().str.lower()
+    numbers = pd.to_numeric(words, errors="coerce")
+    words = words.where(~numbers.isin([1, 0, -1]), numbers.map({1: "1", 0: "0", -1: "-1"}))
     unknown = sorted(set(words) - set(_LABELS))
     if unknown:
         raise SystemExit(
@@ -206,9 +209,13 @@ def _read_comparisons(path):
         raise SystemExit(f"{path}: missing columns {sorted(missing)} (comma-separated, with "
                          "columns user_id, prompt, response_a, response_b, label); found "
                          f"{list(df.columns)[:10]}{_separator_hint(path)}")
-    if df.columns.duplicated().any():
-        raise SystemExit(f"{path}: columns named twice: "
-                         f"{sorted(set(df.columns[df.columns.duplicated()]))}")
+    # pandas renames a second "label" column "label.1": the first would be used silently
+    mangled = [c for c in df.columns
+               if isinstance(c, str) and c.rsplit(".", 1)[0] in _REQUIRED and c not in _REQUIRED
+               and c.rsplit(".", 1)[-1].isdigit()]
+    if df.columns.duplicated().any() or mangled:
+        twice = set(df.columns[df.columns.duplicated()]) | {c.rsplit(".", 1)[0] for c in mangled}
+        raise SystemExit(f"{path}: columns named twice: {sorted(twice)}")
     if df.empty:
         raise SystemExit(f"{path}: no comparisons (the file has a header only)")
     df.index = pd.RangeIndex(1, len(df) + 1)  # data rows as every message counts them
@@ -218,6 +225,7 @@ def _read_comparisons(path):
             raise SystemExit(f"{path}: row {int(np.argmax(blank)) + 1} has no {column} (data "
                              "rows counted from 1, the header not counted)")
     y = _labels(path, df.pop("label"))
+    df["user_id"] = df["user_id"].str.strip()  # " 7" and "7" are one user ("07" another)
     if (df["response_a"] == df["response_b"]).all():
         raise SystemExit(f"{path}: response_a equals response_b in every row: nothing to "
                          "learn a preference from")

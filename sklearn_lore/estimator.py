@@ -1043,8 +1043,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If X holds NaN or infinity, or a margin overflows the float range (features
-            or a loaded model's numbers far too large): never a silent NaN.
+            If X holds NaN or infinity, or a margin overflows to NaN (features or a
+            loaded model's numbers far too large: terms of opposite sign beyond the
+            float range): never a silent NaN. A margin that overflows to +-inf alone
+            is kept (probability 1 or 0).
         """
         check_is_fitted(self)
         Z, ids = self._validate_X(X, user_ids, reset=False, finite=False)

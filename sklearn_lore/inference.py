@@ -125,8 +125,8 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
         hash(user_id)
     except TypeError:
         raise TypeError(
-            f"user_id must be one id (hashable: a str, an int, a tuple ...), not a "
-            f"{type(user_id).__name__}; score one user per call.") from None
+            f"user_id must be one hashable id (a str, an int, a tuple of such ...); got an "
+            f"unhashable {type(user_id).__name__}. Score one user per call.") from None
     if _ids_by_keyword(model) and user_id is not None:
         # fitted as pipe.fit(X, y, user_ids=...) with routing: the embedder has no
         # user column, so the ids go to the estimator beside the embedded rows

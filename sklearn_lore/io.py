@@ -573,7 +573,7 @@ def _file_name(path, verb):
             f"{type(path).__name__}: it opens the file itself"
             + (" and replaces it atomically." if verb == "save" else ".")
         )
-    return os.fspath(path)
+    return os.fsdecode(os.fspath(path))
 
 
 def _open_file(path):

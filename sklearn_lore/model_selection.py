@@ -518,8 +518,10 @@ class _UserScorer:
 
         request = MetadataRequest(owner=type(self).__name__)
         inner = getattr(self._scorer, "get_metadata_routing", None)
-        if inner is not None:
-            for param, alias in inner().score.requests.items():
+        # a scorer's own request (a pipeline's default scorer returns a router: none)
+        requested = getattr(inner(), "score", None) if inner is not None else None
+        if requested is not None:
+            for param, alias in requested.requests.items():
                 request.score.add_request(param=param, alias=alias)
         request.score.add_request(param="user_ids", alias=True)
         return request

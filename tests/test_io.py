@@ -307,6 +307,8 @@ def test_open_files_and_buffers_are_refused_by_name(fitted, tmp_path):
             load(file)
     assert os.listdir(tmp_path) == ["m.lore"]
     assert load(str(path)).get_params() == load(os.fsencode(path)).get_params()
+    save(fitted[0], os.fsencode(tmp_path / "b.lore"))  # a bytes name is a name too
+    assert sorted(os.listdir(tmp_path)) == ["b.lore", "m.lore"]
 
 
 def test_docstring_examples_run():

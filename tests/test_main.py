@@ -179,7 +179,7 @@ def test_rewards_are_relative_to_the_first_candidate_through_a_scaler():
     margins = scaled[-1].decision_function(scaled[:-1].transform(frame), user_ids=["loud"] * 3)
     assert rewards[0] == 0.0 and margins[0] != 0.0
     np.testing.assert_allclose(rewards, margins - margins[0])
-    with pytest.raises(TypeError, match="user_id must be one id .* not a list"):
+    with pytest.raises(TypeError, match="user_id must be one hashable id .* unhashable list"):
         score_responses(scaled, "hi", candidates, ["loud"])
 
 
@@ -272,7 +272,8 @@ def test_main_job_reads_ids_as_names_and_headers_loosely(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("labels", [("1", "0"), ("a", "b"), ("True", "False"), ("1", "-1"),
-                                    ("response_a", "response_b"), ("1.0", "0.0")])
+                                    ("response_a", "response_b"), ("1.0", "0.0"),
+                                    ("+1", "-1"), ("1.00", "0.00")])
 def test_main_job_reads_every_label_form_one_way(labels, tmp_path, monkeypatch):
     """1 means response_a preferred in every form (a/b used to make 'b' the positive
     class, the opposite of the message)."""
@@ -281,6 +282,19 @@ def test_main_job_reads_every_label_form_one_way(labels, tmp_path, monkeypatch):
     path = _csv(tmp_path, [("u1", "Q", "x", "y", labels[0]), ("u2", "Q", "x", "y", labels[1])])
     _, y = _read_comparisons(str(path))
     assert y.tolist() == [1, 0]
+
+
+def test_main_job_strips_ids_and_refuses_a_column_named_twice(tmp_path, monkeypatch):
+    from sklearn_lore.__main__ import _read_comparisons
+
+    path = _csv(tmp_path, [("7", "Q", "x", "y", 1), (" 7", "Q", "x", "y", 0),
+                           ("7 ", "Q", "x", "y", 1), ("07", "Q", "x", "y", 0)])
+    df, _ = _read_comparisons(str(path))
+    assert df["user_id"].tolist() == ["7", "7", "7", "07"]
+    twice = tmp_path / "twice.csv"
+    twice.write_text("user_id,prompt,response_a,response_b,label,label\nu,Q,x,y,1,0\n")
+    with pytest.raises(SystemExit, match=r"columns named twice: \['label'\]"):
+        _read_comparisons(str(twice))
 
 
 def test_main_job_checks_the_training_labels_before_embedding(tmp_path, monkeypatch):

@@ -652,6 +652,11 @@ def test_load_jester_reads_a_small_well_formed_folder(tmp_path):
                  id="npz-object-ids"),
     pytest.param("npz", _npz(ids=np.array(["j1", "j1"]), emb=np.ones((2, 4))),
                  "repeats 1 joke id(s), e.g. ['j1']; expected each id once", id="npz-repeated-ids"),
+    pytest.param("npz", _npz(ids=np.array(["j1", "j2"]), emb=np.array([[0.0] * 4, [np.nan] * 4])),
+                 "holds NaN or infinity in row 1 (joke id 'j2')", id="npz-nan"),
+    pytest.param("npz", _npz(ids=np.array([1, 2]), emb=np.ones((2, 4))),
+                 "has no embedding for 2 joke id(s) of the jokes file, e.g. ['j1', 'j2']",
+                 id="npz-other-ids"),
 ])
 def test_load_jester_names_the_malformed_file(tmp_path, key, content, match):
     _write_jester(tmp_path / "jester5k", **{key: content})
@@ -776,3 +781,46 @@ def test_noiseless_ties_are_a_fair_coin():
     np.testing.assert_array_equal(truth.oracle_proba[tied], 0.5)
     assert 0.35 < y[tied].mean() < 0.65
     np.testing.assert_array_equal(y[~tied], (truth.logits[~tied] > 0).astype(int))
+
+
+def test_pairs_from_ratings_orders_past_two_to_the_23_users():
+    """The pairs' order key packed the user code into bits 40+ of an int64: past 2**23
+    users the order broke (and past 2**24 codes collided: more pairs than asked)."""
+    n = 2**23 + 1
+    users = np.r_[np.arange(n), [0, 0, 0, n - 1, n - 1, n - 1]]
+    ratings = pd.DataFrame({"user_id": users, "item": np.r_[np.zeros(n, int), [1, 2, 3, 1, 2, 3]],
+                            "rating": np.r_[np.zeros(n), [5.0, 9.0, 1.0, 5.0, 9.0, 1.0]]})
+    pairs = pairs_from_ratings(ratings, n_pairs_per_user=1, margin=1.0)
+    assert pairs["user_id"].tolist() == [0, n - 1]
+
+
+def test_pairs_from_ratings_checks_texts_columns_and_categories():
+    ratings = pd.DataFrame({"user_id": pd.Categorical(["b", "b", "a", "a"],
+                                                      categories=["b", "a"]),
+                            "item": ["x", "y", "x", "y"], "rating": [1.0, 5.0, 5.0, 1.0]})
+    plain = ratings.assign(user_id=ratings["user_id"].astype(str))
+    # ids sorted as values, whatever the category order
+    pd.testing.assert_frame_equal(pairs_from_ratings(ratings), pairs_from_ratings(plain))
+    assert pairs_from_ratings(ratings)["user_id"].tolist() == ["a", "b"]
+    with pytest.raises(ValueError, match="every item to a str; 1 item.*'y' -> nan"):
+        pairs_from_ratings(plain, text={"x": "Joke X", "y": None})
+    twice = pd.concat([plain, plain[["rating"]]], axis=1)
+    with pytest.raises(ValueError, match="several columns named 'rating'"):
+        pairs_from_ratings(twice)
+
+
+def test_builders_refuse_frames_and_missing_texts():
+    frame = pd.DataFrame({"response": ["Sure!", "No."]})
+    with pytest.raises(TypeError, match="1-d sequence of strings, not a DataFrame"):
+        response_attributes(frame)
+    assert response_attributes(frame["response"]).shape[0] == 2
+    df = pd.DataFrame({"prompt": ["p", "q"], "chosen": ["good", None], "rejected": ["bad", "b"]})
+    with pytest.raises(ValueError, match="Column 'chosen' must hold texts; row 1 holds nan"):
+        pairs_from_chosen_rejected(df, random_state=0)
+
+
+def test_generators_refuse_overflow_and_non_bool_flags():
+    with pytest.raises(ValueError, match="rewards overflow the float range"):
+        make_text_preference_world(n_users=3, n_pairs_per_user=4, scale=1e308, random_state=0)
+    with pytest.raises(ValueError, match="return_frame must be True or False"):
+        make_preference_data(n_users=2, n_pairs_per_user=2, return_frame="no")

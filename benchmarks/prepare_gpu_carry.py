@@ -7,11 +7,13 @@ of all-MiniLM-L6-v2 (about 45 MB) to ``.carry/minilm-fp16``.
     python benchmarks/prepare_gpu_carry.py && du -sh .carry
 """
 
+import argparse
 import sys
 from pathlib import Path
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     import torch
     from sentence_transformers import SentenceTransformer
 

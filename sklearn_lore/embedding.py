@@ -190,6 +190,15 @@ def clear_embedding_cache():
     """Empty the in-memory text-embedding cache and reset its counters.
 
     On-disk caches (``cache_dir``) are left as they are.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> from sklearn_lore.embedding import clear_embedding_cache
+    >>> clear_embedding_cache()
     """
     _MEMORY.clear()
 
@@ -1033,6 +1042,11 @@ class SentencePairEmbedder(_PairEmbedderBase):
         super()._check_params()
         if self.encoder is not None and not callable(self.encoder):
             raise ValueError(f"encoder must be callable; got {type(self.encoder).__name__}.")
+        if self.cache_dir is not None and self._anonymous():
+            # checked on every call, not only when a text misses the memory cache
+            raise ValueError(
+                "cache_dir needs a stable name for a custom encoder: pass model='<name>' with "
+                "encoder=..., a name that changes whenever the encoder does.")
 
     def _anonymous(self):
         return self.encoder is not None and self.model is None

@@ -472,6 +472,14 @@ def test_cache_dir_is_checked_on_every_call(tmp_path):
     assert a_file.read_text() == "x"
 
 
+def test_cache_dir_without_a_model_name_is_refused_even_when_cached(tmp_path):
+    df, _ = pairs_frame()
+    SentencePairEmbedder(encoder=fake_encode).transform(df)  # every text now in memory
+    with pytest.raises(ValueError, match="cache_dir needs a stable name for a custom encoder"):
+        SentencePairEmbedder(encoder=fake_encode, cache_dir=tmp_path).transform(df)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_disk_cache_is_per_model_identity(tmp_path):
     df, _ = pairs_frame()
     SentencePairEmbedder(encoder=fake_encode, model="trigrams-v1", cache_dir=tmp_path).transform(df)

@@ -131,6 +131,17 @@ def test_object_ndarray_with_strings(problem):
     assert "could not convert string to float: 'abc'" in str(caught.value.__cause__)
 
 
+def test_partial_fit_users_validates_the_parameters(problem):
+    """As fit and partial_fit do: alpha=-1 set after fitting used to pass silently."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, shrinkage=1.0).fit(X, y, user_ids=users)
+    est.set_params(alpha=-1.0)
+    with pytest.raises(InvalidParameterError, match="'alpha' parameter"):
+        est.partial_fit_users(X[:5], y[:5], user_ids=["new"] * 5)
+
+
 def test_a_prefixed_user_column_is_refused(problem):
     """A ColumnTransformer's 'remainder__user_id': integer ids would be a feature."""
     X, y, users = problem

@@ -16,7 +16,7 @@ procedure (``baselines.py``). Prints the table and writes it as Markdown and JSO
 Usage::
 
     python benchmarks/bench_jester.py                 # full run (4-8 min on 2 cores)
-    python benchmarks/bench_jester.py --quick         # 1,000 users (under 1 min)
+    python benchmarks/bench_jester.py --quick         # 1,000 users (under 2 min)
     python benchmarks/bench_jester.py --out /tmp/jester --data-dir ../shared/data
 """
 

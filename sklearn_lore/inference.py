@@ -145,8 +145,18 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
 def best_of_n(model, prompt, candidates, user_id=None, *, user_col=None):
     """The candidate with the highest reward for ``user_id`` and its index.
 
-    Parameters are those of :func:`score_responses` (``candidates`` may be any
-    iterable of str, a generator included: it is read once).
+    Parameters
+    ----------
+    model : fitted Pipeline
+        A pair embedder followed by a LowRankRewardEstimator (see
+        :func:`score_responses`).
+    prompt : str
+    candidates : iterable of str
+        N >= 1 responses to ``prompt``; any iterable, a generator included (read once).
+    user_id : hashable or None, default=None
+        The user to choose for; None or an unknown user gets the population model.
+    user_col : str or None, default=None
+        As in :func:`score_responses`.
 
     Returns
     -------
@@ -158,6 +168,22 @@ def best_of_n(model, prompt, candidates, user_id=None, *, user_col=None):
     ------
     TypeError, ValueError
         As :func:`score_responses`.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn_lore import LowRankRewardEstimator, SentencePairEmbedder
+    >>> from sklearn_lore.inference import best_of_n
+    >>> encode = lambda texts: np.array([[len(t), t.count("!")] for t in texts], float)
+    >>> df = pd.DataFrame({"user_id": ["a", "a", "b", "b"], "prompt": ["hi"] * 4,
+    ...     "response_a": ["yo!", "hello there", "yo!", "hey"],
+    ...     "response_b": ["hello there", "yo!", "hey", "yo!"]})
+    >>> pipe = make_pipeline(SentencePairEmbedder(encoder=encode),
+    ...                      LowRankRewardEstimator(1, random_state=0)).fit(df, [1, 0, 0, 1])
+    >>> best, index = best_of_n(pipe, "hi", ["yo!", "hello there"], "a")
+    >>> best in ("yo!", "hello there") and index in (0, 1)
+    True
     """
     candidates = _check_candidates(candidates)
     rewards = score_responses(model, prompt, candidates, user_id, user_col=user_col)

@@ -652,7 +652,8 @@ def split_users(user_ids, *, unseen_size=0.2, random_state=None):
     """Split the users (not the rows) into seen and unseen users.
 
     The distinct ids, in sorted order, are shuffled with ``random_state``; the last
-    ``round(unseen_size * n_users)`` of the shuffled order are the unseen users. The
+    ``round(unseen_size * n_users)`` of the shuffled order, kept between 1 and
+    ``n_users - 1`` (both groups have a user), are the unseen users. The
     split depends on the set of ids only, not on the order of the rows. Ids of mixed
     types that do not compare with each other (ints and strings, say) are sorted by
     type name, then value.

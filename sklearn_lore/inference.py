@@ -110,15 +110,17 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     >>> from sklearn.pipeline import make_pipeline
     >>> from sklearn_lore import LowRankRewardEstimator, SentencePairEmbedder
     >>> from sklearn_lore.inference import score_responses
-    >>> encode = lambda texts: np.array([[len(t), t.count("!")] for t in texts], float)
-    >>> df = __import__("pandas").DataFrame({"user_id": ["a", "a", "b", "b"],
-    ...     "prompt": ["hi"] * 4, "response_a": ["yo!", "hello there", "yo!", "hey"],
-    ...     "response_b": ["hello there", "yo!", "hey", "yo!"]})
+    >>> encode = lambda texts: np.array([[len(t) / 10, t.count("!")] for t in texts])
+    >>> df = __import__("pandas").DataFrame({"user_id": ["a"] * 4 + ["b"] * 4,
+    ...     "prompt": ["hi"] * 8,
+    ...     "response_a": ["yo!", "hello there", "hey!", "good day to you"] * 2,
+    ...     "response_b": ["hello there", "yo!", "good day to you", "hey!"] * 2})
     >>> pipe = make_pipeline(SentencePairEmbedder(encoder=encode),
     ...                      LowRankRewardEstimator(1, random_state=0))
-    >>> pipe = pipe.fit(df, [1, 0, 0, 1])
-    >>> score_responses(pipe, "hi", ["yo!", "hello there"], "a").shape
-    (2,)
+    >>> pipe = pipe.fit(df, [1, 0, 1, 0, 0, 1, 0, 1])  # a likes short, b long replies
+    >>> rewards = score_responses(pipe, "hi", ["yo!", "hello there"], "a")
+    >>> rewards.shape, float(rewards[0]), bool(rewards[1] < 0)
+    ((2,), 0.0, True)
     """
     candidates = _check_candidates(candidates)
     try:
@@ -175,15 +177,17 @@ def best_of_n(model, prompt, candidates, user_id=None, *, user_col=None):
     >>> from sklearn.pipeline import make_pipeline
     >>> from sklearn_lore import LowRankRewardEstimator, SentencePairEmbedder
     >>> from sklearn_lore.inference import best_of_n
-    >>> encode = lambda texts: np.array([[len(t), t.count("!")] for t in texts], float)
-    >>> df = pd.DataFrame({"user_id": ["a", "a", "b", "b"], "prompt": ["hi"] * 4,
-    ...     "response_a": ["yo!", "hello there", "yo!", "hey"],
-    ...     "response_b": ["hello there", "yo!", "hey", "yo!"]})
+    >>> encode = lambda texts: np.array([[len(t) / 10, t.count("!")] for t in texts])
+    >>> df = pd.DataFrame({"user_id": ["a"] * 4 + ["b"] * 4, "prompt": ["hi"] * 8,
+    ...     "response_a": ["yo!", "hello there", "hey!", "good day to you"] * 2,
+    ...     "response_b": ["hello there", "yo!", "good day to you", "hey!"] * 2})
     >>> pipe = make_pipeline(SentencePairEmbedder(encoder=encode),
-    ...                      LowRankRewardEstimator(1, random_state=0)).fit(df, [1, 0, 0, 1])
-    >>> best, index = best_of_n(pipe, "hi", ["yo!", "hello there"], "a")
-    >>> best in ("yo!", "hello there") and index in (0, 1)
-    True
+    ...                      LowRankRewardEstimator(1, random_state=0))
+    >>> pipe = pipe.fit(df, [1, 0, 1, 0, 0, 1, 0, 1])  # a likes short, b long replies
+    >>> best_of_n(pipe, "hi", ["yo!", "hello there"], "a")
+    ('yo!', 0)
+    >>> best_of_n(pipe, "hi", ["yo!", "hello there"], "b")
+    ('hello there', 1)
     """
     candidates = _check_candidates(candidates)
     rewards = score_responses(model, prompt, candidates, user_id, user_col=user_col)

@@ -824,3 +824,39 @@ def test_generators_refuse_overflow_and_non_bool_flags():
         make_text_preference_world(n_users=3, n_pairs_per_user=4, scale=1e308, random_state=0)
     with pytest.raises(ValueError, match="return_frame must be True or False"):
         make_preference_data(n_users=2, n_pairs_per_user=2, return_frame="no")
+
+
+def _recipe_pairs(user_codes, values, counts, margin, k, rng):
+    """Steps 2 and 3 of pairs_from_ratings's recipe, all pairs at once (the reference)."""
+    from sklearn_lore.datasets import _enumerate_pairs, _first_k_per_group
+
+    first, second = _enumerate_pairs(counts)
+    diff = np.abs(values[first] - values[second])
+    keep = (diff >= margin) & (diff > 0)
+    first, second = first[keep], second[keep]
+    keys = rng.randint(2**40, size=first.size, dtype=np.int64)
+    by_key = np.lexsort((keys, user_codes[first]))
+    by_key = by_key[_first_k_per_group(user_codes[first][by_key], k)]
+    return first[by_key], second[by_key]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(counts=st.lists(st.integers(0, 30), min_size=1, max_size=6),
+       k=st.integers(1, 12), chunk=st.sampled_from([1, 2, 7, 50, 1 << 22]),
+       seed=st.integers(0, 2**16), coarse=st.booleans())
+def test_pair_selection_in_chunks_is_the_recipe(counts, k, chunk, seed, coarse):
+    """Users grouped in chunks, a large user in blocks of rows: the same pairs, keys and
+    order as enumerating every pair at once, and the random stream left where it was."""
+    from sklearn_lore.datasets import _select_pairs
+
+    counts = np.asarray(counts, dtype=np.int64)
+    user_codes = np.repeat(np.arange(counts.size), counts)
+    values = np.random.default_rng(seed).integers(-3, 4, size=user_codes.size).astype(float)
+    if not coarse:
+        values += np.random.default_rng(seed + 1).uniform(size=values.size)
+    rng_a, rng_b = np.random.RandomState(seed), np.random.RandomState(seed)
+    got = _select_pairs(user_codes, values, counts, 1.0, k, rng_a, chunk=chunk)
+    want = _recipe_pairs(user_codes, values, counts, 1.0, k, rng_b)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert rng_a.uniform() == rng_b.uniform()

@@ -55,6 +55,8 @@ def _magnitude(Z):
 
 # sample weights past this make the penalties (alpha, prior_strength) negligible
 _LARGE_WEIGHT = 1e6
+# and past this they are refused
+_MAX_WEIGHT = 1e15
 
 
 def _scale_advice(Z, sw=None):
@@ -77,9 +79,12 @@ def _scale_advice(Z, sw=None):
 def _numerical_failure_as_value_error(Z, sw=None):
     """A linear solve that fails on the data's numbers is a problem with the input's
     scale (features, or sample weights ``sw``), reported as such (not as a LAPACK
-    error from deep inside the solver)."""
+    error from deep inside the solver). numpy's overflow and invalid-value warnings on
+    the way are not shown: the result is checked for finiteness, and a failure is this
+    ValueError (the torch backend warns nothing either)."""
     try:
-        yield
+        with np.errstate(over="ignore", invalid="ignore"):
+            yield
     except np.linalg.LinAlgError as exc:
         raise ValueError(
             f"The solver failed numerically ({exc}). {_scale_advice(Z, sw)}") from exc
@@ -580,6 +585,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         if y.dtype.kind not in "biu":  # integer labels are always class labels
             check_classification_targets(y)
         sw = _check_sample_weight(sample_weight, Z, dtype=np.float64, ensure_non_negative=True)
+        if sw.size and float(sw.max()) > _MAX_WEIGHT:
+            # the penalties vanish beside them: whether a solve fails then depends on the
+            # LAPACK library's round-off (numpy and torch disagreed)
+            raise ValueError(f"Sample weights above {_MAX_WEIGHT:.0e} are refused. "
+                             + _scale_advice(Z, sw))
         return y, sw
 
     def _binary_labels(self, y):
@@ -1381,9 +1391,12 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         y01 = self._binary_labels(y)
         groups, batch_users = self._factorize(ids)
         centres, precisions, index = self._batch_priors(batch_users, self.prior_precision_)
-        be = resolve_backend(self.backend, self.device)
-        if be.name == "torch" and Z.shape[0] <= _HOST_FOLD_IN_ROWS:
-            be = NumpyBackend()  # see _HOST_FOLD_IN_ROWS
+        if Z.shape[0] <= _HOST_FOLD_IN_ROWS:
+            # on the host with either backend (see _HOST_FOLD_IN_ROWS): a model fitted
+            # with torch folds users in where torch is absent
+            be = NumpyBackend()
+        else:
+            be = resolve_backend(self.backend, self.device)
         rows = _solver.make_rows(be, F, y01, sw, groups, len(batch_users))
         with _numerical_failure_as_value_error(Z, sw):
             theta, hess = _solver.user_step(

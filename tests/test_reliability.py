@@ -131,6 +131,41 @@ def test_object_ndarray_with_strings(problem):
     assert "could not convert string to float: 'abc'" in str(caught.value.__cause__)
 
 
+@pytest.mark.parametrize("method", ["fit", "partial_fit", "partial_fit_users"])
+def test_sample_weights_past_1e15_are_refused(problem, method):
+    """The penalties vanish beside them, and whether a solve then failed depended on the
+    LAPACK library (numpy raised, torch accepted precisions near 1e300)."""
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, shrinkage=1.0)
+    kwargs = {"classes": [0, 1]} if method == "partial_fit" else {}
+    if method == "partial_fit_users":
+        est.fit(X, y, user_ids=users)
+    w = np.ones(len(y))
+    w[3] = 1e16
+    with pytest.raises(ValueError, match="Sample weights above 1e\\+15 are refused.*rescale"):
+        getattr(est, method)(X, y, sample_weight=w, user_ids=users, **kwargs)
+    w[3] = 1e14  # large, but taken
+    getattr(clone(est), method if method != "partial_fit_users" else "fit")(
+        X, y, sample_weight=w, user_ids=users, **kwargs)
+
+
+def test_a_small_fold_in_needs_no_torch(problem, monkeypatch):
+    """Fold-ins of up to 65,536 rows run on the host whatever the backend: a model
+    fitted with torch folds users in where torch is absent."""
+    from sklearn_lore import estimator as module
+
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, shrinkage=1.0).fit(X, y, user_ids=users)
+    est.set_params(backend="torch")
+
+    def no_torch(*args, **kwargs):
+        raise ImportError("No module named 'torch'")
+
+    monkeypatch.setattr(module, "resolve_backend", no_torch)
+    est.partial_fit_users(X[:6], y[:6], user_ids=["new"] * 6)
+    assert "new" in set(est.users_)
+
+
 def test_partial_fit_users_validates_the_parameters(problem):
     """As fit and partial_fit do: alpha=-1 set after fitting used to pass silently."""
     from sklearn.utils._param_validation import InvalidParameterError

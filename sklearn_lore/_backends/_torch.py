@@ -354,6 +354,10 @@ class TorchBackend:
     def matmul_ZtR(self, Z, R):
         if isinstance(Z, _HostChunks):
             return Z.matmul_ZtR(R)
+        if Z.device.type == "cpu":
+            # a CPU BLAS reads a row-major Z far faster as (R^T Z)^T than as Z^T R (4x at
+            # 20,000 x 384), as the numpy backend does; CUDA takes Z^T R as it is
+            return (R.to(Z.dtype).T @ Z).T.to(torch.float64)
         return (Z.T @ R.to(Z.dtype)).to(torch.float64)
 
 

@@ -241,7 +241,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         ones only. Checked at fit time (``ValueError`` for anything else or a GPU
         that is not there).
     max_iter : int, default=300
-        Maximum number of outer rounds (one user step and one basis step each).
+        Maximum number of outer rounds (one user step and one basis step each); a fit
+        that reaches it warns (``ConvergenceWarning``).
     tol : float, default=1e-4
         Stop when the relative change of the objective stays below ``tol`` for
         three rounds. Tighter values fit the training pairs more closely without
@@ -926,6 +927,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.max_iter, self.tol if tol is None else tol, gram=gram, log=self._log,
         )
         _require_finite(Z, res.V, res.theta, sw=sw)
+        if res.n_iter >= self.max_iter:
+            warnings.warn(
+                f"The alternating minimization stopped at max_iter={self.max_iter} rounds "
+                f"before its objective settled (tol={self.tol if tol is None else tol:g}); "
+                "raise max_iter, or loosen tol.", ConvergenceWarning, stacklevel=3)
         self.components_ = res.V.T.copy()
         self.users_ = users
         self._fit_with_users = True

@@ -149,6 +149,18 @@ def test_sample_weights_past_1e15_are_refused(problem, method):
         X, y, sample_weight=w, user_ids=users, **kwargs)
 
 
+def test_reaching_max_iter_warns_as_scikit_learn_does(problem):
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y, users = problem
+    with pytest.warns(ConvergenceWarning, match="stopped at max_iter=1 rounds"):
+        LowRankRewardEstimator(2, max_iter=1, shrinkage=1.0).fit(X, y, user_ids=users)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LowRankRewardEstimator(2, shrinkage=1.0).fit(X, y, user_ids=users)
+    assert est.n_iter_ < est.max_iter
+
+
 def test_a_small_fold_in_needs_no_torch(problem, monkeypatch):
     """Fold-ins of up to 65,536 rows run on the host whatever the backend: a model
     fitted with torch folds users in where torch is absent."""

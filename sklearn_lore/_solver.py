@@ -191,8 +191,11 @@ def _block_hessian(be, rows, Fp, curv):
     return _to_users(be, rows, (Fp * curv[:, :, None]).swapaxes(1, 2) @ Fp)
 
 
-def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10):
+def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10, status=None):
     """Minimize every user's objective over its parameters with V fixed.
+
+    ``status``: a list that gets "max_iter" appended when the Newton iterations run out
+    before every user converged (the eager loop; a CUDA graph's does not report).
 
     Parameters
     ----------
@@ -230,6 +233,8 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10):
         theta, f_g = _line_search_users(
             be, rows, Fp, theta, mu, precision, kind, f_g, step, decrement, tol
         )
+    if status is not None:
+        status.append("max_iter")
     return theta, _user_hessian(be, rows, Fp, theta, kind)
 
 

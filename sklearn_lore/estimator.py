@@ -1404,11 +1404,17 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         else:
             be = resolve_backend(self.backend, self.device)
         rows = _solver.make_rows(be, F, y01, sw, groups, len(batch_users))
+        status = []
         with _numerical_failure_as_value_error(Z, sw):
             theta, hess = _solver.user_step(
                 be, rows, be.asarray(F), be.asarray(centres), be.asarray(centres),
-                be.asarray(precisions), self._kind,
+                be.asarray(precisions), self._kind, status=status,
             )
+        if status:
+            warnings.warn(
+                "The fold-in's Newton iterations ran out before every user's weights "
+                "converged (rows on a far larger scale than the fitted ones, say). "
+                + _scale_advice(Z, sw), ConvergenceWarning, stacklevel=2)
         W = self._weights_from_params(be.to_numpy(theta))
         precision = precisions + be.to_numpy(hess)
         _require_finite(Z, W, precision, sw=sw)

@@ -161,6 +161,29 @@ def test_reaching_max_iter_warns_as_scikit_learn_does(problem):
     assert est.n_iter_ < est.max_iter
 
 
+def test_a_fold_in_whose_newton_steps_run_out_warns():
+    """Rows 100 times the fit's scale: the user step stopped unconverged, silently."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y, users, _ = make_preference_data(n_users=40, n_pairs_per_user=30, n_features=16,
+                                          random_state=0)
+    Xn, yn, un, _ = make_preference_data(n_users=200, n_pairs_per_user=10, n_features=16,
+                                         random_state=7)
+    est = LowRankRewardEstimator(3, random_state=0, shrinkage=1.0).fit(X, y, user_ids=users)
+    new = np.array([f"new-{u}" for u in un], dtype=object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clone_of(est).partial_fit_users(Xn, yn, user_ids=new)
+    with pytest.warns(ConvergenceWarning, match="fold-in's Newton iterations ran out"):
+        clone_of(est).partial_fit_users(Xn * 100, yn, user_ids=new)
+
+
+def clone_of(fitted):
+    import copy
+
+    return copy.deepcopy(fitted)
+
+
 def test_a_small_fold_in_needs_no_torch(problem, monkeypatch):
     """Fold-ins of up to 65,536 rows run on the host whatever the backend: a model
     fitted with torch folds users in where torch is absent."""

@@ -232,27 +232,29 @@ def _read_comparisons(path):
     return df, y
 
 
-def _check_split(path, masks, users, y, n_train):
+def _too_few_users(path, counts, n_train):
+    return SystemExit(
+        f"{path}: {len(counts)} user(s) with a median of {int(counts.median())} "
+        "comparisons each; the evaluation needs at least 2 users with more than "
+        f"{n_train} comparisons (the first {n_train} of each train or adapt, the rest "
+        "test).")
+
+
+def _check_split(path, masks, users, y, counts, n_train):
     """Every part of the evaluation has rows, and the training rows both labels."""
-    counts = pd.Series(users).value_counts()
-    if len(counts) < 2 or not masks["train"].any():
-        raise SystemExit(
-            f"{path}: {len(counts)} user(s) with a median of {int(counts.median())} "
-            "comparisons each; the evaluation needs at least 2 users with more than "
-            f"{n_train} comparisons (the first {n_train} of each train or adapt, the rest "
-            "test).")
-    for name, who in [("seen_test", "seen"), ("unseen_test", "held-out")]:
-        if not masks[name].any():
-            group = sorted({str(u) for u in users[masks["shots"] | masks["unseen_test"]]}
-                           if who == "held-out" else
-                           {str(u) for u in users[masks["train"]]})
+    if not masks["train"].any():
+        raise _too_few_users(path, counts, n_train)
+    seen = masks["train"] | masks["seen_test"]
+    for test, who, members, hint in [
+            ("seen_test", "seen", seen, ""),
+            ("unseen_test", "held-out", ~seen, " (another --seed holds out other users)")]:
+        if not masks[test].any():
+            group = sorted({str(u) for u in users[members]})
             raise SystemExit(
                 f"{path}: the {who} users ({', '.join(group[:5])}"
                 f"{', ...' if len(group) > 5 else ''}) have no comparisons beyond their "
                 f"first {n_train}, so there is nothing to test them on; the evaluation "
-                f"needs at least 2 users with more than {n_train} comparisons"
-                + (" (another --seed holds out other users)" if who == "held-out" else "")
-                + ".")
+                f"needs at least 2 users with more than {n_train} comparisons{hint}.")
     train_labels = np.unique(y[masks["train"]])
     if len(train_labels) < 2:
         raise SystemExit(
@@ -265,12 +267,10 @@ def run_csv(args):
     users = df["user_id"].to_numpy()
     counts = pd.Series(users).value_counts()
     n_train = max(int(counts.median() * 0.7), 1)
-    if len(counts) < 2:
-        masks = {"train": np.zeros(len(users), dtype=bool)}  # nobody to hold out
-        masks["seen_test"] = masks["unseen_test"] = masks["shots"] = masks["train"]
-    else:
-        masks = _split(users, n_train, min(10, n_train), args.seed)
-    _check_split(args.data, masks, users, y, n_train)
+    if len(counts) < 2:  # nobody to hold out
+        raise _too_few_users(args.data, counts, n_train)
+    masks = _split(users, n_train, min(10, n_train), args.seed)
+    _check_split(args.data, masks, users, y, counts, n_train)
     try:
         emb = _embed(df, args)
     except ValueError as exc:  # a bad text cell: named by the embedder

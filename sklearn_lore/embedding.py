@@ -421,11 +421,16 @@ def _directory_fingerprint(path):
     return digest.hexdigest()[:16]
 
 
+def _model_name(model):
+    """A model given as str, bytes or path-like, as a str."""
+    return os.fsdecode(os.fspath(model))
+
+
 def _check_model_source(model):
     """A model given as a local path must be a folder: a missing folder or a file would
     otherwise be read as a hub name ("Repo id must be in the form ..."), and "" as the
     working directory."""
-    name = os.fsdecode(os.fspath(model))
+    name = _model_name(model)
     if name == "":
         raise ValueError("model is empty: pass a checkpoint name or a local folder.")
     path = Path(name).expanduser()
@@ -445,11 +450,11 @@ def _check_model_source(model):
 def _checkpoint_identity(model):
     """A stable string for a model name or local directory."""
     _check_model_source(model)
-    path = Path(os.fsdecode(os.fspath(model))).expanduser()
+    path = Path(_model_name(model)).expanduser()
     if path.is_dir():
         resolved = path.resolve()
         return f"{resolved}#{_directory_fingerprint(resolved)}"
-    return os.fsdecode(os.fspath(model))
+    return _model_name(model)
 
 
 def _default_model_path():
@@ -530,15 +535,15 @@ def _dtype_kwarg():
 
 
 def _is_local(model):
-    return Path(os.fsdecode(os.fspath(model))).expanduser().is_dir()
+    return Path(_model_name(model)).expanduser().is_dir()
 
 
 def _model_source(model):
     """What the loaders get: a local directory with ``~`` expanded (they would read
     ``~/models/x`` as a hub name), a hub name as given."""
     if _is_local(model):
-        return os.fspath(Path(os.fsdecode(os.fspath(model))).expanduser())
-    return os.fsdecode(os.fspath(model))
+        return os.fspath(Path(_model_name(model)).expanduser())
+    return _model_name(model)
 
 
 def _shared(load_key, loader):
@@ -1994,14 +1999,13 @@ class _Backbone:
         return hidden, mask, readable
 
 
-def _pool(hidden, mask, pooling, readable=None):
-    """Last readable token (``readable``, else the mask; located whatever the padding
-    side) or the mean over the real tokens (``mask``)."""
+def _pool(hidden, mask, pooling, readable):
+    """Last readable token (``readable``, located whatever the padding side) or the
+    mean over the real tokens (``mask``)."""
     import torch
 
     hidden = hidden.float()
     if pooling == "last":
-        readable = mask if readable is None else readable
         positions = torch.arange(mask.shape[1], device=mask.device)
         last = (readable * positions).argmax(dim=1)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]

@@ -469,15 +469,12 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         (a user id column that lost its name when a meta-estimator made X an array)."""
         values = np.asarray(X, dtype=object)
         where = ""
-        if values.ndim == 2:
-            for j in range(values.shape[1]):
-                try:
-                    values[:, j].astype(np.float64)
-                except (TypeError, ValueError):
-                    row = next(i for i, v in enumerate(values[:, j])
-                               if not _is_number_like(v))
-                    where = f" in column {j} (row {row} holds {values[row, j]!r})"
-                    break
+        if values.ndim == 2:  # the first cell that is not a number, column by column
+            cell = next(((i, j) for j in range(values.shape[1])
+                         for i in range(values.shape[0]) if not _is_number_like(values[i, j])),
+                        None)
+            if cell is not None:
+                where = f" in column {cell[1]} (row {cell[0]} holds {values[cell]!r})"
         return ValueError(
             f"X must hold numbers, but it holds text{where}. If that column is the user "
             "ids, it lost its name: a meta-estimator (BaggingClassifier, say) or "

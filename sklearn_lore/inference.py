@@ -132,9 +132,10 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     if _ids_by_keyword(model) and user_id is not None:
         # fitted as pipe.fit(X, y, user_ids=...) with routing: the embedder has no
         # user column, so the ids go to the estimator beside the embedded rows
+        from .model_selection import _WithUsers
+
         frame = _pair_frame(model, prompt, candidates, None, user_col)
-        Z = model[:-1].transform(frame)
-        margins = model[-1].decision_function(Z, user_ids=[user_id] * len(candidates))
+        margins = _WithUsers(model, [user_id] * len(candidates)).decision_function(frame)
     else:
         frame = _pair_frame(model, prompt, candidates, user_id, user_col)
         margins = model.decision_function(frame)

@@ -435,10 +435,14 @@ class _WithUsers:
     def classes_(self):
         return self._estimator.classes_
 
-    def _predict(self, method, X):
+    def _call(self, method, X, *args, **kwargs):
+        """The final estimator's ``method`` on X as it reaches it, with the ids."""
         estimator, X = _final_step(self._estimator, X)
         _takes_user_ids(estimator, method)
-        return getattr(estimator, method)(X, user_ids=self._user_ids)
+        return getattr(estimator, method)(X, *args, user_ids=self._user_ids, **kwargs)
+
+    def _predict(self, method, X):
+        return self._call(method, X)
 
     @available_if(_final_has("predict"))
     def predict(self, X):
@@ -458,10 +462,8 @@ class _WithUsers:
 
     @available_if(_final_has("score"))
     def score(self, X, y, sample_weight=None):
-        estimator, X = _final_step(self._estimator, X)
-        _takes_user_ids(estimator, "score")
         weights = {} if sample_weight is None else {"sample_weight": sample_weight}
-        return estimator.score(X, y, user_ids=self._user_ids, **weights)
+        return self._call("score", X, y, **weights)
 
     def __getattr__(self, name):  # other attributes (n_features_in_, ...) as the estimator's
         if name.startswith("_"):
@@ -486,27 +488,29 @@ def _warn_without_ids(estimator, X):
         stacklevel=3)
 
 
+def _scorer_takes_ids(scorer):
+    """A callable of ours (not a scikit-learn scorer) that takes user_ids itself."""
+    if hasattr(scorer, "_score_func"):
+        return False
+    try:
+        return "user_ids" in inspect.signature(scorer).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class _UserScorer:
     """A scorer that requests ``user_ids`` and passes them to the predictions."""
 
     def __init__(self, scorer, name):
         self._scorer = scorer
         self._name = name
-
-    def _takes_ids(self):
-        """A callable of ours (not a scikit-learn scorer) that takes user_ids itself."""
-        if hasattr(self._scorer, "_score_func"):
-            return False
-        try:
-            return "user_ids" in inspect.signature(self._scorer).parameters
-        except (TypeError, ValueError):
-            return False
+        self._takes_ids = _scorer_takes_ids(scorer)
 
     def __call__(self, estimator, X, y_true, sample_weight=None, user_ids=None):
         weights = {} if sample_weight is None else {"sample_weight": sample_weight}
         if user_ids is None:
             _warn_without_ids(estimator, X)
-        if self._takes_ids():
+        if self._takes_ids:
             return self._scorer(estimator, X, y_true, user_ids=user_ids, **weights)
         target = estimator if user_ids is None else _WithUsers(estimator, user_ids)
         return self._scorer(target, X, y_true, **weights)

@@ -195,7 +195,7 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10, s
     """Minimize every user's objective over its parameters with V fixed.
 
     ``status``: a list that gets "max_iter" appended when the Newton iterations run out
-    before every user converged (the eager loop; a CUDA graph's does not report).
+    before every user converged (eager or replayed as a CUDA graph).
 
     Parameters
     ----------
@@ -216,7 +216,7 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10, s
     graph = _newton_graph(be, rows, Fp, theta, mu, precision, kind, tol, eye)
     if graph is not None:
         return _user_step_graphed(be, rows, graph, Fp, theta, mu, precision, kind, max_iter,
-                                  tol)
+                                  tol, status)
     f_g = None
     for _ in range(max_iter):
         if f_g is None:
@@ -323,7 +323,8 @@ def _newton_iteration(be, rows, Fp, theta, mu, precision, kind, f_g, tol, eye):
         decrement
 
 
-def _user_step_graphed(be, rows, graph, Fp, theta, mu, precision, kind, max_iter, tol):
+def _user_step_graphed(be, rows, graph, Fp, theta, mu, precision, kind, max_iter, tol,
+                       status=None):
     """:func:`user_step` by replays of the Newton iteration's graph: one host sync per
     iteration (converged? every user's search done?); a search that needs more trials
     than the graph holds is rerun eagerly from the start. The same iterates as eager."""
@@ -343,6 +344,8 @@ def _user_step_graphed(be, rows, graph, Fp, theta, mu, precision, kind, max_iter
             )
         static[1].copy_(theta_new)
         static[4].copy_(f_new)
+    if status is not None:
+        status.append("max_iter")
     return static[1].clone(), _user_hessian(be, rows, Fp, static[1], kind)
 
 

@@ -261,6 +261,27 @@ def test_graphed_user_step_gives_the_eager_iterates(monkeypatch, trials, kind, p
 
 
 @needs_torch
+@pytest.mark.parametrize("graphed", [False, True])
+def test_user_step_reports_newton_iterations_running_out(graphed):
+    """Both the eager loop and the graph's replays append "max_iter" to ``status`` when
+    the iterations run out before every user converged, and nothing when they suffice."""
+    be = _graph_backend([]) if graphed else _backend("torch")
+    groups, y, s = _rows(COUNTS["heavy"], seed=2)
+    n, G, B = groups.shape[0], len(COUNTS["heavy"]), 3
+    F = be.asarray(4.0 * np.random.default_rng(3).standard_normal((n, B)))
+    rows = _solver.make_rows(be, np.zeros((n, 1)), y, s, groups, G)
+    mu, P = be.asarray(np.zeros(B)), be.asarray(1e-3 * np.eye(B))
+    for _ in range(_solver._GRAPH_AT_CALL - 1):  # a graph is used from this call on
+        _solver.user_step(be, rows, F, be.zeros((G, B)), mu, P, "free")
+    for max_iter, expected in [(1, ["max_iter"]), (50, [])]:
+        status = []
+        theta, _ = _solver.user_step(be, rows, F, be.zeros((G, B)), mu, P, "free",
+                                     max_iter=max_iter, status=status)
+        assert status == expected
+        assert np.isfinite(_to_numpy(theta)).all()
+
+
+@needs_torch
 def test_fit_with_graphed_user_steps_predicts_as_eager(monkeypatch):
     from sklearn_lore import LowRankRewardEstimator
     from sklearn_lore._backends import _torch as torch_module

@@ -4,9 +4,12 @@ The math lives in :mod:`sklearn_lore._objective`, the solver in
 :mod:`sklearn_lore._solver` and the array operations in :mod:`sklearn_lore._backends`.
 """
 
+import functools
 import itertools
 import logging
 import numbers
+import os
+import sys
 import warnings
 from collections.abc import Mapping, Set
 from contextlib import contextmanager
@@ -100,6 +103,37 @@ def _require_finite(Z, *arrays, sw=None):
     if not all(np.all(np.isfinite(a)) for a in arrays):
         raise ValueError("The solver produced non-finite values; the model is unchanged. "
                          + _scale_advice(Z, sw))
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _warn_caller(message, category):
+    """Warn at the first frame outside this package: the user's call, however many of
+    the package's frames (helpers, the wrappers of the fitting methods) lie between."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _unchanged_on_failure(method):
+    """A training method that raises leaves the estimator's attributes as they were
+    before the call: no half-set state, such as the refused data's ``n_features_in_``
+    beside the previous fit's components (a crash deep in numpy at the next predict),
+    or ``classes_`` on a model whose first fit failed (fitted to check_is_fitted)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        before = dict(vars(self))
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+
+    return wrapper
 
 
 def _host_curvature(curvature):
@@ -566,15 +600,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             )
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
-            import warnings
-
             from sklearn.exceptions import DataConversionWarning
 
-            warnings.warn(
-                "A column-vector y was passed when a 1d array was expected.",
-                DataConversionWarning,
-                stacklevel=3,
-            )
+            _warn_caller("A column-vector y was passed when a 1d array was expected.",
+                         DataConversionWarning)
             y = y.ravel()
         if y.ndim != 1 or y.shape[0] != n_samples:
             raise ValueError(
@@ -834,6 +863,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         if self.verbose:
             logger.info("round %d: objective %.8f", n_iter, value)
 
+    @_unchanged_on_failure
     def fit(self, X, y, sample_weight=None, *, user_ids=None):
         """Fit the basis and every user's weights by alternating minimization.
 
@@ -925,10 +955,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         _require_finite(Z, res.V, res.theta, sw=sw)
         if res.n_iter >= self.max_iter:
-            warnings.warn(
+            _warn_caller(
                 f"The alternating minimization stopped at max_iter={self.max_iter} rounds "
                 f"before its objective settled (tol={self.tol if tol is None else tol:g}); "
-                "raise max_iter, or loosen tol.", ConvergenceWarning, stacklevel=3)
+                "raise max_iter, or loosen tol.", ConvergenceWarning)
         self.components_ = res.V.T.copy()
         self.users_ = users
         self._fit_with_users = True
@@ -978,18 +1008,17 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             gram_eig = be.eigh(gram)
         return refits, gram_eig
 
-    def _warn_if_collapsed(self, F, W_rows, stacklevel=4):
+    def _warn_if_collapsed(self, F, W_rows):
         """The basis times the weights is a product: where the penalties outweigh
-        the data it collapses to zero, and what is left of the logits is round-off.
-        ``stacklevel`` points the warning at the user's call (fit, partial_fit)."""
+        the data it collapses to zero, and what is left of the logits is round-off."""
         t = np.einsum("nb,nb->n", F, W_rows)
         if t.size and np.max(np.abs(t)) <= _COLLAPSED_LOGIT:
-            warnings.warn(
+            _warn_caller(
                 "The fitted model collapsed to zero: every training logit is below "
                 f"{_COLLAPSED_LOGIT:.0e}, so probabilities are 0.5 and predicted labels are "
                 "round-off. alpha and prior_strength outweigh the data at this feature "
                 "scale: standardize the features or lower alpha and prior_strength.",
-                ConvergenceWarning, stacklevel=stacklevel,
+                ConvergenceWarning,
             )
 
     def _fit_without_users(self, Z, y01, sw, data=None):
@@ -1016,7 +1045,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.shrinkage_ = 1.0 if self.shrinkage == "auto" else float(self.shrinkage)
         weights = np.eye(B)[0]
         F = Z @ self.components_.T
-        self._warn_if_collapsed(F[:, :1], np.ones((len(F), 1)), stacklevel=5)
+        self._warn_if_collapsed(F[:, :1], np.ones((len(F), 1)))
         p = _solver.expit(F[:, 0])
         hess = F.T @ ((sw * p * (1 - p))[:, None] * F)
         self._set_population(self._params_from_weights(weights[None])[0],
@@ -1180,6 +1209,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------
     # streaming and fold-in
 
+    @_unchanged_on_failure
     def partial_fit(self, X, y, classes=None, sample_weight=None, *, user_ids=None):
         """Update the model with one mini-batch of comparisons (streaming).
 
@@ -1189,7 +1219,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         current basis: many small calls reach what one fit on the same rows reaches.
         After that (or with ``stream_memory=0``, after :meth:`fit`, or from the first
         batch holding a user the memory lacks, one folded in with
-        :meth:`partial_fit_users`, whose pairs a refit would drop) each call
+        :meth:`partial_fit_users`, whose pairs a refit would drop; a fold-in of a user
+        the memory holds ends it at once) each call
         refits the batch's users and the basis on the batch only, with priors that
         carry what earlier batches taught: each known user starts from its weights
         and precision (``user_precision_``), the basis from its current value with a
@@ -1200,11 +1231,16 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features) or DataFrame
+            Embedding differences of the batch's comparisons, as in :meth:`fit`.
         y : array-like of shape (n_samples,)
+            Labels of the batch, among ``classes``.
         classes : array-like of shape (2,), default=None
-            Both labels; required on the first call, checked on later ones.
+            Both labels; required on the first call, checked on later ones (equal by
+            value is enough; ``classes_`` keeps the first call's).
         sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each comparison.
         user_ids : array-like of shape (n_samples,), default=None
+            The user of each row; give them in every call or in none.
 
         Returns
         -------
@@ -1221,12 +1257,14 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
         if classes is not None:
             classes = self._set_classes(np.asarray(classes))
-            if not first and not np.array_equal(classes, self.classes_):
+            if first:
+                self.classes_ = classes
+            elif not np.array_equal(classes, self.classes_):
                 raise ValueError(
                     f"classes={classes.tolist()} differs from the classes of earlier "
                     f"calls {self.classes_.tolist()}."
                 )
-            self.classes_ = classes
+            # equal by value ([0.0, 1.0] for [0, 1]): classes_ and its type stay
         y01 = self._binary_labels(y)
         # files saved before the flag existed: a model without users was fitted without ids
         with_users = getattr(self, "_fit_with_users", None)
@@ -1354,6 +1392,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                                posterior, self.temperature_)
         self._set_population(*self._update_population(F, y01, sw))
 
+    @_unchanged_on_failure
     def partial_fit_users(self, X, y, sample_weight=None, *, user_ids=None):
         """Adapt users from a few comparisons with the basis frozen (fold-in).
 
@@ -1361,16 +1400,22 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         ``prior_precision_``); known users start from their current weights and
         precision, so calling this twice with two halves of a user's pairs matches
         one call with all of them up to the Laplace approximation. The basis and
-        all other users are untouched. The batch's known users are updated in place
-        in ``user_weights_`` and ``user_precision_`` (an array taken from the model
-        earlier shows the update); new users are appended into spare rows, so a call
-        costs the same however many users the model knows.
+        all other users are untouched. The batch's rows are not remembered by a
+        stream; a fold-in that teaches a user whose rows the stream memory holds ends
+        the memory (see :meth:`partial_fit`). New users are appended into spare rows,
+        so a call costs the same however many users the model knows; an array taken
+        from ``user_weights_`` or ``user_precision_`` before the call may or may not
+        share memory with the model afterwards: copy it for a snapshot and read the
+        attribute again for the current values.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features) or DataFrame
+            Embedding differences of the users' comparisons, as in :meth:`fit`.
         y : array-like of shape (n_samples,)
+            Labels, among the ``classes_`` of the fit.
         sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each comparison; a new user whose rows all weigh 0 stays unknown.
         user_ids : array-like of shape (n_samples,), default=None
             Required unless X has the user column.
 
@@ -1408,20 +1453,33 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 be.asarray(precisions), self._kind, status=status,
             )
         if status:
-            warnings.warn(
+            _warn_caller(
                 "The fold-in's Newton iterations ran out before every user's weights "
                 "converged (rows on a far larger scale than the fitted ones, say). "
-                + _scale_advice(Z, sw), ConvergenceWarning, stacklevel=2)
+                + _scale_advice(Z, sw), ConvergenceWarning)
         W = self._weights_from_params(be.to_numpy(theta))
         precision = precisions + be.to_numpy(hess)
         _require_finite(Z, W, precision, sw=sw)
         # a new user whose rows all weigh 0 has told nothing: it stays unknown (the
         # population, temperature included) rather than a copy of the prior
-        informed = (np.bincount(groups, weights=sw, minlength=len(batch_users)) > 0) | (index >= 0)
+        taught = np.bincount(groups, weights=sw, minlength=len(batch_users)) > 0
+        informed = taught | (index >= 0)
         self._update_users(batch_users[informed], index[informed], W[informed],
                            precision[informed],
                            getattr(self, "fold_in_temperature_", self.temperature_))
+        self._end_memory_of(batch_users[taught])
         return self
+
+    def _end_memory_of(self, taught):
+        """End the stream memory when it holds rows of users a fold-in just taught: a
+        refit of the memory would start them over from those rows alone and lose the
+        fold-in. The stream goes on memory-free, every user keeping its weights."""
+        memory = getattr(self, "_stream_memory", None)
+        if memory is None or memory[3] is None or len(taught) == 0:
+            return
+        remembered = set(memory[3].tolist())
+        if any(u in remembered for u in taught.tolist()):
+            self._stream_memory = None
 
     def _batch_priors(self, batch_users, new_precision):
         """Prior centre and precision of each user of a batch (known or new)."""

@@ -850,8 +850,22 @@ def _check_lore_state(est, where):
         _check_shape(memory[2], (n,), f"{where}._stream_memory[2]")
         for i in range(3):
             _check_numeric(memory[i], f"{where}._stream_memory[{i}]")
+        with_users = getattr(est, "_fit_with_users", None)
+        if with_users is None:  # files saved before the flag existed
+            with_users = n_users > 0
+        if (memory[3] is None) == bool(with_users):
+            raise ValueError(
+                f"{where}._stream_memory[3]: the remembered rows' user ids are "
+                + ("missing on a model trained with user ids." if with_users
+                   else "present on a model trained without user ids."))
         if memory[3] is not None:
             _check_shape(memory[3], (n,), f"{where}._stream_memory[3]")
+            import pandas as pd
+
+            missing = pd.isna(memory[3])
+            if missing.any():
+                raise ValueError(f"{where}._stream_memory[3]: a missing user id (None or "
+                                 f"NaN) at row {int(np.argmax(missing))}.")
     precision = _attribute(est, "_population_precision", where)
     _check_shape(precision, (B, B), f"{where}._population_precision")
     _check_numeric(precision, f"{where}._population_precision")

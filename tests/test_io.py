@@ -805,6 +805,33 @@ def test_a_stream_memory_inconsistent_with_the_model_is_rejected(tmp_path, monke
         load(path)
 
 
+@pytest.mark.parametrize("with_ids", [True, False])
+def test_stream_memory_ids_that_do_not_fit_the_model_are_rejected(tmp_path, monkeypatch,
+                                                                   with_ids):
+    """The remembered rows' ids: present exactly when the model was trained with ids,
+    and never missing (a later partial_fit crashed, or streamed NaN ids)."""
+    X, y, users, _ = make_preference_data(n_users=6, n_pairs_per_user=10, n_features=5,
+                                          random_state=0)
+    est = LowRankRewardEstimator(2, random_state=0).partial_fit(
+        X, y, classes=[0, 1], user_ids=users if with_ids else None)
+    Z, y01, sw, ids = est._stream_memory
+    tampered = ([None, np.full(len(y), np.nan, dtype=object)] if with_ids
+                else [np.asarray(users, dtype=object)])
+    patterns = (["ids are missing on a model trained with user ids",
+                 r"missing user id \(None or NaN\) at row 0"] if with_ids
+                else ["ids are present on a model trained without user ids"])
+    for bad, pattern in zip(tampered, patterns):
+        est._stream_memory = (Z, y01, sw, bad)
+        path = tmp_path / "stream.lore"
+        with pytest.raises(ValueError, match=pattern):
+            save(est, path)
+        with monkeypatch.context() as patch:  # such a file written anyway (by other code)
+            patch.setattr(lore_io, "_CHECKS", {})
+            save(est, path)
+        with pytest.raises(ValueError, match=pattern):
+            load(path)
+
+
 # --------------------------------------------------------------------------- fitted attributes
 
 

@@ -153,8 +153,9 @@ def test_reaching_max_iter_warns_as_scikit_learn_does(problem):
     from sklearn.exceptions import ConvergenceWarning
 
     X, y, users = problem
-    with pytest.warns(ConvergenceWarning, match="stopped at max_iter=1 rounds"):
+    with pytest.warns(ConvergenceWarning, match="stopped at max_iter=1 rounds") as record:
         LowRankRewardEstimator(2, max_iter=1, shrinkage=1.0).fit(X, y, user_ids=users)
+    assert {w.filename for w in record} == {__file__}  # the caller's line
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         est = LowRankRewardEstimator(2, shrinkage=1.0).fit(X, y, user_ids=users)
@@ -174,8 +175,9 @@ def test_a_fold_in_whose_newton_steps_run_out_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         clone_of(est).partial_fit_users(Xn, yn, user_ids=new)
-    with pytest.warns(ConvergenceWarning, match="fold-in's Newton iterations ran out"):
+    with pytest.warns(ConvergenceWarning, match="fold-in's Newton iterations ran out") as rec:
         clone_of(est).partial_fit_users(Xn * 100, yn, user_ids=new)
+    assert {w.filename for w in rec} == {__file__}  # the caller's line
 
 
 def clone_of(fitted):
@@ -432,6 +434,55 @@ def test_partial_fit_with_changed_classes(problem):
         ValueError, match=r"classes=\[0, 2\] differs from the classes of earlier calls"
     ):
         est.partial_fit(X, y, classes=[0, 2], user_ids=users)
+
+
+@pytest.mark.parametrize("classes", [[False, True], [0.0, 1.0]])
+def test_partial_fit_with_classes_equal_by_value_keeps_classes_(problem, classes):
+    """classes=[0.0, 1.0] after a fit on int labels replaced classes_: predict then
+    returned floats (or bools)."""
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+    before = est.predict(X, user_ids=users)
+    est.partial_fit(X[:10], y[:10], classes=classes, user_ids=users[:10])
+    assert est.classes_.dtype == before.dtype and est.classes_.tolist() == [0, 1]
+    assert est.predict(X, user_ids=users).dtype == before.dtype
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_a_refused_first_fit_leaves_the_model_unfitted(problem, method):
+    """The labels were refused after classes_ (and n_features_in_) were set: the
+    model passed check_is_fitted, and predict failed with an AttributeError."""
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0)
+    bad = np.where(np.arange(len(y)) == 0, 7, y)
+    with pytest.raises(ValueError):
+        call(est, method, X, bad, user_ids=users)
+    assert not [key for key in vars(est) if key.endswith("_")]
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+    with pytest.raises(NotFittedError):
+        est.predict_proba(X, user_ids=users)
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit", "partial_fit_users"])
+def test_a_refused_call_leaves_a_fitted_model_as_it_was(problem, method):
+    """A refit on data of another width refused for its labels left the new
+    n_features_in_ beside the old components: predict on the new width crashed in
+    numpy's matmul, on the old width it was refused."""
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+    proba = est.predict_proba(X, user_ids=users)
+    before = dict(vars(est))
+    bad = np.where(np.arange(len(y)) == 0, 7, y)
+    narrow = X[:, :-1] if method == "fit" else X
+    with pytest.raises(ValueError):
+        call(est, method, narrow, bad, user_ids=users)
+    assert vars(est).keys() == before.keys()
+    assert all(vars(est)[key] is value for key, value in before.items())
+    np.testing.assert_array_equal(est.predict_proba(X, user_ids=users), proba)
 
 
 def test_first_partial_fit_without_classes(problem):
@@ -885,6 +936,41 @@ def test_a_folded_in_user_in_a_later_batch_keeps_the_fold_in():
         assert est._stream_memory is None
         results[memory] = est.predict_proba(X, user_ids=users)
     np.testing.assert_allclose(results[20000], results[0], atol=1e-8)
+
+
+def test_a_fold_in_of_a_remembered_user_ends_the_memory():
+    """A user whose rows the memory holds, folded in: the next refit of the memory
+    started it over from those rows alone (the fold-in lost, silently, even when the
+    batch lacked the user). The memory ends at the fold-in; a batch without the user
+    then leaves its weights exactly, as with stream_memory=0."""
+    X, y, users = data(n_users=12, n_pairs=30, n_features=6)
+    u0 = np.flatnonzero(users == "u0")
+    fold, rest = u0[-10:], np.setdiff1d(np.arange(len(y)), u0[-10:])
+    first, later = rest[:150], np.array([i for i in rest[150:] if users[i] != "u0"])[:60]
+    results = {}
+    for memory in [20000, 0]:
+        est = LowRankRewardEstimator(2, random_state=0, stream_memory=memory)
+        est.partial_fit(X[first], y[first], classes=[0, 1], user_ids=users[first])
+        assert est._stream_memory is None if memory == 0 else "u0" in set(est._stream_memory[3])
+        est.partial_fit_users(X[fold], y[fold], user_ids=users[fold])
+        assert est._stream_memory is None
+        folded = est.user_weights_[list(est.users_).index("u0")].copy()
+        est.partial_fit(X[later], y[later], user_ids=users[later])
+        assert np.array_equal(est.user_weights_[list(est.users_).index("u0")], folded)
+        results[memory] = est.predict_proba(X, user_ids=users)
+    np.testing.assert_allclose(results[20000], results[0], atol=1e-8)
+
+
+def test_a_fold_in_of_users_the_memory_lacks_keeps_it():
+    X, y, users = data(n_users=12, n_pairs=10)
+    est = LowRankRewardEstimator(2, random_state=0)
+    first = np.isin(users, ["u0", "u1", "u2", "u3"])
+    est.partial_fit(X[first], y[first], classes=[0, 1], user_ids=users[first])
+    est.partial_fit_users(X[:5], y[:5], user_ids=["new"] * 5)
+    # a remembered user's rows that all weigh 0 teach nothing: the memory stays too
+    est.partial_fit_users(X[:5], y[:5], sample_weight=np.zeros(5) + [1, 0, 0, 0, 0],
+                          user_ids=["new", "u0", "u0", "u0", "u0"])
+    assert est._stream_memory is not None and len(est._stream_memory[1]) == first.sum()
 
 
 def test_the_memory_is_a_copy_of_the_callers_arrays():

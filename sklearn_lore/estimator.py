@@ -167,14 +167,70 @@ def _ids_array(ids):
             raise ValueError(
                 "user_ids must be a 1-d sequence of ids, one per row of X; got a "
                 f"{type(ids).__name__}.") from None
-        # tuples are hashable ids; numpy would read a list of them as a 2-d array (or
-        # fail on tuples of different lengths)
-        ids = (np.fromiter(values, dtype=object, count=len(values))
-               if any(isinstance(v, tuple) for v in values)
-               else np.asarray(values, dtype=object))
+        # one id per item: numpy would read tuples (hashable ids) or lists (unhashable,
+        # refused as such) of equal lengths as a 2-d array
+        ids = np.fromiter(values, dtype=object, count=len(values))
     if ids.dtype.kind in "mM" and ids.ndim == 1:
         ids = pd.Series(ids).to_numpy(dtype=object)
+    elif (ids.dtype == object and ids.ndim == 1
+          and pd.api.types.infer_dtype(ids, skipna=False) in _MAY_HOLD_NUMPY_DATES):
+        ids = np.fromiter(map(_id_value, ids), dtype=object, count=len(ids))
+        if tuple in set(map(type, ids)):
+            for row, value in enumerate(ids):
+                if type(value) is tuple and _holds_missing(value):
+                    raise ValueError(
+                        f"user_ids holds a missing value (None or NaN) inside the tuple at "
+                        f"row {row}: {value!r:.60}; every part of a composite id must be "
+                        "known (NaN equals nothing, so the user would be unknown later).")
     return ids
+
+
+# what pandas' infer_dtype calls an object array that may hold numpy dates or durations
+# (or tuples): all-str, all-int, ... arrays are not scanned in Python
+_MAY_HOLD_NUMPY_DATES = {"mixed", "mixed-integer", "datetime64", "timedelta64", "timedelta",
+                         "unknown-array"}
+
+
+def _id_value(value):
+    """One id as it will be compared: numpy dates and durations as pandas Timestamps and
+    Timedeltas (a datetime64 scalar does not equal the same date in an object array),
+    tuples part by part."""
+    if isinstance(value, tuple):
+        return tuple(_id_value(part) for part in value)
+    if isinstance(value, (np.datetime64, np.timedelta64)):
+        try:
+            return (pd.Timestamp if isinstance(value, np.datetime64) else pd.Timedelta)(value)
+        except (ValueError, OverflowError):  # outside pandas' range: compared as given
+            return value
+    return value
+
+
+def _holds_missing(value):
+    """Whether a (nested) tuple id holds None, NaN, NaT or pd.NA."""
+    if isinstance(value, tuple):
+        return any(_holds_missing(part) for part in value)
+    try:
+        missing = pd.isna(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(missing, (bool, np.bool_)) and bool(missing)
+
+
+def _check_object_labels(y):
+    """Labels in an object array: none missing, and of types that sort together (numpy's
+    unique raised "'<' not supported between 'str' and 'int'" from deep inside)."""
+    missing = pd.isna(y)
+    if missing.any():
+        raise ValueError(
+            f"y contains a missing label (None or NaN) at row {int(np.argmax(missing))}; "
+            "every comparison needs its label.")
+    try:
+        np.unique(y)
+    except TypeError:
+        kinds = sorted({type(v).__name__ for v in y})
+        raise TypeError(
+            f"y mixes labels of types that do not compare ({', '.join(kinds)}); give "
+            "labels of one type, such as 0/1 or 'a'/'b'.") from None
 
 
 def _drop_unweighted(Z, y01, sw, ids, checked=True):
@@ -441,6 +497,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             X = X.drop(columns=[self.user_col])
         elif user_ids is not None:
             ids = user_ids
+        elif (hasattr(X, "columns") and isinstance(getattr(X, "index", None), pd.Index)
+              and self.user_col in [name for name in X.index.names if name is not None]):
+            # scikit-learn ignores the index: the rows would silently go without users
+            raise ValueError(
+                f"X holds the user ids in its index ({self.user_col!r}), not in a column; "
+                "an index is not read. Use X.reset_index() to make it a column, or pass "
+                f"user_ids=X.index.get_level_values({self.user_col!r}).")
         return X, ids
 
     def _check_ids(self, ids, n_samples):
@@ -609,6 +672,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"y must be 1-d with one label per row of X ({n_samples}); got shape {y.shape}."
             )
+        if y.dtype == object:
+            _check_object_labels(y)
         if y.dtype.kind not in "biu":  # integer labels are always class labels
             check_classification_targets(y)
         sw = _check_sample_weight(sample_weight, Z, dtype=np.float64, ensure_non_negative=True)
@@ -1182,6 +1247,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         """
         from sklearn.metrics import accuracy_score
 
+        labels = np.asarray(y) if y is not None else None
+        if labels is not None and labels.dtype == object:
+            _check_object_labels(labels)
         return accuracy_score(y, self.predict(X, user_ids=user_ids), sample_weight=sample_weight)
 
     def reward(self, X, *, user_ids=None):
@@ -1598,7 +1666,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             raise single
         ids = _ids_array(user_ids)
         if ids.ndim != 1:
-            raise single
+            raise ValueError(f"user_ids must be 1-d; got an array of shape {ids.shape}.")
         ids = self._check_ids(ids, len(ids))
         index = self._user_index(ids)
         if (index < 0).any():

@@ -1015,6 +1015,10 @@ def test_tuple_ids_of_several_lengths_and_forgetting_one():
     assert ("org", 0, "eu") not in set(est.users_.tolist())
     with pytest.raises(ValueError, match="wrap a single id in a list"):
         est.forget_users("u1")
+    with pytest.raises(ValueError, match=r"must be 1-d; got an array of shape \(2, 1\)"):
+        est.forget_users(np.array([["u1"], ["u2"]]))
+    with pytest.raises(TypeError, match="row 0 holds a list"):  # one list per id
+        est.forget_users([["u1"], ["u2"]])
 
 
 @pytest.mark.parametrize("fitted_kind, other", [("free", "simplex"), ("simplex", "free")])

@@ -336,6 +336,76 @@ def test_unhashable_user_ids_name_the_row(method, bad, problem, fitted):
         call(fresh(method, fitted, problem), method, X, y, user_ids=ids)
 
 
+@pytest.mark.parametrize("method", FIT_LIKE + PREDICT_LIKE)
+@pytest.mark.parametrize("missing", [np.nan, None, np.datetime64("NaT"), pd.NaT],
+                         ids=["nan", "None", "NaT64", "NaT"])
+def test_tuple_user_ids_holding_a_missing_value(method, missing, problem, fitted):
+    """('u0', nan): fit grouped the tuples as one user, the lookup at predict (a dict:
+    two NaN objects are not equal) missed it, so the user was predicted as the
+    population, silently."""
+    X, y, users = problem
+    ids = np.empty(len(users), dtype=object)
+    ids[:] = [(u, 0) for u in users]
+    ids[7] = (users[7], ("s", missing))
+    with pytest.raises(ValueError, match="missing value .* inside the tuple at row 7"):
+        call(fresh(method, fitted, problem), method, X, y, user_ids=list(ids))
+
+
+@pytest.mark.parametrize("bad", [[["a"]] * 100, [bytearray(b"a")] * 100],
+                         ids=["equal_length_lists", "bytearrays"])
+def test_ids_that_numpy_would_read_as_2d_are_named_unhashable(bad, problem):
+    X, y, _ = problem
+    with pytest.raises(TypeError, match=f"row 0 holds a {type(bad[0]).__name__}"):
+        LowRankRewardEstimator(2).fit(X, y, user_ids=bad)
+
+
+def test_numpy_dates_in_a_list_are_the_dates_of_other_containers(problem):
+    """A list (or object array) of np.datetime64 scalars kept them as such: fitted on
+    those, no row found its user given datetime.datetime, and the reverse."""
+    import datetime
+
+    X, y, users = problem
+    number = np.unique(users, return_inverse=True)[1]
+    as_numpy = [np.datetime64("2020-01-01") + int(k) for k in number]
+    as_python = [datetime.datetime(2020, 1, 1) + datetime.timedelta(days=int(k))
+                 for k in number]
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+    for fit_ids, predict_ids in [(as_numpy, as_python), (as_python, as_numpy),
+                                 (np.array(as_numpy), as_numpy)]:
+        dated = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=fit_ids)
+        assert len(dated.users_) == 10
+        np.testing.assert_allclose(dated.predict_proba(X, user_ids=predict_ids),
+                                   est.predict_proba(X, user_ids=users), atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:X has feature names")  # `fitted` saw an array
+@pytest.mark.parametrize("method", FIT_LIKE + PREDICT_LIKE + ["score"])
+@pytest.mark.parametrize("multi", [False, True])
+def test_user_ids_in_the_index_are_named(method, multi, problem, fitted):
+    """fit(df.set_index('user_id'), y) fitted a model without users, and predict on such
+    a frame gave every row the population model: silently, the index being ignored."""
+    X, y, users = problem
+    df = frame(X, users)
+    df = df.set_index(["user_id", df.index] if multi else "user_id")
+    with pytest.raises(ValueError, match="user ids in its index .*reset_index"):
+        call(fresh(method, fitted, problem), method, df, y)
+    # given as a keyword, the ids are read and the index is not
+    est = fresh(method, fitted, problem)
+    call(est, method, df, y, user_ids=df.index.get_level_values("user_id"))
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit", "score"])
+def test_labels_missing_or_of_mixed_types(method, problem, fitted):
+    X, y, users = problem
+    labels = np.where(y == 1, "b", "a").astype(object)
+    labels[5] = None
+    with pytest.raises(ValueError, match="missing label .* at row 5"):
+        call(fresh(method, fitted, problem), method, X, labels, user_ids=users)
+    labels[5] = 3
+    with pytest.raises(TypeError, match="mixes labels of types .*int, str"):
+        call(fresh(method, fitted, problem), method, X, labels, user_ids=users)
+
+
 def test_forget_users_with_an_unhashable_id(problem, fitted):
     with pytest.raises(TypeError, match="user_ids must be hashable .* row 1 holds a dict"):
         clone(fitted).fit(*problem[:2], user_ids=problem[2]).forget_users(["u1", {"a": 1}])

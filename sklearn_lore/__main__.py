@@ -10,9 +10,11 @@ different best-of-N picks.
 ``--data file.csv`` runs on your own comparisons: a UTF-8, comma-separated file with
 the columns user_id, prompt, response_a, response_b and label (1 when response_a is
 preferred, 0 when response_b is; true/false, a/b, response_a/response_b and -1 for
-response_b are read too). Each user's first rows (70 % of the median user's count)
-train, or adapt a held-out user, and the rest test, so the row order within a user
-matters. ``--synthetic`` skips text and uses make_preference_data (no model needed).
+response_b are read too). A fifth of the users are held out. Each seen user's first
+rows (70 % of the median user's count) train and the rest test; a held-out user adapts
+on its first min(10, that many) rows and is tested on the rows after that 70 %, so the
+row order within a user matters. ``--synthetic`` skips text and uses
+make_preference_data (no model needed).
 """
 
 import argparse

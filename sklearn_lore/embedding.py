@@ -373,8 +373,9 @@ def _as_float32_matrix(vectors, n_texts):
     return vectors
 
 
-_NOT_FINITE = ("The encoder returned NaN or infinite values (with float16 weights, try "
-               "dtype='float32' or 'bfloat16').")
+_NOT_FINITE = ("The encoder returned NaN or infinite values (a model in float16: try "
+               "dtype='float32' or 'bfloat16'; an encoder= function: check what it returns, "
+               "dtype does not apply to it).")
 _BEYOND_FLOAT32 = ("The encoder returned values beyond the float32 range (about 3.4e38); "
                    "embeddings are stored as float32: rescale them.")
 

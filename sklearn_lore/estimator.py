@@ -306,7 +306,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         folds of users are held out (as many as hold out about 60 users), the basis
         is refitted without them (from its own spectral start, loose tolerance), and
         the held-out users are adapted on 5, 10 and 20 of their pairs and scored on
-        the others. It costs part of a fit;
+        the others. It costs up to five refits (one per fold): about two or three
+        fits' time on 30 to 100 users, half a fit's at 1,000 users (one fold);
         a float fixes the scale (1.0: the empirical-Bayes prior as estimated).
     stream_memory : int, default=20000
         Rows that :meth:`partial_fit` remembers. While all the rows streamed since
@@ -341,8 +342,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         solves its first call and its memory-free updates to ``tol / 10``: a stream
         keeps each call's error.
     random_state : int, RandomState instance or None, default=None
-        Seeds the spectral initialization (randomized SVD and the fill of basis
-        columns beyond the data's rank). The solver itself is deterministic.
+        Seeds the spectral initialization (the fill of basis columns beyond the
+        data's rank, and the randomized SVD used when there are more than 512 users
+        and more than 512 features) and the cross-fit's refits. The solver itself is
+        deterministic.
     calibrate : bool, default=True
         Learn temperatures that calibrate the probabilities (the logits are divided
         by them; predicted labels do not change). Users of the fit get
@@ -379,7 +382,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     shrinkage_ : float
         The scale applied (chosen by cross-fitting when ``shrinkage="auto"``).
     n_iter_ : int
-        Outer rounds run by the last fit.
+        Outer rounds run by the last fit (without user ids: the iterations of the
+        single model's L-BFGS).
     objective_ : float
         Final objective divided by the total sample weight.
     temperature_ : float
@@ -1615,7 +1619,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     def forget_users(self, user_ids):
         """Delete users' personal weights (a data-deletion request).
 
-        The rows of ``users_``, ``user_weights_`` and ``user_precision_`` that belong
+        The rows of ``users_``, ``user_weights_``, ``user_precision_`` and
+        ``user_temperature_`` that belong
         to these users are removed, so are their comparisons remembered by
         :meth:`partial_fit` (``stream_memory``). A forgotten user is then predicted
         like any unknown user (the population weights), and a later

@@ -151,6 +151,10 @@ class _Writer:
             return {"tuple" if isinstance(value, tuple) else "list": items}
         if isinstance(value, pathlib.PurePath):
             return {"path": os.fspath(value)}
+        if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+            # set_output's configuration ({"transform": "pandas"}), say
+            return {"dict": {key: self.value(item, f"{where}[{key!r}]")
+                             for key, item in value.items()}}
         if isinstance(value, np.random.RandomState):
             generator = value.get_state(legacy=False)["bit_generator"]
             if generator != "MT19937":  # its state is a dict that set_state refuses
@@ -337,6 +341,8 @@ class _Reader:
             "tuple": lambda n, w: tuple(self._items(n["tuple"], w)),
             "list": lambda n, w: self._items(n["list"], w),
             "path": lambda n, w: pathlib.Path(_expect(n["path"], str, w)),
+            "dict": lambda n, w: {key: self.value(item, f"{w}[{key!r}]")
+                                  for key, item in _expect(n["dict"], dict, w).items()},
             "float": self._float,
             "random_state": self._random_state,
             "estimator": lambda n, w: self.estimator(n["estimator"], w),
@@ -430,7 +436,12 @@ class _Reader:
         obj = cls(**params)
         for key, value in _expect(node["state"], dict, where).items():
             _check_state_name(cls, key, params, where)
-            setattr(obj, key, self.value(value, f"{where}.{key}"))
+            value = self.value(value, f"{where}.{key}")
+            if key == "_sklearn_output_config" and not (
+                    isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
+                raise ValueError(f"{where}.{key}: expected set_output's configuration, a "
+                                 f"dict of str, got {_short(value)}.")
+            setattr(obj, key, value)
         _CHECKS.get(name, lambda obj, where: None)(obj, where)
         return obj
 

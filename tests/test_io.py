@@ -832,6 +832,25 @@ def test_stream_memory_ids_that_do_not_fit_the_model_are_rejected(tmp_path, monk
             load(path)
 
 
+def test_a_set_output_configuration_is_restored(tmp_path, monkeypatch):
+    """save refused an embedder (or a pipeline of one) after set_output: its
+    configuration is a dict."""
+    embedder = SentencePairEmbedder(encoder=None).set_output(transform="pandas")
+    pipe = Pipeline([("embed", clone(embedder)), ("lore", LowRankRewardEstimator(2))])
+    for obj in (embedder, pipe):
+        path = tmp_path / "out.lore"
+        save(obj, path)
+        again = load(path)
+        step = again if obj is embedder else again.named_steps["embed"]
+        assert step._sklearn_output_config == {"transform": "pandas"}
+    embedder._sklearn_output_config = {"transform": 3}  # a file written by other code
+    with monkeypatch.context() as patch:
+        patch.setattr(lore_io, "_CHECKS", {})
+        save(embedder, path)
+    with pytest.raises(ValueError, match="_sklearn_output_config: expected set_output"):
+        load(path)
+
+
 # --------------------------------------------------------------------------- fitted attributes
 
 

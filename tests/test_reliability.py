@@ -979,6 +979,10 @@ def test_folded_in_users_survive_a_refit_of_the_memory():
     first = np.isin(users, ["u0", "u1", "u2", "u3"])
     est.partial_fit(X[first], y[first], classes=[0, 1], user_ids=users[first])
     est.partial_fit_users(X[:5], y[:5], user_ids=["new"] * 5)
+    # a remembered user's rows that all weigh 0 teach nothing: the memory stays
+    est.partial_fit_users(X[:5], y[:5], sample_weight=np.zeros(5) + [1, 0, 0, 0, 0],
+                          user_ids=["new", "u0", "u0", "u0", "u0"])
+    assert est._stream_memory is not None and len(est._stream_memory[1]) == first.sum()
     weights = est.user_weights_[list(est.users_).index("new")].copy()
     rest = ~first & ~np.isin(users, ["u11"])
     est.partial_fit(X[rest], y[rest], user_ids=users[rest])
@@ -1029,18 +1033,6 @@ def test_a_fold_in_of_a_remembered_user_ends_the_memory():
         assert np.array_equal(est.user_weights_[list(est.users_).index("u0")], folded)
         results[memory] = est.predict_proba(X, user_ids=users)
     np.testing.assert_allclose(results[20000], results[0], atol=1e-8)
-
-
-def test_a_fold_in_of_users_the_memory_lacks_keeps_it():
-    X, y, users = data(n_users=12, n_pairs=10)
-    est = LowRankRewardEstimator(2, random_state=0)
-    first = np.isin(users, ["u0", "u1", "u2", "u3"])
-    est.partial_fit(X[first], y[first], classes=[0, 1], user_ids=users[first])
-    est.partial_fit_users(X[:5], y[:5], user_ids=["new"] * 5)
-    # a remembered user's rows that all weigh 0 teach nothing: the memory stays too
-    est.partial_fit_users(X[:5], y[:5], sample_weight=np.zeros(5) + [1, 0, 0, 0, 0],
-                          user_ids=["new", "u0", "u0", "u0", "u0"])
-    assert est._stream_memory is not None and len(est._stream_memory[1]) == first.sum()
 
 
 def test_the_memory_is_a_copy_of_the_callers_arrays():

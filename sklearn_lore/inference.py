@@ -6,6 +6,8 @@ candidate: reward_i = r_u(x, y_i) - r_u(x, y_0). Their order is what best-of-N
 selection with an LLM needs.
 """
 
+from collections.abc import Mapping, Set
+
 import numpy as np
 import pandas as pd
 
@@ -19,6 +21,10 @@ def _check_candidates(candidates):
         raise TypeError(
             f"candidates must be a sequence of strings, not a {type(candidates).__name__}."
         )
+    if isinstance(candidates, (Set, Mapping)):
+        raise TypeError(
+            f"candidates must be in an order (a list, say): best_of_n's index refers to it; "
+            f"got a {type(candidates).__name__}, whose order is arbitrary.")
     candidates = list(candidates)
     if not candidates:
         raise ValueError("candidates must hold at least one response.")
@@ -98,11 +104,16 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     Raises
     ------
     TypeError
-        If ``candidates`` is a str (it would be scored character by character), or
-        ``user_id`` is not one hashable id (a list, say).
+        If ``candidates`` is a str (it would be scored character by character) or a
+        set or dict (no order), or ``user_id`` is not one hashable id (a list, say).
     ValueError
-        If ``candidates`` is empty, or ``user_id`` is given for a pipeline fitted
-        without users.
+        If ``candidates`` is empty, ``user_id`` is NaN (None is the population), or
+        ``user_id`` is given for a pipeline fitted without users.
+
+    Notes
+    -----
+    Each distinct response is embedded and scored once: copies of a response get
+    exactly one reward.
 
     Examples
     --------
@@ -129,20 +140,47 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
         raise TypeError(
             f"user_id must be one hashable id (a str, an int, a tuple of such ...); got an "
             f"unhashable {type(user_id).__name__}. Score one user per call.") from None
+    if user_id is not None and _is_missing(user_id):
+        raise ValueError(
+            f"user_id={user_id!r} is a missing value; pass None for the population model.")
+    # each distinct response scored once: copies of one response (repeated samples)
+    # get the same reward, which the rounding of their rows' positions in the matrix
+    # products did not ensure, so best_of_n's first-on-ties held
+    distinct, position = _distinct(candidates)
     if _ids_by_keyword(model) and user_id is not None:
         # fitted as pipe.fit(X, y, user_ids=...) with routing: the embedder has no
         # user column, so the ids go to the estimator beside the embedded rows
         from .model_selection import _WithUsers
 
-        frame = _pair_frame(model, prompt, candidates, None, user_col)
-        margins = _WithUsers(model, [user_id] * len(candidates)).decision_function(frame)
+        frame = _pair_frame(model, prompt, distinct, None, user_col)
+        margins = _WithUsers(model, [user_id] * len(distinct)).decision_function(frame)
     else:
-        frame = _pair_frame(model, prompt, candidates, user_id, user_col)
+        frame = _pair_frame(model, prompt, distinct, user_id, user_col)
         margins = model.decision_function(frame)
     margins = np.asarray(margins, dtype=np.float64)
     # exactly relative to the first candidate: a step before the estimator that shifts
     # the features (a StandardScaler) gives the reference row a margin of its own
-    return margins - margins[0]
+    return (margins - margins[0])[position]
+
+
+def _distinct(candidates):
+    """The distinct candidates in first-appearance order and each one's position among
+    them (all of them as given when one is unhashable: the embedder names it)."""
+    first = {}
+    try:
+        position = np.fromiter((first.setdefault(c, len(first)) for c in candidates),
+                               dtype=np.intp, count=len(candidates))
+    except TypeError:
+        return candidates, np.arange(len(candidates))
+    return list(first), position
+
+
+def _is_missing(value):
+    try:
+        missing = pd.isna(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(missing, (bool, np.bool_)) and bool(missing)
 
 
 def best_of_n(model, prompt, candidates, user_id=None, *, user_col=None):

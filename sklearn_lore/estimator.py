@@ -194,7 +194,7 @@ _MAY_HOLD_NUMPY_DATES = {"mixed", "mixed-integer", "datetime64", "timedelta64", 
 def _id_value(value):
     """One id as it will be compared: numpy dates and durations as pandas Timestamps and
     Timedeltas (a datetime64 scalar does not equal the same date in an object array),
-    tuples part by part."""
+    numpy scalars as Python's, tuples part by part."""
     if isinstance(value, tuple):
         return tuple(_id_value(part) for part in value)
     if isinstance(value, (np.datetime64, np.timedelta64)):
@@ -202,6 +202,9 @@ def _id_value(value):
             return (pd.Timestamp if isinstance(value, np.datetime64) else pd.Timedelta)(value)
         except (ValueError, OverflowError):  # outside pandas' range: compared as given
             return value
+    if isinstance(value, (np.number, np.bool_, np.str_, np.bytes_)):
+        # 1 and np.int64(1) are one user; as Python scalars they also sort as one type
+        return value.item()
     return value
 
 

@@ -132,6 +132,8 @@ def _binary_truth(y_true, pos_label=1):
     ``y_true`` holds both classes; with a single class it is taken as given.
     """
     y_true = np.asarray(y_true)
+    if y_true.ndim != 1:
+        raise ValueError(f"y_true must be 1-d; got shape {y_true.shape}.")
     missing = pd.isna(y_true)
     if np.any(missing):
         raise ValueError(
@@ -277,7 +279,8 @@ def per_user_accuracy(y_true, y_pred, user_ids):
     ValueError
         If ``user_ids`` is not a 1-d sequence (a DataFrame, a set, a single value),
         does not have one id per row of ``y_true``, or holds a missing value; if
-        ``y_pred`` and ``y_true`` differ in shape.
+        ``y_pred`` and ``y_true`` differ in shape, are not 1-d, hold a missing value
+        or fractional values (probabilities instead of labels).
     TypeError
         If an id is unhashable (a list, a dict, an array).
 
@@ -288,11 +291,28 @@ def per_user_accuracy(y_true, y_pred, user_ids):
     [0.5, 1.0]
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    for name, labels in (("y_true", y_true), ("y_pred", y_pred)):
+        _check_labels(name, labels)
     ids = _as_ids(user_ids, y_true.shape[0])
     if y_pred.shape != y_true.shape:
         raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape.")
     hit = pd.Series((y_true == y_pred).astype(np.float64))
     return hit.groupby(pd.Series(ids, dtype=object).to_numpy(), sort=True).mean()
+
+
+def _check_labels(name, labels):
+    """Class labels, 1-d, none missing, not probabilities (which never equal a label:
+    an accuracy of 0, silently)."""
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be 1-d; got shape {labels.shape}.")
+    missing = pd.isna(labels)
+    if np.any(missing):
+        raise ValueError(f"{name} contains missing values (NaN or None) at row "
+                         f"{int(np.argmax(missing))}; every pair needs a label.")
+    if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
+        example = float(labels[labels != np.round(labels)][0])
+        raise ValueError(f"{name} holds fractional values such as {example!r}: pass "
+                         "predicted labels (predict), not probabilities.")
 
 
 def macro_accuracy(y_true, y_pred, user_ids):
@@ -322,7 +342,10 @@ def macro_accuracy(y_true, y_pred, user_ids):
     >>> macro_accuracy([1, 0, 1, 1, 0], [1, 1, 1, 1, 0], ["a", "a", "b", "b", "b"])
     0.75
     """
-    return float(per_user_accuracy(y_true, y_pred, user_ids).mean())
+    accuracies = per_user_accuracy(y_true, y_pred, user_ids)
+    if accuracies.empty:
+        raise ValueError("macro_accuracy needs at least one pair.")
+    return float(accuracies.mean())
 
 
 def preference_metrics(y_true, proba, user_ids, *, n_bins=10, pos_label=1):
@@ -372,6 +395,10 @@ def preference_metrics(y_true, proba, user_ids, *, n_bins=10, pos_label=1):
     """
     y01 = _binary_truth(y_true, pos_label)
     p = _positive_proba(proba)
+    if p.shape[0] != y01.shape[0]:
+        raise ValueError(f"y_true has {y01.shape[0]} entries but proba has {p.shape[0]}.")
+    if p.shape[0] == 0:
+        raise ValueError("preference_metrics needs at least one pair.")
     ids = _as_ids(user_ids, y01.shape[0])
     _check_positive_int("n_bins", n_bins)
     pred = (p > 0.5).astype(np.float64)
@@ -560,9 +587,11 @@ def make_user_scorer(scoring):
         ``"neg_log_loss"``, ``"accuracy"`` ...) or a scorer callable
         ``scorer(estimator, X, y)`` (e.g. from :func:`sklearn.metrics.make_scorer`;
         its metadata requests, such as ``set_score_request(sample_weight=True)``, are
-        kept). A callable of your own that takes a ``user_ids`` keyword gets the ids
-        and the estimator as they are (e.g. a per-user metric such as
-        :func:`macro_accuracy`).
+        kept). A scorer callable of your own that takes a ``user_ids`` keyword gets the
+        ids and the estimator as they are. A metric ``metric(y_true, y_pred, ...)``
+        (its first two parameters so named, e.g. the per-user :func:`macro_accuracy`)
+        is computed on the labels that ``predict`` gives with the ids, and gets
+        ``user_ids=`` when it takes them.
 
     Returns
     -------
@@ -616,7 +645,42 @@ def make_user_scorer(scoring):
         raise TypeError(
             "scoring must be a scorer name (str) or a scorer callable "
             f"scorer(estimator, X, y); got {type(scoring).__name__}.")
+    if _is_label_metric(scoring):
+        return _UserScorer(_scorer_of_metric(scoring), getattr(scoring, "__name__",
+                                                               repr(scoring)))
     return _UserScorer(scoring, repr(scoring))
+
+
+def _is_label_metric(func):
+    """A metric ``func(y_true, y_pred, ...)`` rather than a scorer (estimator, X, y)."""
+    try:
+        names = list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return False
+    return names[:2] == ["y_true", "y_pred"]
+
+
+def _scorer_of_metric(metric):
+    """A scorer computing ``metric`` on the labels predicted with the rows' user ids
+    (and passing the ids and sample weights where the metric takes them)."""
+    takes = inspect.signature(metric).parameters
+
+    def scorer(estimator, X, y_true, user_ids=None, sample_weight=None):
+        target = estimator if user_ids is None else _WithUsers(estimator, user_ids)
+        kwargs = {}
+        if "user_ids" in takes:
+            if user_ids is None:
+                raise ValueError(
+                    f"{metric.__name__} needs the rows' user ids, and none reached the "
+                    "scorer: enable metadata routing and pass params={'user_ids': ids}.")
+            kwargs["user_ids"] = user_ids
+        if sample_weight is not None:
+            if "sample_weight" not in takes:
+                raise TypeError(f"{metric.__name__} takes no sample_weight.")
+            kwargs["sample_weight"] = sample_weight
+        return metric(y_true, target.predict(X), **kwargs)
+
+    return scorer
 
 
 # --------------------------------------------------------------------------- splits
@@ -817,7 +881,10 @@ def _split_rows(ids, seen_users, position, n_train_pairs, shots):
 
 
 def _take(X, index):
-    return X.iloc[index] if hasattr(X, "iloc") else X[index]
+    if hasattr(X, "iloc"):
+        return X.iloc[index]
+    # a list (of rows) is indexed as the array it reads as
+    return (X if hasattr(X, "shape") else np.asarray(X))[index]
 
 
 def _require_partial_fit_users(model):

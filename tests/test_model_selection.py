@@ -616,3 +616,51 @@ def test_a_split_of_other_rows_with_the_same_positions_is_refused():
     X, y = np.random.RandomState(0).randn(5, 3), np.array([0, 1, 0, 1, 1])
     with pytest.raises(ValueError, match="split was made for other rows"):
         fewshot_curve(LowRankRewardEstimator(1), X, y, b, split=split)
+
+
+# --------------------------------------------------------------------------- bad metric inputs
+
+
+@pytest.mark.parametrize("y_true, y_pred, message", [
+    ([1, np.nan, 0], [1, 1, 0], "y_true contains missing values .* at row 1"),
+    ([1, None, 0], [1, None, 0], "y_true contains missing values .* at row 1"),
+    ([1, 0, 1], [0.9, 0.2, 0.6], "y_pred holds fractional values such as 0.9"),
+    ([[1], [0], [1]], [1, 0, 1], r"y_true must be 1-d; got shape \(3, 1\)"),
+])
+def test_accuracy_by_user_refuses_labels_it_would_miscount(y_true, y_pred, message):
+    """A NaN counted as a miss, None == None as a hit, probabilities as predictions
+    scored 0: all silently."""
+    for metric in (per_user_accuracy, macro_accuracy):
+        with pytest.raises(ValueError, match=message):
+            metric(y_true, y_pred, ["a", "a", "b"])
+
+
+def test_metrics_name_their_input_mistakes():
+    with pytest.raises(ValueError, match="y_true has 2 entries but proba has 3"):
+        preference_metrics([1, 0], [0.9, 0.2, 0.6], ["a", "b"])
+    for metric in (preference_metrics, lambda y, p, ids: expected_calibration_error(y, p)):
+        with pytest.raises(ValueError, match=r"y_true must be 1-d; got shape \(2, 1\)"):
+            metric([[1], [0]], [0.9, 0.2], ["a", "b"])
+    with pytest.raises(ValueError, match="preference_metrics needs at least one pair"):
+        preference_metrics([], [], [])
+    with pytest.raises(ValueError, match="macro_accuracy needs at least one pair"):
+        macro_accuracy([], [], [])
+
+
+def test_fewshot_curve_takes_a_list_of_rows(data):
+    X, y, users, _ = data
+    as_array = fewshot_curve(small_estimator(), X, y, users, shots=(0, 2), n_train_pairs=8)
+    as_list = fewshot_curve(small_estimator(), X.tolist(), y, users, shots=(0, 2),
+                            n_train_pairs=8)
+    cols = ["n_users", "n_pairs", "accuracy", "log_loss"]
+    pd.testing.assert_frame_equal(as_list[cols], as_array[cols])
+
+
+def test_a_numpy_int_and_a_python_int_are_one_id_in_any_row_order():
+    """The first form seen was kept and mixed types sort by type name (int, int64):
+    swapping two rows changed the split."""
+    ids = [1, np.int64(1), 2, np.int64(2), "a", 3, 4, 5, 6, 7, 8, 9] * 3
+    swapped = [ids[1], ids[0]] + ids[2:]
+    a = split_users(ids, unseen_size=0.25, random_state=0)
+    b = split_users(swapped, unseen_size=0.25, random_state=0)
+    assert [x.tolist() for x in a] == [x.tolist() for x in b]

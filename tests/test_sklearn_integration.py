@@ -314,7 +314,9 @@ def test_user_scorer_keeps_sample_weight_requests_and_custom_callables(data):
         est = routed().set_fit_request(sample_weight=True)
         result = cross_validate(est, data.X, data.y, cv=cv,
                                 scoring={"w": weighted, "also": also,
-                                         "macro": make_user_scorer(per_user)},
+                                         "macro": make_user_scorer(per_user),
+                                         # a metric(y_true, y_pred, user_ids), as is
+                                         "metric": make_user_scorer(macro_accuracy)},
                                 params={"user_ids": data.users, "sample_weight": weights},
                                 return_estimator=True, return_indices=True)
     for k, fitted in enumerate(result["estimator"]):
@@ -325,7 +327,14 @@ def test_user_scorer_keeps_sample_weight_requests_and_custom_callables(data):
         assert result["test_also"][k] == pytest.approx(expected)
         assert result["test_macro"][k] == pytest.approx(
             macro_accuracy(data.y[test], pred, data.users[test]))
+        assert result["test_metric"][k] == result["test_macro"][k]
     assert not np.allclose(result["test_w"], cross_val_score(lore(), data.frame, data.y, cv=cv))
+    fitted = result["estimator"][0]
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="needs the rows' user"):
+        make_user_scorer(macro_accuracy)(fitted, data.X, data.y)
+    with pytest.raises(TypeError, match="takes no sample_weight"):
+        make_user_scorer(macro_accuracy)(fitted, data.X, data.y, sample_weight=weights,
+                                         user_ids=data.users)
     # routing off: the ids reach fit only; the scorer says it saw none
     with pytest.warns(UserWarning, match="Enable metadata routing"):
         GridSearchCV(lore(), {"n_components": [RANK]}, cv=cv,

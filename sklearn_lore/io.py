@@ -171,6 +171,19 @@ class _Writer:
     def _float(value):
         return value if math.isfinite(value) else {"float": repr(value)}
 
+    def _requests(self, request, where):
+        """Metadata-routing requests (``set_fit_request(user_ids=True)``, ...) as
+        {method: {parameter: True, False, None or an alias}}; load sets them again."""
+        serialize = getattr(request, "_serialize", None)
+        table = serialize() if serialize is not None else None
+        if not (isinstance(table, dict) and all(
+                isinstance(method, str) and isinstance(requests, dict)
+                and all(isinstance(param, str) and (value is None or isinstance(value, (bool, str)))
+                        for param, value in requests.items())
+                for method, requests in table.items())):
+            raise TypeError(_unsupported(request, where))
+        return {"requests": table}
+
     def _array(self, array, where):
         if array.dtype.kind == "O":
             return self._objects(array, where)
@@ -217,7 +230,8 @@ class _Writer:
         node = {
             "class": name,
             "params": {k: self.value(v, f"{where}.{k}") for k, v in params.items()},
-            "state": {k: self.value(v, f"{where}.{k}") for k, v in state.items()},
+            "state": {k: self._requests(v, f"{where}.{k}") if k == _REQUESTS
+                      else self.value(v, f"{where}.{k}") for k, v in state.items()},
         }
         # what load would refuse (invalid parameters, inconsistent state) is refused
         # now, while the object is still in memory
@@ -436,6 +450,13 @@ class _Reader:
         obj = cls(**params)
         for key, value in _expect(node["state"], dict, where).items():
             _check_state_name(cls, key, params, where)
+            if key == _REQUESTS:  # the only place such a node may be
+                if not (isinstance(value, dict) and set(value) == {"requests"}):
+                    raise ValueError(f"{where}.{key}: expected metadata requests, got "
+                                     f"{_short(value)}.")
+                _Requests(_expect(value["requests"], dict, f"{where}.{key}")).apply(
+                    obj, f"{where}.{key}")
+                continue
             value = self.value(value, f"{where}.{key}")
             if key == "_sklearn_output_config" and not (
                     isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
@@ -444,6 +465,39 @@ class _Reader:
             setattr(obj, key, value)
         _CHECKS.get(name, lambda obj, where: None)(obj, where)
         return obj
+
+
+# where scikit-learn keeps an estimator's metadata-routing requests
+_REQUESTS = "_metadata_request"
+
+
+class _Requests:
+    """Requests read from a file, set again through the estimator's public
+    ``set_{method}_request`` methods (which check every name and value)."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def apply(self, obj, where):
+        import sklearn
+
+        for method, requests in self.table.items():
+            requests = _expect(requests, dict, f"{where}[{method!r}]")
+            if not requests:
+                continue
+            setter = getattr(obj, f"set_{method}_request", None)
+            if not _STATE_NAME.fullmatch(method) or setter is None:
+                raise ValueError(f"{where}: {type(obj).__name__} takes no requests for "
+                                 f"{_short(method)}.")
+            if not all(value is None or isinstance(value, (bool, str))
+                       for value in requests.values()):
+                raise ValueError(f"{where}[{method!r}]: a request is True, False, None or "
+                                 f"an alias (str); got {_short(requests)}.")
+            try:
+                with sklearn.config_context(enable_metadata_routing=True):
+                    setter(**requests)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{where}[{method!r}]: {exc}") from exc
 
 
 class _BrokenMember(Exception):

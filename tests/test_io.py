@@ -851,6 +851,62 @@ def test_a_set_output_configuration_is_restored(tmp_path, monkeypatch):
         load(path)
 
 
+def test_metadata_requests_are_restored(tmp_path):
+    """The documented routing recipe (set_fit_request(user_ids=True)...) made a model,
+    or a pipeline of one, that save refused."""
+    import sklearn
+
+    X, y, users = data()
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = LowRankRewardEstimator(2, random_state=0).set_fit_request(
+            user_ids=True).set_score_request(user_ids="uid", sample_weight=False)
+        pipe = Pipeline([("scale", "passthrough"), ("lore", clone(est))])
+        pipe.fit(X, y, user_ids=users)
+    with sklearn.config_context(enable_metadata_routing=True):
+        fitted = clone(est).fit(X, y, user_ids=users)
+    for obj in (est, fitted, pipe):
+        path = tmp_path / "routed.lore"
+        save(obj, path)
+        again = load(path)
+        model, loaded = (obj[-1], again[-1]) if obj is pipe else (obj, again)
+        assert loaded._metadata_request._serialize() == model._metadata_request._serialize()
+        if hasattr(model, "components_"):
+            np.testing.assert_array_equal(loaded.predict_proba(X, user_ids=users),
+                                          model.predict_proba(X, user_ids=users))
+    assert not sklearn.get_config()["enable_metadata_routing"]  # left as it was
+    with sklearn.config_context(enable_metadata_routing=True):  # the loaded one routes
+        again.fit(X, y, user_ids=users)
+
+
+@pytest.mark.parametrize("requests, message", [
+    ({"fit": {"user_ids": 3}}, "a request is True, False, None or an alias"),
+    ({"fit": {"no_such": True}}, r"\['fit'\]"),
+    ({"transform": {"user_ids": True}}, "takes no requests for 'transform'"),
+    ({"__init__": {"user_ids": True}}, "takes no requests for"),
+    ({"fit": {"user_ids": "not an identifier"}}, r"\['fit'\]"),
+    ([], "expected dict"),
+])
+def test_tampered_metadata_requests_are_rejected(tmp_path, requests, message):
+    import sklearn
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = LowRankRewardEstimator(2).set_fit_request(user_ids=True)
+    path = tmp_path / "routed.lore"
+    save(est, path)
+
+    def edit(manifest):
+        manifest["object"]["state"]["_metadata_request"] = {"requests": requests}
+
+    with pytest.raises(ValueError, match=message):
+        load(rewrite(path, edit))
+
+    def elsewhere(manifest):  # the requests' tag is read in _metadata_request alone
+        manifest["object"]["state"]["_other"] = {"requests": {}}
+
+    with pytest.raises(ValueError, match="unknown value tag"):
+        load(rewrite(path, elsewhere))
+
+
 # --------------------------------------------------------------------------- fitted attributes
 
 

@@ -20,6 +20,7 @@ file per model identity under ``cache_dir``.
 import contextlib
 import copy
 import hashlib
+import importlib.util
 import itertools
 import json
 import logging
@@ -87,12 +88,16 @@ def _join(prompt, response):
 class _MemoryCache:
     """Process-wide LRU of text vectors, one namespace per model identity (a tuple of str).
 
-    Bounded by ``max_bytes`` over all identities. Vectors are read-only float32 rows.
+    Bounded by ``max_bytes`` over all identities. Vectors are read-only float32 rows,
+    views into the array they were stored from (one per encoded batch or disk read):
+    such an array counts in full while any of its rows is cached, since it stays in
+    memory that long (a row reused from each of many batches held every batch).
     """
 
     def __init__(self, max_bytes):
         self.max_bytes = max_bytes
-        self._entries = OrderedDict()
+        self._entries = OrderedDict()  # (key, text) -> (vector, owner id)
+        self._owners = {}  # owner id -> [the array the rows view, rows cached]
         self._nbytes = 0
         self._counts = {}
         self._stats = {}
@@ -104,25 +109,33 @@ class _MemoryCache:
         found = {}
         with self._lock:
             for text in texts:
-                vector = self._entries.get((key, text))
-                if vector is not None:
+                entry = self._entries.get((key, text))
+                if entry is not None:
                     self._entries.move_to_end((key, text))
-                    found[text] = vector
+                    found[text] = entry[0]
             self._count(key, "hits", len(found))
         return found
 
     def put(self, key, texts, vectors):
         with self._lock:
             self._check_dim(key, vectors.shape[1])
-            entries, added, nbytes = self._entries, 0, 0
-            row_bytes = vectors.shape[1] * vectors.itemsize
-            for text, vector in zip(texts, vectors):
-                if (key, text) not in entries:
-                    entries[(key, text)] = vector
-                    nbytes += row_bytes + len(text)
-                    added += 1
+            entries = self._entries
+            new = [i for i, text in enumerate(texts) if (key, text) not in entries]
+            if not new:
+                return
+            if len(new) < len(texts):
+                # most rows are cached already: keep a copy of the new ones alone rather
+                # than the whole array alive for them
+                vectors = vectors[new]
+                vectors.flags.writeable = False
+            owner = id(vectors)  # unique while the array is held in _owners
+            self._owners[owner] = [vectors, len(new)]
+            nbytes = vectors.nbytes
+            for text, vector in zip((texts[i] for i in new), vectors):
+                entries[(key, text)] = (vector, owner)
+                nbytes += len(text)
             self._nbytes += nbytes
-            self._counts[key] = self._counts.get(key, 0) + added
+            self._counts[key] = self._counts.get(key, 0) + len(new)
             self._evict()
 
     def _check_dim(self, key, dim):
@@ -133,11 +146,20 @@ class _MemoryCache:
                 f"same model identity returned {known}."
             )
 
+    def _remove(self, entry):
+        """Drop one entry; its array stops counting with its last cached row."""
+        _, owner = self._entries.pop(entry)
+        held = self._owners[owner]
+        held[1] -= 1
+        self._nbytes -= len(entry[1])
+        if held[1] == 0:
+            self._nbytes -= held[0].nbytes
+            del self._owners[owner]
+        self._counts[entry[0]] -= 1
+
     def _evict(self):
         while self._nbytes > self.max_bytes and self._entries:
-            (key, text), vector = self._entries.popitem(last=False)
-            self._nbytes -= vector.nbytes + len(text)
-            self._counts[key] -= 1
+            self._remove(next(iter(self._entries)))
 
     def _count(self, key, field, n):
         stats = self._stats.setdefault(key, {"hits": 0, "disk_hits": 0, "misses": 0})
@@ -159,8 +181,7 @@ class _MemoryCache:
         """Forget every key that contains ``name`` (a model identity that no longer exists)."""
         with self._lock:
             for entry in [entry for entry in self._entries if name in entry[0]]:
-                vector = self._entries.pop(entry)
-                self._nbytes -= vector.nbytes + len(entry[1])
+                self._remove(entry)
             for table in (self._counts, self._stats, self._dims):
                 for key in [key for key in table if name in key]:
                     del table[key]
@@ -168,6 +189,7 @@ class _MemoryCache:
     def clear(self):
         with self._lock:
             self._entries.clear()
+            self._owners.clear()
             self._nbytes = 0
             for table in (self._counts, self._stats, self._dims):
                 table.clear()
@@ -297,6 +319,16 @@ class _DiskCache:
         return vector.astype(np.float32)
 
     def put(self, texts, vectors):
+        try:
+            self._put(texts, vectors)
+        except sqlite3.OperationalError as exc:
+            # a folder made read-only after the file was created: opening needed no
+            # write, so the first write is where it shows
+            if "readonly" in str(exc) or "unable to open" in str(exc):
+                raise self._open_error(exc) from exc
+            raise
+
+    def _put(self, texts, vectors):
         dim = vectors.shape[1]
         with self._conn:
             if self.dim is None:
@@ -363,6 +395,12 @@ def _as_float32_matrix(vectors, n_texts):
         return _tensor_as_float32_matrix(vectors.detach(), n_texts)
     raw = np.asarray(vectors)
     _check_vectors_shape(raw.shape, n_texts)
+    if raw.dtype.kind in "OUS":  # None or NaN among numbers, or text: numbers first
+        try:
+            raw = raw.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"The encoder returned values that are not numbers ({exc}).") \
+                from None
     if raw.dtype.kind in "fiu" and not np.isfinite(raw).all():
         raise ValueError(_NOT_FINITE)
     with np.errstate(over="ignore"):
@@ -518,6 +556,15 @@ def _resolve_device(device):
     if kind == "meta":
         raise ValueError(f"device={device!r} holds no data: a model there computes nothing; "
                          "use device=None, 'cpu' or 'cuda'.")
+    if kind not in ("cpu", "cuda", "mps"):
+        # xpu, hpu, xla ...: an empty tensor there says whether this torch can use it
+        # (else an AssertionError, an import error or a RuntimeError after the model loads)
+        try:
+            torch.empty(0, device=device)
+        except Exception as exc:
+            raise ValueError(
+                f"device={device!r} is not usable by this torch {torch.__version__} "
+                f"({type(exc).__name__}: {exc}); use device=None or 'cpu'.") from None
     return str(device)
 
 
@@ -792,6 +839,12 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
                 f"{type(self).__name__} expects a pandas DataFrame with the columns {expected} "
                 f"(and optionally {self.user_col!r}); got {type(X).__name__}."
             )
+        if isinstance(X.columns, pd.MultiIndex):
+            # "prompt" in X.columns matches the first level: X["prompt"] is then a frame
+            raise ValueError(
+                f"X has MultiIndex columns (levels {X.columns.nlevels}); "
+                f"{type(self).__name__} reads single-level columns {expected}. Flatten them "
+                "(X.columns = X.columns.get_level_values(0), say).")
         missing = [column for column in expected if column not in X.columns]
         if missing:
             raise ValueError(f"X is missing the column(s) {missing}; expected columns {expected}.")
@@ -904,10 +957,10 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
                 positions = order[start : start + per_call]
                 batch = [texts[i] for i in positions]
                 vectors = _as_float32_matrix(self._encode_batch(batch), len(batch))
+                if disk is not None:  # first: a failed write leaves no vectors behind
+                    disk.put(batch, vectors)
                 _MEMORY.put(key, batch, vectors)
                 _MEMORY.count(key, "misses", len(batch))
-                if disk is not None:
-                    disk.put(batch, vectors)
                 if encoded is None:
                     encoded = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
                 encoded[positions] = vectors
@@ -1064,10 +1117,20 @@ class SentencePairEmbedder(_PairEmbedderBase):
             )
             return ("SentencePairEmbedder", "encoder", name)
         _, dtype = self._device_dtype()
-        model = (
-            _default_model_identity() if self.model is None else _checkpoint_identity(self.model)
-        )
+        model = _default_model_identity() if self._bundled() else _checkpoint_identity(self.model)
         return ("SentencePairEmbedder", model, dtype)
+
+    def _bundled(self):
+        """Whether the model is the installed copy of the default: ``model=None``, or the
+        default's own name (no hub download) when no folder has that name and the
+        package that holds the copy is installed."""
+        if self.model is None:
+            return True
+        name = _model_name(self.model)
+        return (name in (_DEFAULT_MODEL, f"sentence-transformers/{_DEFAULT_MODEL}")
+                and not Path(name).exists()
+                and importlib.util.find_spec(_DEFAULT_MODEL_PACKAGE.replace("-", "_"))
+                is not None)
 
     def _device_dtype(self):
         device = _resolve_device(self.device)
@@ -1101,11 +1164,12 @@ class SentencePairEmbedder(_PairEmbedderBase):
 
     def _sentence_transformer(self):
         device, dtype = self._device_dtype()
-        source = _default_model_path() if self.model is None else self.model
+        bundled = self._bundled()
+        source = _default_model_path() if bundled else self.model
         # the checkpoint as the cache key names it (resolved, with its files' fingerprint):
         # a changed folder, or the same relative path from another working directory,
         # loads its own weights instead of sharing one loaded under the old key
-        checkpoint = os.fspath(source) if self.model is None else _checkpoint_identity(source)
+        checkpoint = os.fspath(source) if bundled else _checkpoint_identity(source)
         load_key = ("sentence-transformers", checkpoint, device, dtype)
         if getattr(self, "_loaded_key", None) != load_key:
             quiet = not self.show_progress

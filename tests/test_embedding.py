@@ -1161,6 +1161,20 @@ SIMILAR = [
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"])
+def test_the_default_models_own_name_is_the_installed_copy(minilm, name, monkeypatch):
+    """Named, the default went to the hub (75 s of retries without HF_HUB_OFFLINE, then
+    an OSError): it is the installed package's copy, the same vectors and cache."""
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    named = SentencePairEmbedder(name, device="cpu")
+    assert named._identity() == minilm._identity()
+    df = pd.DataFrame({"prompt": ["hi"], "response_a": ["hello"], "response_b": ["bye"]})
+    pd.testing.assert_frame_equal(named.transform(df), minilm.transform(df))
+
+
+@pytest.mark.slow
 def test_minilm_dimension_and_names(minilm):
     df = pd.DataFrame(
         {"user_id": ["u"], "prompt": ["Hi"], "response_a": ["Hello!"], "response_b": ["Go away."]}
@@ -2067,3 +2081,82 @@ def test_loading_shows_a_progress_bar_only_when_asked(show_progress, monkeypatch
     err = capfd.readouterr().err
     assert ("Loading weights" in err) == (show_progress and enabled)
     assert hf_logging.is_progress_bar_enabled() == enabled
+
+
+def test_the_memory_cache_bound_counts_the_arrays_its_rows_keep(monkeypatch):
+    """A cached row is a view of the array it was stored from: one row reused from each
+    of many batches kept every batch alive, 114 MiB under a 10 MiB bound."""
+    cache = embedding._MemoryCache(2**20)
+    monkeypatch.setattr(embedding, "_MEMORY", cache)
+
+    def encode(texts):
+        return np.random.default_rng(len(texts)).standard_normal((len(texts), 250))
+
+    emb = SentencePairEmbedder(encoder=encode, model="wide", batch_size=100)
+    hot = []
+    for r in range(40):
+        texts = [f"r{r}-t{i}" for i in range(100)]
+        hot.append(texts[0])
+        emb._embed(texts)
+        emb._embed(list(hot))  # one text of every batch stays in use
+    rows = [e[0] if isinstance(e, tuple) else e for e in cache._entries.values()]
+    held = {id(v.base): v.base for v in rows}
+    assert sum(a.nbytes for a in held.values()) <= cache.max_bytes
+    assert cache._nbytes <= cache.max_bytes
+    # the texts still cached give the vectors they were stored with
+    text = next(iter(cache._entries))[1]
+    again, _ = emb._embed([text])
+    assert emb.cache_info().hits > 0 and again.shape == (1, 250)
+    cache.clear()
+    assert cache._nbytes == 0 and not cache._owners
+
+
+def test_a_cache_that_turns_read_only_is_a_permission_error(tmp_path, monkeypatch):
+    """A folder made read-only after its cache file was created: opening needs no write,
+    so sqlite's OperationalError came from the first write, after encoding, and a retry
+    then succeeded silently from memory without writing anything."""
+    df, _ = pairs_frame()
+    emb = SentencePairEmbedder(encoder=fake_encode, model="named", cache_dir=tmp_path)
+    emb.transform(df.iloc[:2])
+
+    def read_only(self, texts, vectors):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(embedding._DiskCache, "_put", read_only)
+    for _ in range(2):  # the retry too: nothing was kept in memory
+        with pytest.raises(PermissionError, match="is read-only .* cache_dir must be"):
+            emb.transform(df)
+
+
+def test_multiindex_columns_are_named():
+    """("prompt", "x") passed the column check ("prompt" in X.columns), then X["prompt"]
+    was a frame and the text check crashed (AttributeError: no isascii)."""
+    X = pd.DataFrame({("prompt", "x"): ["hi"], ("response_a", "x"): ["a"],
+                      ("response_b", "x"): ["b"]})
+    with pytest.raises(ValueError, match="MultiIndex columns .* Flatten them"):
+        SentencePairEmbedder(encoder=fake_encode).transform(X)
+
+
+@pytest.mark.parametrize("output", [
+    lambda t: [[None, 1.0] for _ in t],
+    lambda t: np.array([[np.nan, 1.0] for _ in t], dtype=object),
+    lambda t: pd.DataFrame([[np.nan, 1.0] for _ in t]).astype(object),
+], ids=["lists_with_None", "object_array", "object_frame"])
+def test_missing_values_from_an_encoder_are_called_so(output):
+    """They were reported as values beyond the float32 range (the NaN check skipped
+    object arrays, the cast to float32 made None a NaN)."""
+    df = pd.DataFrame({"prompt": ["p"], "response_a": ["a"], "response_b": ["b"]})
+    with pytest.raises(ValueError, match="NaN or infinite values"):
+        SentencePairEmbedder(encoder=output).transform(df)
+    with pytest.raises(ValueError, match="not numbers"):
+        SentencePairEmbedder(encoder=lambda t: [["x", 1.0] for _ in t]).transform(df)
+
+
+@pytest.mark.parametrize("device", ["xpu", "hpu", "xla", "vulkan"])
+def test_devices_this_torch_cannot_use_are_value_errors(device):
+    """An AssertionError, ModuleNotFoundError or RuntimeError came after the weights
+    loaded."""
+    pytest.importorskip("torch")
+    df = pd.DataFrame({"prompt": ["p"], "response_a": ["a"], "response_b": ["b"]})
+    with pytest.raises(ValueError, match=f"device='{device}' is not usable by this torch"):
+        SentencePairEmbedder(device=device).transform(df)

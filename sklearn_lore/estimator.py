@@ -173,7 +173,7 @@ def _ids_array(ids):
     if ids.dtype.kind in "mM" and ids.ndim == 1:
         ids = pd.Series(ids).to_numpy(dtype=object)
     elif (ids.dtype == object and ids.ndim == 1
-          and pd.api.types.infer_dtype(ids, skipna=False) in _MAY_HOLD_NUMPY_DATES):
+          and pd.api.types.infer_dtype(ids, skipna=False) in _SCANNED_KINDS):
         ids = np.fromiter(map(_id_value, ids), dtype=object, count=len(ids))
         if tuple in set(map(type, ids)):
             for row, value in enumerate(ids):
@@ -185,9 +185,9 @@ def _ids_array(ids):
     return ids
 
 
-# what pandas' infer_dtype calls an object array that may hold numpy dates or durations
-# (or tuples): all-str, all-int, ... arrays are not scanned in Python
-_MAY_HOLD_NUMPY_DATES = {"mixed", "mixed-integer", "datetime64", "timedelta64", "timedelta",
+# what pandas' infer_dtype calls an object array that may hold numpy dates, durations or
+# scalars among other ids, or tuples: all-str, all-int, ... arrays are not scanned in Python
+_SCANNED_KINDS = {"mixed", "mixed-integer", "datetime64", "timedelta64", "timedelta",
                          "unknown-array"}
 
 

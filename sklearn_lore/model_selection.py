@@ -150,12 +150,20 @@ def _binary_truth(y_true, pos_label=1):
     return (y_true == pos_label).astype(np.float64)
 
 
+def _type_name(value):
+    """A numpy scalar's type named as the Python scalar it equals (1 and np.int64(1)
+    are one id, whichever form a row order keeps)."""
+    if isinstance(value, (np.number, np.bool_, np.str_, np.bytes_)):
+        value = value.item()
+    return type(value).__name__
+
+
 def _type_then_value(value):
-    return type(value).__name__, value
+    return _type_name(value), value
 
 
 def _type_then_repr(value):
-    return type(value).__name__, repr(value)
+    return _type_name(value), repr(value)
 
 
 def _strictly_increasing(values, key):

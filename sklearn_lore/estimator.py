@@ -130,7 +130,9 @@ def _unchanged_on_failure(method):
             return method(self, *args, **kwargs)
         except BaseException:
             vars(self).clear()
-            vars(self).update(before)
+            # the caches (an id index, the user buffers) are rebuilt on demand: one the
+            # call had grown in place must not outlive it
+            vars(self).update((k, v) for k, v in before.items() if not k.startswith("_loaded"))
             raise
 
     return wrapper

@@ -1465,11 +1465,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         F = be.to_numpy(res.F)
         batch_curv = _solver.kron_curvature(
             F, sw, self._weights_from_params(res.theta)[groups], res.gram_be)
+        # everything that can fail before the users' rows are written in place
+        population = self._update_population(F, y01, sw)
         self._stream_curvature = _solver.add_kron_curvature(curvature, batch_curv)
         if batch_users is not None:
             self._update_users(batch_users, index, self._weights_from_params(res.theta),
                                posterior, self.temperature_)
-        self._set_population(*self._update_population(F, y01, sw))
+        self._set_population(*population)
 
     @_unchanged_on_failure
     def partial_fit_users(self, X, y, sample_weight=None, *, user_ids=None):

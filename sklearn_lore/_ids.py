@@ -17,12 +17,15 @@ def require_hashable(ids, name="user_ids"):
                 row = next(i for i, v in enumerate(ids) if type(v) is kind)
                 _unhashable(name, row, ids[row])
         if tuple in kinds:  # a tuple is hashable only if what it holds is
-            for row, value in enumerate(ids):
-                if type(value) is tuple:
-                    try:
-                        hash(value)
-                    except TypeError:
-                        _unhashable(name, row, value)
+            try:
+                set(ids)  # every id hashed at C speed; the row is looked for on failure
+            except TypeError:
+                for row, value in enumerate(ids):
+                    if type(value) is tuple:
+                        try:
+                            hash(value)
+                        except TypeError:
+                            _unhashable(name, row, value)
     return ids
 
 

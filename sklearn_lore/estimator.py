@@ -277,6 +277,16 @@ def _drop_unweighted(Z, y01, sw, ids, checked=True):
     return Z[keep], y01[keep], sw[keep], ids[keep]
 
 
+def _merged_ids_dtype(old, new):
+    """The dtype that holds ids of both dtypes as they are: one of them when it holds
+    the other (wider text), else object (ints beside text stay ints)."""
+    if old == new or old.kind == "O":
+        return old
+    if old.kind == new.kind == "U":
+        return old if old.itemsize >= new.itemsize else new
+    return np.dtype(object)
+
+
 def _concat_ids(old, new):
     """Remembered ids and a batch's ids, each id keeping its type (numpy would turn
     ints into strings next to strings)."""
@@ -791,6 +801,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         one dtype against ints of that dtype, text against text), where it pays: many
         rows, or an index already built for this ``users_``. None otherwise."""
         users = self.users_
+        if not isinstance(ids, np.ndarray):
+            return None
         if users.dtype.kind in "iu":
             typed = ids.dtype == users.dtype
         elif users.dtype.kind == "U":
@@ -1638,41 +1650,49 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         known = index >= 0
         new = ~known
         n_old, n_new = len(self.users_), int(new.sum())
-        buffers = self._user_buffers(n_old + n_new)
+        new_users = batch_users[new]
+        buffers = self._user_buffers(n_old + n_new, new_users.dtype)
         rows = np.r_[index[known], n_old + np.arange(n_new)]
         order = np.r_[np.flatnonzero(known), np.flatnonzero(new)]
         buffers[0][rows] = W[order]
         buffers[1][rows] = precision[order]
         buffers[2][n_old:n_old + n_new] = new_temperature
+        views = tuple(buf[:n_old + n_new] for buf in buffers)
+        self.user_weights_, self.user_precision_, self.user_temperature_ = views[:3]
         if n_new:
-            new_users = batch_users[new]
             positions = self._id_positions()
-            self.users_ = _concat_ids(self.users_, new_users)
+            buffers[3][n_old:n_old + n_new] = new_users
+            self.users_ = views[3]
             # the id index grows with the users instead of being rebuilt
             positions.update(zip(new_users.tolist(), range(n_old, n_old + n_new)))
             self._loaded_user_index = (self.users_, positions)
-        views = tuple(buf[:n_old + n_new] for buf in buffers)
-        self.user_weights_, self.user_precision_, self.user_temperature_ = views
+        else:  # users_ stays the same array, and its index with it
+            views = views[:3] + (self.users_,)
         self._loaded_user_buffers = (buffers, views)
 
-    def _user_buffers(self, n_rows):
-        """Buffers behind the per-user arrays, with room for ``n_rows`` users.
+    def _user_buffers(self, n_rows, ids_dtype):
+        """Buffers behind the per-user arrays and ``users_``, with room for ``n_rows``
+        users whose new ids are of ``ids_dtype``.
 
-        Reused while the public arrays are still the views handed out last time and
-        the room suffices; otherwise (after a fit, a deletion, a load, or when full)
-        the users are copied into buffers a quarter larger than needed (geometric
-        growth: each user is copied a bounded number of times on average, and the
-        spare memory stays at a quarter of the per-user arrays).
+        Reused while the public arrays are still the views handed out last time, the
+        room suffices and the ids fit the ids' buffer; otherwise (after a fit, a
+        deletion, a load, when full, or for ids of another type or wider text) the
+        users are copied into buffers a quarter larger than needed (geometric growth:
+        each user is copied a bounded number of times on average, and the spare
+        memory stays at a quarter of the per-user arrays). Appending users thus costs
+        the new users, not a copy of ``users_``.
         """
-        current = (self.user_weights_, self.user_precision_, self._user_temperatures())
+        current = (self.user_weights_, self.user_precision_, self._user_temperatures(),
+                   self.users_)
         cached = getattr(self, "_loaded_user_buffers", None)
+        ids = _merged_ids_dtype(self.users_.dtype, ids_dtype)
         if (cached is not None and all(a is b for a, b in zip(current, cached[1]))
-                and len(cached[0][0]) >= n_rows):
+                and len(cached[0][0]) >= n_rows and cached[0][3].dtype == ids):
             return cached[0]
         capacity = n_rows + max(n_rows // 4, 16)
         buffers = []
-        for array in current:
-            buffer = np.empty((capacity,) + array.shape[1:], dtype=np.float64)
+        for array, dtype in zip(current, (np.float64, np.float64, np.float64, ids)):
+            buffer = np.empty((capacity,) + array.shape[1:], dtype=dtype)
             buffer[:len(array)] = array
             buffers.append(buffer)
         return tuple(buffers)

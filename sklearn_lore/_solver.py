@@ -217,6 +217,9 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10, s
     if graph is not None:
         return _user_step_graphed(be, rows, graph, Fp, theta, mu, precision, kind, max_iter,
                                   tol, status)
+    if be.name == "numpy" and b.owner is None:
+        return _user_step_compacting(be, rows, Fp, theta, mu, precision, kind, max_iter, tol,
+                                     eye, status)
     f_g = None
     for _ in range(max_iter):
         if f_g is None:
@@ -236,6 +239,56 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10, s
     if status is not None:
         status.append("max_iter")
     return theta, _user_hessian(be, rows, Fp, theta, kind)
+
+
+def _user_step_compacting(be, rows, Fp, theta, mu, precision, kind, max_iter, tol, eye,
+                          status):
+    """The eager loop of :func:`user_step` on numpy, one block per user, working on the
+    users not yet converged only: a user whose Newton decrement is at most ``tol``
+    never moves again (its decrement stays where its parameters stay), so its
+    parameters and data Hessian are final there. When at most half of the users
+    still move, the problem shrinks to them (a large fold-in spent most of its
+    iterations on a few slow users). Every user's numbers are those of the full loop:
+    each user's sums read its own block only."""
+    theta_out = np.array(theta, dtype=np.float64, copy=True)
+    hess_out = np.empty(theta.shape + theta.shape[1:])
+    users = np.arange(theta.shape[0])  # the full problem's rows of the current one
+    layout, f_g = rows, None
+    for _ in range(max_iter):
+        if f_g is None:
+            f_g, W, t = _group_objective(be, layout, Fp, theta, mu, precision, kind)
+        else:
+            W = obj.user_weights_from_params(be, theta, kind)
+            t = _block_logits(layout, Fp, W)
+        step, decrement, H_w = _newton_system(be, layout, Fp, theta, mu, precision, kind, W,
+                                              t, eye)
+        moving = decrement > tol
+        if not moving.any():
+            theta_out[users] = theta
+            hess_out[users] = _param_hessian(be, W, H_w, kind)
+            return theta_out, hess_out
+        theta_new, f_g = _line_search_users(
+            be, layout, Fp, theta, mu, precision, kind, f_g, step, decrement, tol
+        )
+        if 2 * np.count_nonzero(moving) <= len(users):
+            done = ~moving  # final: parameters unmoved, Hessian where they are
+            theta_out[users[done]] = theta[done]
+            hess_out[users[done]] = _param_hessian(be, W[done], H_w[done], kind)
+            b = layout.blocks
+            layout = _Layout(Blocks(index=b.index[moving], y=b.y[moving], s=b.s[moving],
+                                    owner=None, owner_seg=None))
+            Fp, theta_new, f_g = Fp[moving], theta_new[moving], f_g[moving]
+            if mu.ndim == 2:
+                mu = mu[moving]
+            if precision.ndim == 3:
+                precision = precision[moving]
+            users = users[moving]
+        theta = theta_new
+    if status is not None:
+        status.append("max_iter")
+    theta_out[users] = theta
+    hess_out[users] = _user_hessian(be, layout, Fp, theta, kind)
+    return theta_out, hess_out
 
 
 def _newton_system(be, rows, Fp, theta, mu, precision, kind, W, t, eye, sync_free=False):

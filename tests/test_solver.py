@@ -281,6 +281,39 @@ def test_user_step_reports_newton_iterations_running_out(graphed):
         assert np.isfinite(_to_numpy(theta)).all()
 
 
+@pytest.mark.parametrize("kind", ["free", "simplex"])
+@pytest.mark.parametrize("per_user_prior", [False, True])
+@pytest.mark.parametrize("max_iter", [50, 6])
+def test_the_compacting_user_step_gives_the_full_loops_numbers(kind, per_user_prior, max_iter,
+                                                                monkeypatch):
+    """On numpy the users already converged drop out of the user step's problem: bit for
+    bit the parameters and Hessians of iterating on all of them, the status alike."""
+    class FullLoop(NumpyBackend):
+        name = "numpy-full"  # not compacted
+
+    groups, y, s = _rows([1, 2, 14, 3, 9, 1, 20, 2] * 6, seed=3)
+    G, B = 48, 3
+    rng = np.random.default_rng(1)
+    F = 4.0 * rng.standard_normal((groups.shape[0], B))  # steep: users converge unevenly
+    mu = rng.standard_normal((G, B)) if per_user_prior else rng.standard_normal(B)
+    P = (np.stack([np.eye(B) * (0.2 + g % 3) for g in range(G)]) if per_user_prior
+         else 0.3 * np.eye(B))
+    results, shrunk = [], []
+    layout = _solver._Layout
+    monkeypatch.setattr(_solver, "_Layout", lambda blocks: shrunk.append(1) or layout(blocks))
+    for be in (NumpyBackend(), FullLoop()):
+        rows = _solver.make_rows(be, np.zeros((groups.shape[0], 1)), y, s, groups, G)
+        assert rows.blocks.owner is None
+        status = []
+        theta, hess = _solver.user_step(be, rows, F, np.zeros((G, B)), mu, P, kind,
+                                        max_iter=max_iter, status=status)
+        results.append((theta, hess, status))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert results[0][2] == results[1][2] == (["max_iter"] if max_iter == 6 else [])
+    assert shrunk  # the problem did shrink
+
+
 @needs_torch
 def test_fit_with_graphed_user_steps_predicts_as_eager(monkeypatch):
     from sklearn_lore import LowRankRewardEstimator

@@ -279,12 +279,18 @@ def _drop_unweighted(Z, y01, sw, ids, checked=True):
 
 def _merged_ids_dtype(old, new):
     """The dtype that holds ids of both dtypes as they are: one of them when it holds
-    the other (wider text), else object (ints beside text stay ints)."""
+    the other (text up to _WIDEST_TEXT_ID characters wide), else object (ints beside
+    text stay ints; one long id does not make every user's slot that wide)."""
     if old == new or old.kind == "O":
         return old
     if old.kind == new.kind == "U":
-        return old if old.itemsize >= new.itemsize else new
+        wider = old if old.itemsize >= new.itemsize else new
+        return wider if wider.itemsize <= 4 * _WIDEST_TEXT_ID else np.dtype(object)
     return np.dtype(object)
+
+
+# the widest text id kept in a fixed-width array (4 bytes a character, every user)
+_WIDEST_TEXT_ID = 64
 
 
 def _concat_ids(old, new):

@@ -1132,10 +1132,12 @@ def test_appended_users_go_into_the_ids_buffer():
     assert np.shares_memory(before, est.users_) and est.users_.dtype.kind == "U"
     est.partial_fit_users(X[:3], y[:3], user_ids=["a-much-longer-id"] * 3)
     assert est.users_.dtype == np.dtype("<U16")
+    est.partial_fit_users(X[:3], y[:3], user_ids=["L" * 65] * 3)  # not 65 chars a user
+    assert est.users_.dtype == object
     est.partial_fit_users(X[:3], y[:3], user_ids=[7] * 3)
     assert est.users_.dtype == object
-    assert est.users_.tolist()[-4:] == ["n1", "n2", "a-much-longer-id", 7]
-    assert [est._user_index(np.array([u], dtype=object))[0] for u in ("n2", 7)] == [11, 13]
+    assert est.users_.tolist()[-5:] == ["n1", "n2", "a-much-longer-id", "L" * 65, 7]
+    assert [est._user_index(np.array([u], dtype=object))[0] for u in ("n2", 7)] == [11, 14]
     known = est.users_
     est.partial_fit_users(X[:3], y[:3], user_ids=["n1"] * 3)  # a known user: same array
     assert est.users_ is known

@@ -117,6 +117,9 @@ def _warn_caller(message, category):
     warnings.warn(message, category, stacklevel=level)
 
 
+_MISSING = object()
+
+
 def _unchanged_on_failure(method):
     """A training method that raises leaves the estimator's attributes as they were
     before the call: no half-set state, such as the refused data's ``n_features_in_``
@@ -129,10 +132,19 @@ def _unchanged_on_failure(method):
         try:
             return method(self, *args, **kwargs)
         except BaseException:
-            vars(self).clear()
-            # the caches (an id index, the user buffers) are rebuilt on demand: one the
-            # call had grown in place must not outlive it
-            vars(self).update((k, v) for k, v in before.items() if not k.startswith("_loaded"))
+            state = vars(self)
+            # only what the call changed is set back (the attributes never all vanish,
+            # for a thread predicting meanwhile); a cache it replaced (an id index, the
+            # user buffers) is dropped, not restored: it may have grown in place, and
+            # is rebuilt on demand
+            for key in [key for key in state if key not in before]:
+                del state[key]
+            for key, value in before.items():
+                if state.get(key, _MISSING) is not value:
+                    if key.startswith("_loaded"):
+                        state.pop(key, None)
+                    else:
+                        state[key] = value
             raise
 
     return wrapper
@@ -525,8 +537,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------
     # validation at the boundary
 
-    def _split_users(self, X, user_ids):
-        """Separate the user ids (column or keyword) from the numeric features."""
+    def _split_users(self, X, user_ids, reads_ids=True):
+        """Separate the user ids (column or keyword) from the numeric features.
+
+        ``reads_ids``: False for a model fitted without ids, which predicts the same
+        for every row (a frame indexed by user is then no mistake)."""
         ids = None
         if hasattr(X, "columns") and self.user_col in X.columns:
             if user_ids is not None:
@@ -545,7 +560,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         elif user_ids is not None:
             ids = user_ids
         elif (hasattr(X, "columns") and isinstance(getattr(X, "index", None), pd.Index)
-              and self.user_col in [name for name in X.index.names if name is not None]):
+              and self.user_col in [name for name in X.index.names if name is not None]
+              and reads_ids):
             # scikit-learn ignores the index: the rows would silently go without users
             raise ValueError(
                 f"X holds the user ids in its index ({self.user_col!r}), not in a column; "
@@ -631,7 +647,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         caller then checks its product with the basis (:meth:`_project`)."""
         self._check_embedder_layout(X)
         self._check_prefixed_user_column(X)
-        X, ids = self._split_users(X, user_ids)
+        X, ids = self._split_users(X, user_ids, reads_ids=reset or getattr(
+            self, "_fit_with_users", True))
         if hasattr(X, "columns") and X.shape[1] == 0:
             raise ValueError(
                 f"X has no feature columns besides the user column {self.user_col!r}; "
@@ -1618,7 +1635,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self._update_users(batch_users[informed], index[informed], W[informed],
                            precision[informed],
                            getattr(self, "fold_in_temperature_", self.temperature_))
-        self._end_memory_of(batch_users[taught])
+        # only users known before the call can have remembered rows
+        self._end_memory_of(batch_users[taught & (index >= 0)])
         return self
 
     def _end_memory_of(self, taught):

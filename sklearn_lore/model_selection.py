@@ -569,7 +569,10 @@ class _UserScorer:
         """Request metadata for the wrapped scorer (``sample_weight=True``), as
         scikit-learn's scorers do; returns self."""
         if not hasattr(self._scorer, "set_score_request"):
-            raise TypeError(f"{self._name} takes no metadata requests.")
+            raise TypeError(
+                f"{self._name} takes no metadata requests: a metric given to "
+                "make_user_scorer is computed without sample weights (weigh inside a "
+                "scorer callable scorer(estimator, X, y, user_ids=None) of your own).")
         self._scorer.set_score_request(**requests)
         return self
 
@@ -599,7 +602,9 @@ def make_user_scorer(scoring):
         ids and the estimator as they are. A metric ``metric(y_true, y_pred, ...)``
         (its first two parameters so named, e.g. the per-user :func:`macro_accuracy`)
         is computed on the labels that ``predict`` gives with the ids, and gets
-        ``user_ids=`` when it takes them.
+        ``user_ids=`` when it takes them; such a metric must be one where higher is
+        better (a name ending in ``_loss`` or ``_error`` is refused), and takes no
+        sample weights.
 
     Returns
     -------
@@ -616,7 +621,8 @@ def make_user_scorer(scoring):
     Raises
     ------
     ValueError
-        If ``scoring`` is not a scorer name known to scikit-learn.
+        If ``scoring`` is not a scorer name known to scikit-learn, or is a loss metric
+        (its name ends in ``_loss`` or ``_error``).
     TypeError
         If ``scoring`` is neither a str nor callable.
 
@@ -654,8 +660,14 @@ def make_user_scorer(scoring):
             "scoring must be a scorer name (str) or a scorer callable "
             f"scorer(estimator, X, y); got {type(scoring).__name__}.")
     if _is_label_metric(scoring):
-        return _UserScorer(_scorer_of_metric(scoring), getattr(scoring, "__name__",
-                                                               repr(scoring)))
+        name = getattr(scoring, "__name__", repr(scoring))
+        if name.endswith(("_loss", "_error")):
+            # a scorer is maximized: a loss returned as it is would pick the worst model
+            raise ValueError(
+                f"{name} is a loss, and a scorer is maximized: wrap it as "
+                f"lambda y_true, y_pred, user_ids: -{name}(y_true, y_pred), or score with "
+                "a metric where higher is better.")
+        return _UserScorer(_scorer_of_metric(scoring), name)
     return _UserScorer(scoring, repr(scoring))
 
 

@@ -392,6 +392,11 @@ def test_user_ids_in_the_index_are_named(method, multi, problem, fitted):
     # given as a keyword, the ids are read and the index is not
     est = fresh(method, fitted, problem)
     call(est, method, df, y, user_ids=df.index.get_level_values("user_id"))
+    # a model fitted without ids predicts alike for every row: a frame indexed by user
+    # is no mistake there (fit itself still asks)
+    if method not in ("fit", "partial_fit", "partial_fit_users"):
+        population = LowRankRewardEstimator(2, random_state=0).fit(df.to_numpy(), y)
+        call(population, method, df, y)
 
 
 @pytest.mark.parametrize("method", ["fit", "partial_fit", "score"])
@@ -551,9 +556,59 @@ def test_a_refused_call_leaves_a_fitted_model_as_it_was(problem, method):
     narrow = X[:, :-1] if method == "fit" else X
     with pytest.raises(ValueError):
         call(est, method, narrow, bad, user_ids=users)
-    assert vars(est).keys() == before.keys()
+    assert {k for k in vars(est) if not k.startswith("_loaded")} == before.keys()
     assert all(vars(est)[key] is value for key, value in before.items())
     np.testing.assert_array_equal(est.predict_proba(X, user_ids=users), proba)
+
+
+def test_a_refused_call_does_not_disturb_a_predicting_thread(problem):
+    """The restore cleared every attribute and set them again: a thread predicting
+    meanwhile met NotFittedError or AttributeError. Only what changed is set back."""
+    import threading
+
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+    expected = est.predict_proba(X, user_ids=users)
+    errors, stop = [], threading.Event()
+
+    def predict():
+        while not stop.is_set():
+            try:
+                np.testing.assert_array_equal(est.predict_proba(X, user_ids=users), expected)
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+                return
+
+    class Watched(dict):  # records what leaves the attributes, whatever the timing
+        removed = []
+
+        def clear(self):
+            self.removed.extend(self)
+            super().clear()
+
+        def __delitem__(self, key):
+            self.removed.append(key)
+            super().__delitem__(key)
+
+        def pop(self, key, *default):
+            self.removed.append(key)
+            return super().pop(key, *default)
+
+    est.__dict__ = Watched(vars(est))
+    with pytest.raises(ValueError):
+        est.partial_fit_users(X, np.where(np.arange(len(y)) == 0, 7, y), user_ids=users)
+    assert not [key for key in Watched.removed if not key.startswith("_loaded")]
+    thread = threading.Thread(target=predict)
+    thread.start()
+    bad = np.where(np.arange(len(y)) == 0, 7, y)
+    try:
+        for _ in range(300):
+            with pytest.raises(ValueError):
+                est.partial_fit_users(X, bad, user_ids=users)
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors[:1]
 
 
 def test_first_partial_fit_without_classes(problem):

@@ -335,6 +335,11 @@ def test_user_scorer_keeps_sample_weight_requests_and_custom_callables(data):
     with pytest.raises(TypeError, match="takes no sample_weight"):
         make_user_scorer(macro_accuracy)(fitted, data.X, data.y, sample_weight=weights,
                                          user_ids=data.users)
+    with pytest.raises(TypeError, match="computed without sample weights"):
+        make_user_scorer(macro_accuracy).set_score_request(sample_weight=True)
+    from sklearn.metrics import zero_one_loss
+    with pytest.raises(ValueError, match="zero_one_loss is a loss, and a scorer is maximized"):
+        make_user_scorer(zero_one_loss)  # it picked the worst model in a search
     # routing off: the ids reach fit only; the scorer says it saw none
     with pytest.warns(UserWarning, match="Enable metadata routing"):
         GridSearchCV(lore(), {"n_components": [RANK]}, cv=cv,

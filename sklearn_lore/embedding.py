@@ -90,14 +90,16 @@ class _MemoryCache:
 
     Bounded by ``max_bytes`` over all identities. Vectors are read-only float32 rows,
     views into the array they were stored from (one per encoded batch or disk read):
-    such an array counts in full while any of its rows is cached, since it stays in
-    memory that long (a row reused from each of many batches held every batch).
+    such an array stays in memory while any of its rows is cached, so it counts in
+    full and leaves whole. Eviction drops the batch of the least recently used row,
+    every row of it (a batch of which one row was reused kept the whole batch in
+    memory; dropping single rows then freed nothing and emptied the cache).
     """
 
     def __init__(self, max_bytes):
         self.max_bytes = max_bytes
         self._entries = OrderedDict()  # (key, text) -> (vector, owner id)
-        self._owners = {}  # owner id -> [the array the rows view, rows cached]
+        self._owners = {}  # owner id -> (the array the rows view, their keys, text bytes)
         self._nbytes = 0
         self._counts = {}
         self._stats = {}
@@ -123,18 +125,18 @@ class _MemoryCache:
             new = [i for i, text in enumerate(texts) if (key, text) not in entries]
             if not new:
                 return
-            if len(new) < len(texts):
-                # most rows are cached already: keep a copy of the new ones alone rather
-                # than the whole array alive for them
+            if len(new) < len(texts) or id(vectors) in self._owners:
+                # some rows are cached already (or the array is, under another model):
+                # a copy of the new rows of its own
                 vectors = vectors[new]
                 vectors.flags.writeable = False
             owner = id(vectors)  # unique while the array is held in _owners
-            self._owners[owner] = [vectors, len(new)]
-            nbytes = vectors.nbytes
-            for text, vector in zip((texts[i] for i in new), vectors):
-                entries[(key, text)] = (vector, owner)
-                nbytes += len(text)
-            self._nbytes += nbytes
+            keys = [(key, texts[i]) for i in new]
+            text_bytes = sum(len(text) for _, text in keys)
+            self._owners[owner] = (vectors, keys, text_bytes)
+            for entry, vector in zip(keys, vectors):
+                entries[entry] = (vector, owner)
+            self._nbytes += vectors.nbytes + text_bytes
             self._counts[key] = self._counts.get(key, 0) + len(new)
             self._evict()
 
@@ -146,20 +148,17 @@ class _MemoryCache:
                 f"same model identity returned {known}."
             )
 
-    def _remove(self, entry):
-        """Drop one entry; its array stops counting with its last cached row."""
-        _, owner = self._entries.pop(entry)
-        held = self._owners[owner]
-        held[1] -= 1
-        self._nbytes -= len(entry[1])
-        if held[1] == 0:
-            self._nbytes -= held[0].nbytes
-            del self._owners[owner]
-        self._counts[entry[0]] -= 1
+    def _drop(self, owner):
+        """Drop a stored array and every row of it still cached."""
+        vectors, keys, text_bytes = self._owners.pop(owner)
+        for entry in keys:
+            del self._entries[entry]
+            self._counts[entry[0]] -= 1
+        self._nbytes -= vectors.nbytes + text_bytes
 
     def _evict(self):
         while self._nbytes > self.max_bytes and self._entries:
-            self._remove(next(iter(self._entries)))
+            self._drop(self._entries[next(iter(self._entries))][1])
 
     def _count(self, key, field, n):
         stats = self._stats.setdefault(key, {"hits": 0, "disk_hits": 0, "misses": 0})
@@ -180,8 +179,9 @@ class _MemoryCache:
     def drop_identity(self, name):
         """Forget every key that contains ``name`` (a model identity that no longer exists)."""
         with self._lock:
-            for entry in [entry for entry in self._entries if name in entry[0]]:
-                self._remove(entry)
+            for owner in {owner for entry, (_, owner) in self._entries.items()
+                          if name in entry[0]}:
+                self._drop(owner)
             for table in (self._counts, self._stats, self._dims):
                 for key in [key for key in table if name in key]:
                     del table[key]

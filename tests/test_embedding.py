@@ -2111,6 +2111,30 @@ def test_the_memory_cache_bound_counts_the_arrays_its_rows_keep(monkeypatch):
     assert cache._nbytes == 0 and not cache._owners
 
 
+def test_the_memory_cache_evicts_whole_batches():
+    """A row reused from each of ten batches: evicting single rows freed nothing (their
+    batches stayed in memory) until 9,991 of 10,000 rows were gone; the batch of the
+    least recently used row leaves whole, and the rest stays."""
+    key, rng = ("m",), np.random.default_rng(0)
+    cache = embedding._MemoryCache(int(10.5 * 1000 * 256 * 4))
+    for b in range(10):
+        cache.put(key, [f"b{b}-{i}" for i in range(1000)],
+                  rng.standard_normal((1000, 256)).astype(np.float32))
+    for b in range(10):
+        cache.get(key, [f"b{b}-0"])  # one hot row per batch
+    cache.put(key, [f"new-{i}" for i in range(1000)],
+              rng.standard_normal((1000, 256)).astype(np.float32))
+    texts = [text for _, text in cache._entries]
+    assert len(texts) == 10000 and not any(t.startswith("b0-") for t in texts)
+    assert cache._nbytes <= cache.max_bytes
+    assert cache.info(key).currsize == 10000
+    vectors = rng.standard_normal((3, 256)).astype(np.float32)
+    cache.put(("other",), ["x", "y", "z"], vectors)  # the same array under two models
+    cache.put(("third",), ["x", "y", "z"], vectors)
+    embedding._MemoryCache.drop_identity(cache, "other")
+    assert cache.get(("third",), ["x"])["x"].shape == (256,)
+
+
 def test_a_cache_that_turns_read_only_is_a_permission_error(tmp_path, monkeypatch):
     """A folder made read-only after its cache file was created: opening needs no write,
     so sqlite's OperationalError came from the first write, after encoding, and a retry

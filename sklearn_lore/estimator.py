@@ -819,6 +819,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         return np.fromiter(map(positions.get, ids, itertools.repeat(-1)), dtype=np.intp,
                            count=len(ids))
 
+    def _drop_caches(self):
+        """Forget the per-process caches (id index, user buffers), rebuilt on demand."""
+        for key in [key for key in vars(self) if key.startswith("_loaded")]:
+            delattr(self, key)
+
     def _typed_lookup(self, ids):
         """A pandas index of ``users_`` for ids whose equality is the dict's (ints of
         one dtype against ints of that dtype, text against text), where it pays: many
@@ -1095,6 +1100,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         rows ``Z`` already moved to the backend's device, when they were.
         """
         self._fitted_kind = self._kind  # partial fits refuse another kind (set_params)
+        self._drop_caches()  # the users they index are about to go
         if ids is None:
             return self._fit_without_users(Z, y01, sw, data)
         groups, users = self._factorize(ids)
@@ -1797,6 +1803,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self.users_ = self.users_[keep]
         self.user_weights_ = self.user_weights_[keep]
         self.user_precision_ = self.user_precision_[keep]
+        # the old buffers and index (the forgotten users in them) go now, not at the
+        # next fold-in
+        self._drop_caches()
         # the population stays as fitted (recomputing its weights from prior_mean_ would
         # read user_weights as set now, which set_params may have changed)
         return self

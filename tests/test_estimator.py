@@ -1141,3 +1141,20 @@ def test_appended_users_go_into_the_ids_buffer():
     known = est.users_
     est.partial_fit_users(X[:3], y[:3], user_ids=["n1"] * 3)  # a known user: same array
     assert est.users_ is known
+
+
+def test_a_refit_or_a_deletion_lets_the_old_buffers_go():
+    """The spare-row buffers and the id index of the users a refit or forget_users
+    replaced stayed referenced until the next fold-in (the forgotten users inside)."""
+    X, y, users, _ = make_preference_data(n_users=10, n_pairs_per_user=10, n_features=4,
+                                          random_state=0)
+    est = LowRankRewardEstimator(2, random_state=0, shrinkage=1.0).fit(X, y, user_ids=users)
+    est.partial_fit_users(X[:3], y[:3], user_ids=["new"] * 3)
+    est.predict_proba(X, user_ids=users)
+    assert {"_loaded_user_buffers", "_loaded_user_index"} <= set(vars(est))
+    est.forget_users(["new"])
+    assert not [key for key in vars(est) if key.startswith("_loaded")]
+    est.partial_fit_users(X[:3], y[:3], user_ids=["new"] * 3)
+    est.fit(X, y, user_ids=users)
+    assert not [key for key in vars(est) if key.startswith("_loaded")]
+    assert "new" not in set(est.users_.tolist())

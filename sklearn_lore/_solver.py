@@ -222,14 +222,8 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10, s
                                      eye, status)
     f_g = None
     for _ in range(max_iter):
-        if f_g is None:
-            f_g, W, t = _group_objective(be, rows, Fp, theta, mu, precision, kind)
-        else:
-            # the line search already evaluated each user's objective where it stopped
-            W = obj.user_weights_from_params(be, theta, kind)
-            t = _block_logits(rows, Fp, W)
-        step, decrement, H_w = _newton_system(be, rows, Fp, theta, mu, precision, kind, W, t,
-                                              eye)
+        f_g, W, step, decrement, H_w = _newton_at(be, rows, Fp, theta, mu, precision, kind,
+                                                  f_g, eye)
         if be.max_value(decrement) <= tol:
             # converged where H_w was just computed: it is the data Hessian there
             return theta, _param_hessian(be, W, H_w, kind)
@@ -239,6 +233,18 @@ def user_step(be, rows, F, theta, mu, precision, kind, max_iter=50, tol=1e-10, s
     if status is not None:
         status.append("max_iter")
     return theta, _user_hessian(be, rows, Fp, theta, kind)
+
+
+def _newton_at(be, rows, Fp, theta, mu, precision, kind, f_g, eye):
+    """Every user's objective (``f_g`` when the line search already evaluated it where
+    it stopped), weights, Newton step, decrement and data Hessian at ``theta``."""
+    if f_g is None:
+        f_g, W, t = _group_objective(be, rows, Fp, theta, mu, precision, kind)
+    else:
+        W = obj.user_weights_from_params(be, theta, kind)
+        t = _block_logits(rows, Fp, W)
+    step, decrement, H_w = _newton_system(be, rows, Fp, theta, mu, precision, kind, W, t, eye)
+    return f_g, W, step, decrement, H_w
 
 
 def _user_step_compacting(be, rows, Fp, theta, mu, precision, kind, max_iter, tol, eye,
@@ -255,13 +261,8 @@ def _user_step_compacting(be, rows, Fp, theta, mu, precision, kind, max_iter, to
     users = np.arange(theta.shape[0])  # the full problem's rows of the current one
     layout, f_g = rows, None
     for _ in range(max_iter):
-        if f_g is None:
-            f_g, W, t = _group_objective(be, layout, Fp, theta, mu, precision, kind)
-        else:
-            W = obj.user_weights_from_params(be, theta, kind)
-            t = _block_logits(layout, Fp, W)
-        step, decrement, H_w = _newton_system(be, layout, Fp, theta, mu, precision, kind, W,
-                                              t, eye)
+        f_g, W, step, decrement, H_w = _newton_at(be, layout, Fp, theta, mu, precision, kind,
+                                                  f_g, eye)
         moving = decrement > tol
         if not moving.any():
             theta_out[users] = theta

@@ -134,17 +134,16 @@ def _unchanged_on_failure(method):
         except BaseException:
             state = vars(self)
             # only what the call changed is set back (the attributes never all vanish,
-            # for a thread predicting meanwhile); a cache it replaced (an id index, the
-            # user buffers) is dropped, not restored: it may have grown in place, and
-            # is rebuilt on demand
+            # for a thread predicting meanwhile); the caches (an id index, the user
+            # buffers) are dropped, not restored: the call may have grown them in place,
+            # and they are rebuilt on demand
             for key in [key for key in state if key not in before]:
                 del state[key]
             for key, value in before.items():
-                if state.get(key, _MISSING) is not value:
-                    if key.startswith("_loaded"):
-                        state.pop(key, None)
-                    else:
-                        state[key] = value
+                if key.startswith("_loaded"):
+                    state.pop(key, None)
+                elif state.get(key, _MISSING) is not value:
+                    state[key] = value
             raise
 
     return wrapper
@@ -293,12 +292,12 @@ def _merged_ids_dtype(old, new):
     """The dtype that holds ids of both dtypes as they are: one of them when it holds
     the other (text up to _WIDEST_TEXT_ID characters wide), else object (ints beside
     text stay ints; one long id does not make every user's slot that wide)."""
-    if old == new or old.kind == "O":
+    if old.kind == "O":
         return old
     if old.kind == new.kind == "U":
         wider = old if old.itemsize >= new.itemsize else new
         return wider if wider.itemsize <= 4 * _WIDEST_TEXT_ID else np.dtype(object)
-    return np.dtype(object)
+    return old if old == new else np.dtype(object)
 
 
 # the widest text id kept in a fixed-width array (4 bytes a character, every user)
@@ -647,8 +646,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         caller then checks its product with the basis (:meth:`_project`)."""
         self._check_embedder_layout(X)
         self._check_prefixed_user_column(X)
-        X, ids = self._split_users(X, user_ids, reads_ids=reset or getattr(
-            self, "_fit_with_users", True))
+        X, ids = self._split_users(X, user_ids, reads_ids=reset or len(
+            getattr(self, "users_", [None])) > 0)
         if hasattr(X, "columns") and X.shape[1] == 0:
             raise ValueError(
                 f"X has no feature columns besides the user column {self.user_col!r}; "
@@ -795,7 +794,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             typed = np.asarray(values)
             # numpy strings drop trailing NUL characters, and ints on both sides of 2**63
             # become float64: such ids stay objects
-            if typed.dtype.kind in "iu" or (typed.dtype.kind == "U" and typed.tolist() == values):
+            if typed.dtype.kind in "iu" or (typed.dtype.kind == "U" and typed.tolist() == values
+                                            and typed.itemsize <= 4 * _WIDEST_TEXT_ID):
                 users = typed
         return codes.astype(np.intp), users
 

@@ -661,7 +661,8 @@ def make_user_scorer(scoring):
             f"scorer(estimator, X, y); got {type(scoring).__name__}.")
     if _is_label_metric(scoring):
         name = getattr(scoring, "__name__", repr(scoring))
-        if name.endswith(("_loss", "_error")):
+        inner = getattr(getattr(scoring, "func", None), "__name__", "")  # a partial's
+        if name.endswith(("_loss", "_error")) or inner.endswith(("_loss", "_error")):
             # a scorer is maximized: a loss returned as it is would pick the worst model
             raise ValueError(
                 f"{name} is a loss, and a scorer is maximized: wrap it as "

@@ -1141,6 +1141,10 @@ def test_appended_users_go_into_the_ids_buffer():
     known = est.users_
     est.partial_fit_users(X[:3], y[:3], user_ids=["n1"] * 3)  # a known user: same array
     assert est.users_ is known
+    # fit too: one long id does not make every user's slot that wide
+    long_ids = np.where(users == users[0], "L" * 200, users)
+    wide = LowRankRewardEstimator(2, random_state=0, shrinkage=1.0).fit(X, y, user_ids=long_ids)
+    assert wide.users_.dtype == object
 
 
 def test_a_refit_or_a_deletion_lets_the_old_buffers_go():

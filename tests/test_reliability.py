@@ -397,6 +397,10 @@ def test_user_ids_in_the_index_are_named(method, multi, problem, fitted):
     if method not in ("fit", "partial_fit", "partial_fit_users"):
         population = LowRankRewardEstimator(2, random_state=0).fit(df.to_numpy(), y)
         call(population, method, df, y)
+        # once it has learned users (a fold-in), it reads ids again
+        population.partial_fit_users(df.to_numpy(), y, user_ids=users)
+        with pytest.raises(ValueError, match="user ids in its index"):
+            call(population, method, df, y)
 
 
 @pytest.mark.parametrize("method", ["fit", "partial_fit", "score"])

@@ -340,6 +340,9 @@ def test_user_scorer_keeps_sample_weight_requests_and_custom_callables(data):
     from sklearn.metrics import zero_one_loss
     with pytest.raises(ValueError, match="zero_one_loss is a loss, and a scorer is maximized"):
         make_user_scorer(zero_one_loss)  # it picked the worst model in a search
+    import functools
+    with pytest.raises(ValueError, match="is a loss"):
+        make_user_scorer(functools.partial(zero_one_loss, normalize=True))
     # routing off: the ids reach fit only; the scorer says it saw none
     with pytest.warns(UserWarning, match="Enable metadata routing"):
         GridSearchCV(lore(), {"n_components": [RANK]}, cv=cv,

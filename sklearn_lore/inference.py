@@ -11,6 +11,8 @@ from collections.abc import Mapping, Set
 import numpy as np
 import pandas as pd
 
+from .estimator import _holds_missing
+
 # an id no fitted model knows, so the population model scores it
 _POPULATION_ID = "__sklearn_lore_population__"
 
@@ -140,7 +142,7 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
         raise TypeError(
             f"user_id must be one hashable id (a str, an int, a tuple of such ...); got an "
             f"unhashable {type(user_id).__name__}. Score one user per call.") from None
-    if user_id is not None and _is_missing(user_id):
+    if user_id is not None and not isinstance(user_id, tuple) and _holds_missing(user_id):
         raise ValueError(
             f"user_id={user_id!r} is a missing value; pass None for the population model.")
     # each distinct response scored once: copies of one response (repeated samples)
@@ -174,13 +176,6 @@ def _distinct(candidates):
         return candidates, np.arange(len(candidates))
     return list(first), position
 
-
-def _is_missing(value):
-    try:
-        missing = pd.isna(value)
-    except (TypeError, ValueError):
-        return False
-    return isinstance(missing, (bool, np.bool_)) and bool(missing)
 
 
 def best_of_n(model, prompt, candidates, user_id=None, *, user_col=None):

@@ -132,13 +132,7 @@ def _binary_truth(y_true, pos_label=1):
     ``y_true`` holds both classes; with a single class it is taken as given.
     """
     y_true = np.asarray(y_true)
-    if y_true.ndim != 1:
-        raise ValueError(f"y_true must be 1-d; got shape {y_true.shape}.")
-    missing = pd.isna(y_true)
-    if np.any(missing):
-        raise ValueError(
-            f"y_true contains missing values (NaN or None) at row "
-            f"{int(np.argmax(np.ravel(missing)))}; every pair needs a label.")
+    _check_present_labels("y_true", y_true)
     labels = np.unique(y_true)
     if labels.size > 2:
         raise ValueError(f"y_true must be binary; got labels {labels.tolist()[:5]}.")
@@ -308,15 +302,20 @@ def per_user_accuracy(y_true, y_pred, user_ids):
     return hit.groupby(pd.Series(ids, dtype=object).to_numpy(), sort=True).mean()
 
 
-def _check_labels(name, labels):
-    """Class labels, 1-d, none missing, not probabilities (which never equal a label:
-    an accuracy of 0, silently)."""
+def _check_present_labels(name, labels):
+    """Labels, 1-d, none missing."""
     if labels.ndim != 1:
         raise ValueError(f"{name} must be 1-d; got shape {labels.shape}.")
     missing = pd.isna(labels)
     if np.any(missing):
         raise ValueError(f"{name} contains missing values (NaN or None) at row "
                          f"{int(np.argmax(missing))}; every pair needs a label.")
+
+
+def _check_labels(name, labels):
+    """Class labels, 1-d, none missing, not probabilities (which never equal a label:
+    an accuracy of 0, silently)."""
+    _check_present_labels(name, labels)
     if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
         example = float(labels[labels != np.round(labels)][0])
         raise ValueError(f"{name} holds fractional values such as {example!r}: pass "

@@ -1715,7 +1715,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         current = (self.user_weights_, self.user_precision_, self._user_temperatures(),
                    self.users_)
         cached = getattr(self, "_loaded_user_buffers", None)
-        ids = _merged_ids_dtype(self.users_.dtype, ids_dtype)
+        # a model that knows no users (fitted without ids, or all forgotten) takes the
+        # new ids' dtype: ints folded into a population model stay ints
+        known = self.users_.dtype if len(self.users_) else ids_dtype
+        ids = _merged_ids_dtype(known, ids_dtype)
         if (cached is not None and all(a is b for a, b in zip(current, cached[1]))
                 and len(cached[0][0]) >= n_rows and cached[0][3].dtype == ids):
             return cached[0]

@@ -1147,6 +1147,22 @@ def test_appended_users_go_into_the_ids_buffer():
     assert wide.users_.dtype == object
 
 
+def test_a_model_without_users_takes_the_folded_in_ids_dtype():
+    """A model fitted without ids has an empty object users_; folding int users into it
+    made users_ an object array of ints (a fit with the same ids gives int64)."""
+    X, y, _, _ = make_preference_data(n_users=10, n_pairs_per_user=10, n_features=4,
+                                      random_state=0)
+    est = LowRankRewardEstimator(2, random_state=0, shrinkage=1.0).fit(X, y)
+    assert est.users_.dtype == object and len(est.users_) == 0
+    est.partial_fit_users(X[:6], y[:6], user_ids=[3, 3, 3, 4, 4, 4])
+    assert est.users_.dtype == np.int64 and est.users_.tolist() == [3, 4]
+    text = LowRankRewardEstimator(2, random_state=0, shrinkage=1.0).fit(X, y)
+    text.partial_fit_users(X[:3], y[:3], user_ids=["L" * 65] * 3)  # over the width cap
+    assert text.users_.dtype == object
+    text.partial_fit_users(X[:3], y[:3], user_ids=["b"] * 3)
+    assert text.users_.tolist() == ["L" * 65, "b"]
+
+
 def test_a_refit_or_a_deletion_lets_the_old_buffers_go():
     """The spare-row buffers and the id index of the users a refit or forget_users
     replaced stayed referenced until the next fold-in (the forgotten users inside)."""

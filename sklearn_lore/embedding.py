@@ -48,6 +48,7 @@ from sklearn_lore._tokenize_worker import (
     pack_texts,
     unpack_tokens,
 )
+from sklearn_lore._frames import polars_as_pandas
 
 __all__ = [
     "SentencePairEmbedder",
@@ -393,8 +394,13 @@ def _as_float32_matrix(vectors, n_texts):
     one reduction there rather than two passes over the host's copy)."""
     if hasattr(vectors, "detach"):
         return _tensor_as_float32_matrix(vectors.detach(), n_texts)
+    if hasattr(vectors, "toarray"):
+        raise TypeError(f"The encoder returned a sparse {type(vectors).__name__} of shape "
+                        f"{vectors.shape}; return a dense array (vectors.toarray()).")
     raw = np.asarray(vectors)
     _check_vectors_shape(raw.shape, n_texts)
+    if raw.dtype.kind == "c":
+        raise ValueError(_COMPLEX)
     if raw.dtype.kind in "OUS":  # None or NaN among numbers, or text: numbers first
         try:
             raw = raw.astype(np.float64)
@@ -414,6 +420,8 @@ def _as_float32_matrix(vectors, n_texts):
 _NOT_FINITE = ("The encoder returned NaN or infinite values (a model in float16: try "
                "dtype='float32' or 'bfloat16'; an encoder= function: check what it returns, "
                "dtype does not apply to it).")
+_COMPLEX = ("The encoder returned complex values; embeddings must be real (taking the "
+            "real part silently could drop all of them).")
 _BEYOND_FLOAT32 = ("The encoder returned values beyond the float32 range (about 3.4e38); "
                    "embeddings are stored as float32: rescale them.")
 
@@ -430,8 +438,8 @@ def _tensor_as_float32_matrix(tensor, n_texts):
     import torch
 
     _check_vectors_shape(tuple(tensor.shape), n_texts)
-    if tensor.is_complex():  # as numpy would take it: the real part, with its warning
-        return _as_float32_matrix(tensor.cpu().numpy(), n_texts)
+    if tensor.is_complex():
+        raise ValueError(_COMPLEX)
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
         raise ValueError(_NOT_FINITE)
     converted = tensor.float()
@@ -624,7 +632,7 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : pandas.DataFrame
+        X : pandas.DataFrame or polars.DataFrame
             The columns ``prompt_col``, ``response_a_col``, ``response_b_col`` and, optionally,
             ``user_col``.
         y : ignored
@@ -634,6 +642,7 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
         self
         """
         self._check_params()
+        X = polars_as_pandas(X)
         self._check_frame(X)
         columns = list(X.columns)
         self.n_features_in_ = len(columns)
@@ -649,7 +658,7 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : pandas.DataFrame
+        X : pandas.DataFrame or polars.DataFrame
             The columns ``prompt_col``, ``response_a_col``, ``response_b_col`` and, optionally,
             ``user_col``.
 
@@ -660,6 +669,7 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
             columns ``emb_0 ... emb_{d-1}``.
         """
         self._check_params()
+        X = polars_as_pandas(X)
         self._check_frame(X)
         has_user = self.user_col in X.columns
         self._check_user_col_as_fitted(has_user)
@@ -785,6 +795,10 @@ class _PairEmbedderBase(TransformerMixin, BaseEstimator):
             if not isinstance(value, (bool, np.bool_)):
                 # a string such as "no" would count as true
                 raise ValueError(f"{name} must be True or False; got {value!r}.")
+        if self.model is not None and not isinstance(self.model, (str, bytes, os.PathLike)):
+            raise ValueError(
+                "model must be None, a checkpoint name or a local folder (str or path); got "
+                f"{type(self.model).__name__} {self.model!r:.60}.")
         self._check_cache_dir()
         self._check_column_params()
 

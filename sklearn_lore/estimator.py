@@ -4,6 +4,7 @@ The math lives in :mod:`sklearn_lore._objective`, the solver in
 :mod:`sklearn_lore._solver` and the array operations in :mod:`sklearn_lore._backends`.
 """
 
+import datetime
 import functools
 import itertools
 import logging
@@ -24,6 +25,7 @@ from sklearn.utils import assert_all_finite
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from . import _solver
+from ._frames import is_polars
 from ._ids import require_hashable
 from ._backends import resolve_backend
 from ._backends._numpy import NumpyBackend, matmul_rows
@@ -214,15 +216,18 @@ def _normalized_ids(ids):
 # what pandas' infer_dtype calls an object array that may hold numpy dates, durations or
 # scalars among other ids, or tuples: all-str, all-int, ... arrays are not scanned in Python
 _SCANNED_KINDS = {"mixed", "mixed-integer", "datetime64", "timedelta64", "timedelta",
-                         "unknown-array"}
+                  "date", "unknown-array"}
 
 
 def _id_value(value):
     """One id as it will be compared: numpy dates and durations as pandas Timestamps and
     Timedeltas (a datetime64 scalar does not equal the same date in an object array),
-    numpy scalars as Python's, tuples part by part."""
+    ``datetime.date`` days as Timestamps too (what ``Series.dt.date`` gives does not
+    equal the same day as a Timestamp), numpy scalars as Python's, tuples part by part."""
     if isinstance(value, tuple):
         return tuple(_id_value(part) for part in value)
+    if type(value) is datetime.date:
+        return pd.Timestamp(value)
     if isinstance(value, (np.datetime64, np.timedelta64)):
         try:
             return (pd.Timestamp if isinstance(value, np.datetime64) else pd.Timedelta)(value)
@@ -262,6 +267,19 @@ def _check_object_labels(y):
             "labels of one type, such as 0/1 or 'a'/'b'.") from None
 
 
+def _check_label_values(y):
+    """Labels none of which is missing (None, NaN; an infinite float too) and whose
+    types sort together, each refusal naming a row."""
+    if y.dtype == object:
+        _check_object_labels(y)
+    elif y.dtype.kind in "fc" and not np.isfinite(y).all():
+        # scikit-learn's check casts first (a RuntimeWarning) and names no row
+        row = int(np.flatnonzero(~np.isfinite(y.ravel()))[0])
+        raise ValueError(
+            f"y contains a missing or infinite label ({y.ravel()[row]}) at row {row}; "
+            "every comparison needs its label.")
+
+
 # rows per chunk of the users' leverage in the calibration (B^2 doubles a row)
 _LEVERAGE_CHUNK = 32768
 # rows from which a hash index of ``users_`` is built for the lookup (a dict lookup per
@@ -286,6 +304,45 @@ def _drop_unweighted(Z, y01, sw, ids, checked=True):
     if not checked:
         assert_all_finite(Z[~keep], input_name="X", estimator_name="LowRankRewardEstimator")
     return Z[keep], y01[keep], sw[keep], ids[keep]
+
+
+def _classes_argument(classes):
+    """partial_fit's ``classes`` as an array of two distinct, present labels."""
+    def refuse(why):
+        return ValueError(f"classes must list the two labels, as classes=[0, 1]; {why}")
+    if isinstance(classes, (str, bytes, Set, Mapping)) or not (
+            hasattr(classes, "__len__") or hasattr(classes, "__array__")):
+        raise refuse(f"got a {type(classes).__name__} ({classes!r:.60}), which is not an "
+                     "ordered array-like.")
+    values = np.asarray(classes)
+    if values.ndim != 1:
+        raise refuse(f"got an array of shape {values.shape}.")
+    if values.shape[0] != 2:
+        raise refuse(f"got {values.shape[0]} labels {values.tolist()[:5]}. Only binary "
+                     "classification is supported (a preferred or b preferred).")
+    if pd.isna(values).any():
+        raise refuse(f"got a missing label in {values.tolist()}.")
+    try:
+        np.unique(values)
+    except TypeError:
+        raise TypeError(f"classes mixes labels of types that do not compare "
+                        f"({values.tolist()}); give labels of one type.") from None
+    if values[0] == values[1]:
+        raise refuse(f"got the label {values.tolist()[0]!r} twice.")
+    return values
+
+
+def _non_numeric_columns(X):
+    """Columns of a pandas or polars frame that do not hold numbers or booleans (none
+    for other inputs: scikit-learn's conversion judges those)."""
+    if isinstance(X, pd.DataFrame):
+        types = pd.api.types
+        return [c for c, t in X.dtypes.items()
+                if not (types.is_numeric_dtype(t) or types.is_bool_dtype(t))]
+    if is_polars(X):
+        return [c for c, t in X.schema.items()
+                if not (t.is_numeric() or type(t).__name__ == "Boolean")]
+    return []
 
 
 def _merged_ids_dtype(old, new):
@@ -549,13 +606,15 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                     "user_ids= was passed. Use one route."
                 )
             column = X[self.user_col]
-            if column.ndim != 1:
+            if getattr(column, "ndim", 1) != 1:
                 raise ValueError(
                     f"X has {column.shape[1]} columns named {self.user_col!r}; the user id "
                     "column must be unique."
                 )
             ids = column.to_numpy()
-            X = X.drop(columns=[self.user_col])
+            # a polars frame drops a column by name (its columns are unique)
+            X = (X.drop(columns=[self.user_col]) if isinstance(X, pd.DataFrame)
+                 else X.drop(self.user_col))
         elif user_ids is not None:
             ids = user_ids
         elif (hasattr(X, "columns") and isinstance(getattr(X, "index", None), pd.Index)
@@ -653,19 +712,19 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 f"X has no feature columns besides the user column {self.user_col!r}; "
                 "pass the embedding differences as the other columns."
             )
-        if isinstance(X, pd.DataFrame):
-            bad = [c for c, t in X.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
-            if bad:
-                raise ValueError(
-                    f"X must be numeric apart from the user column {self.user_col!r}; "
-                    f"non-numeric columns: {bad[:5]}. Embed texts first "
-                    "(SentencePairEmbedder) or set user_col."
-                )
+        bad = _non_numeric_columns(X)
+        if bad:
+            raise ValueError(
+                f"X must be numeric apart from the user column {self.user_col!r}; "
+                f"non-numeric columns: {bad[:5]}. Embed texts first "
+                "(SentencePairEmbedder), set user_col, or convert columns of numbers "
+                "held as objects or text with X.astype(float)."
+            )
         try:
             Z = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
                               ensure_min_samples=1, ensure_all_finite=finite)
         except ValueError as exc:
-            if "could not convert" not in str(exc) or isinstance(X, pd.DataFrame):
+            if "could not convert" not in str(exc) or hasattr(X, "columns"):
                 raise
             raise self._text_column_error(X, self.user_col) from exc
         return Z, self._check_ids(ids, Z.shape[0])
@@ -735,11 +794,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"y must be 1-d with one label per row of X ({n_samples}); got shape {y.shape}."
             )
-        if y.dtype == object:
-            _check_object_labels(y)
+        _check_label_values(y)
         if y.dtype.kind not in "biu":  # integer labels are always class labels
             check_classification_targets(y)
         sw = _check_sample_weight(sample_weight, Z, dtype=np.float64, ensure_non_negative=True)
+        if not np.isfinite(sw).all():
+            # scikit-learn checks an array's values but broadcasts a scalar unchecked
+            raise ValueError(f"sample_weight must be finite; got {sample_weight!r}.")
         if sw.size and float(sw.max()) > _MAX_WEIGHT:
             # the penalties vanish beside them: whether a solve fails then depends on the
             # LAPACK library's round-off (numpy and torch disagreed)
@@ -1351,9 +1412,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         """
         from sklearn.metrics import accuracy_score
 
-        labels = np.asarray(y) if y is not None else None
-        if labels is not None and labels.dtype == object:
-            _check_object_labels(labels)
+        if y is not None:
+            _check_label_values(np.asarray(y))
         return accuracy_score(y, self.predict(X, user_ids=user_ids), sample_weight=sample_weight)
 
     def reward(self, X, *, user_ids=None):
@@ -1428,7 +1488,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self._check_trainable(Z)
         y, sw = self._validate_y(y, Z.shape[0], sample_weight, Z)
         if classes is not None:
-            classes = self._set_classes(np.asarray(classes))
+            classes = self._set_classes(_classes_argument(classes))
             if first:
                 self.classes_ = classes
             elif not np.array_equal(classes, self.classes_):
@@ -1750,8 +1810,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         user_ids : array-like of shape (n_ids,)
-            Ids to forget, compared by value and type (the int 3 is not the str "3").
-            A single id must be wrapped in a list.
+            Ids to forget, compared as the ids of :meth:`predict` are: as Python
+            compares them, so numbers by value (3, 3.0 and ``np.int64(3)`` are one id;
+            so are 1 and True) while the int 3 is not the str "3". A single id must be
+            wrapped in a list.
 
         Returns
         -------

@@ -32,6 +32,7 @@ import pandas as pd
 from sklearn.metrics import log_loss
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import _num_samples
 
 from ._ids import require_hashable
@@ -113,6 +114,8 @@ def _check_shots(shots, n_train_pairs):
 
 
 def _positive_proba(proba):
+    if np.iscomplexobj(proba):
+        raise ValueError("proba must hold real probabilities; got complex values.")
     proba = np.asarray(proba, dtype=np.float64)
     if proba.ndim == 2:
         if proba.shape[1] != 2:
@@ -298,6 +301,9 @@ def per_user_accuracy(y_true, y_pred, user_ids):
     ids = _as_ids(user_ids, y_true.shape[0])
     if y_pred.shape != y_true.shape:
         raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape.")
+    # text against numbers never matches: scikit-learn's "Mix of label input types"
+    # instead of an accuracy of 0, silently
+    unique_labels(y_true, y_pred)
     hit = pd.Series((y_true == y_pred).astype(np.float64))
     return hit.groupby(pd.Series(ids, dtype=object).to_numpy(), sort=True).mean()
 
@@ -620,8 +626,11 @@ def make_user_scorer(scoring):
     Raises
     ------
     ValueError
-        If ``scoring`` is not a scorer name known to scikit-learn, or is a loss metric
-        (its name ends in ``_loss`` or ``_error``).
+        If ``scoring`` is not a scorer name known to scikit-learn, is a loss metric
+        (its name ends in ``_loss`` or ``_error``), or a metric of probabilities or
+        decision values ``metric(y_true, y_score)`` such as ``roc_auc_score`` (pass
+        its scorer name, ``"roc_auc"``, or ``make_scorer(metric,
+        response_method="predict_proba")``).
     TypeError
         If ``scoring`` is neither a str nor callable.
 
@@ -658,26 +667,47 @@ def make_user_scorer(scoring):
         raise TypeError(
             "scoring must be a scorer name (str) or a scorer callable "
             f"scorer(estimator, X, y); got {type(scoring).__name__}.")
-    if _is_label_metric(scoring):
+    kind = _metric_kind(scoring)
+    if kind is not None:
         name = getattr(scoring, "__name__", repr(scoring))
         inner = getattr(getattr(scoring, "func", None), "__name__", "")  # a partial's
         if name.endswith(("_loss", "_error")) or inner.endswith(("_loss", "_error")):
             # a scorer is maximized: a loss returned as it is would pick the worst model
             raise ValueError(
-                f"{name} is a loss, and a scorer is maximized: wrap it as "
-                f"lambda y_true, y_pred, user_ids: -{name}(y_true, y_pred), or score with "
-                "a metric where higher is better.")
+                f"{name} is a loss, and a scorer is maximized: "
+                + (f"wrap it as lambda y_true, y_pred, user_ids: -{name}(y_true, y_pred), "
+                   "or score with a metric where higher is better." if kind == "labels" else
+                   f"pass a scorer name such as 'neg_log_loss', or make_scorer({name}, "
+                   "greater_is_better=False, response_method='predict_proba')."))
+        if kind == "scores":
+            # scikit-learn's scorer callables take (estimator, X, y): the metric itself
+            # would be called with those, and fail at every fold
+            raise ValueError(
+                f"{name} scores probabilities or decision values, not labels: pass a "
+                "scorer name such as 'roc_auc', or "
+                f"make_scorer({name}, response_method='predict_proba').")
         return _UserScorer(_scorer_of_metric(scoring), name)
     return _UserScorer(scoring, repr(scoring))
 
 
-def _is_label_metric(func):
-    """A metric ``func(y_true, y_pred, ...)`` rather than a scorer (estimator, X, y)."""
+# the second parameter of metrics that score probabilities or decision values
+_SCORE_PARAMETERS = ("y_score", "y_proba", "y_prob", "probas_pred", "y_probas",
+                     "pred_decision")
+
+
+def _metric_kind(func):
+    """``"labels"`` for a metric ``func(y_true, y_pred, ...)``, ``"scores"`` for one of
+    probabilities or decision values (``func(y_true, y_score, ...)``), None for a scorer
+    ``(estimator, X, y)``."""
     try:
         names = list(inspect.signature(func).parameters)
     except (TypeError, ValueError):
-        return False
-    return names[:2] == ["y_true", "y_pred"]
+        return None
+    if names[:2] == ["y_true", "y_pred"]:
+        return "labels"
+    if names[:1] == ["y_true"] and names[1:2] and names[1] in _SCORE_PARAMETERS:
+        return "scores"
+    return None
 
 
 def _scorer_of_metric(metric):
@@ -1050,7 +1080,7 @@ def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unsee
     ValueError
         If no seen user, or no unseen user, has more than ``n_train_pairs`` rows:
         that group would have no test pairs; if ``n_bins`` is not a positive integer;
-        if X and y differ in length, the user ids are given twice or not at all, or
+        if y is not 1-d; if X and y differ in length, the user ids are given twice or not at all, or
         ``split`` was made for other rows; for ``shots``, ``unseen_size``,
         ``n_train_pairs``, ``random_state`` and the user ids, as
         :func:`fewshot_split`. All checked before fitting.
@@ -1082,7 +1112,11 @@ def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unsee
             "adapt must be None or a callable adapt(fitted, X, y, user_ids) -> adapted "
             f"model; got a value of type {type(adapt).__name__}.")
     ids, in_column = _ids_from(X, user_ids, user_col)
-    y = np.asarray(y)
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        raise ValueError(f"y must be a 1-d array-like with one label per row of X; got a "
+                         f"{type(y).__name__} of shape {labels.shape}.")
+    y = labels
     n = y.shape[0]
     ids = _as_ids(ids, n)
     if _num_samples(X) != n:

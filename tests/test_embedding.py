@@ -678,6 +678,7 @@ def test_user_column_must_match_fit():
         ({"dtype": "float8"}, "dtype"),
         ({"batch_size": 0}, "batch_size"),
         ({"encoder": "not callable"}, "encoder"),
+        ({"model": 123}, "model must be None, a checkpoint name or a local folder"),
     ],
 )
 def test_bad_params(params, message):
@@ -712,6 +713,34 @@ def test_bad_encoder_output(encoder, message):
     df, _ = pairs_frame()
     with pytest.raises(ValueError, match=message):
         SentencePairEmbedder(encoder=encoder).transform(df)
+
+
+def test_complex_or_sparse_encoder_output_is_refused():
+    """Complex vectors were cut to their real part (all zeros here, with only numpy's
+    ComplexWarning); a sparse matrix was reported as "shape ()"."""
+    import scipy.sparse as sp
+
+    df, _ = pairs_frame()
+    with pytest.raises(ValueError, match="complex values"):
+        SentencePairEmbedder(encoder=lambda t: fake_encode(t) * 1j).transform(df)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="complex values"):
+        SentencePairEmbedder(
+            encoder=lambda t: torch.as_tensor(fake_encode(t)) * 1j).transform(df)
+    with pytest.raises(TypeError, match=r"sparse csr_matrix of shape \(\d+, \d+\).*toarray"):
+        SentencePairEmbedder(encoder=lambda t: sp.csr_matrix(fake_encode(t))).transform(df)
+
+
+def test_a_polars_frame_is_embedded_as_its_pandas_equivalent():
+    """The embedder refused polars frames ("expects a pandas DataFrame ... got
+    DataFrame")."""
+    pl = pytest.importorskip("polars")
+    df, _ = pairs_frame()
+    df["user_id"] = df["user_id"].astype(str)  # a polars column holds one type
+    expected = SentencePairEmbedder(encoder=fake_encode).fit_transform(df)
+    got = SentencePairEmbedder(encoder=fake_encode).fit_transform(
+        pl.DataFrame({c: df[c].tolist() for c in df.columns}))
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
 
 
 # --------------------------------------------------------------------------- reward-model backbones

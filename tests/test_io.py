@@ -1333,7 +1333,8 @@ LOADED_MODEL = {"estimator": {"class": "sklearn_lore.estimator.LowRankRewardEsti
 @pytest.mark.parametrize(
     "edit, match",
     [
-        (lambda e: e["params"].update(model=5), "model: expected None, a str or a path, got 5"),
+        (lambda e: e["params"].update(model=5),
+         "model must be None, a checkpoint name or a local folder .* got int 5"),
         (lambda e: e["params"].update(cache_dir={"list": ["/tmp"]}),
          r"cache_dir must be None or a folder path .*got \['/tmp'\]"),
         (lambda e: e["state"].update(n_features_in_="4"),

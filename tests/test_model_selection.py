@@ -635,6 +635,49 @@ def test_accuracy_by_user_refuses_labels_it_would_miscount(y_true, y_pred, messa
             metric(y_true, y_pred, ["a", "a", "b"])
 
 
+def test_accuracy_by_user_refuses_text_labels_against_numbers():
+    """"1" never equals 1: every user scored 0.0, silently (scikit-learn's accuracy
+    raises "Mix of label input types")."""
+    for metric in (per_user_accuracy, macro_accuracy):
+        with pytest.raises(ValueError, match="Mix of label input types"):
+            metric(pd.Series(["1", "0", "1", "1"]), np.array([1, 0, 1, 1]), ["a", "a", "b", "b"])
+    assert per_user_accuracy([1, 0], [1.0, 1.0], ["a", "b"]).tolist() == [1.0, 0.0]
+
+
+def test_complex_probabilities_are_refused():
+    """They were cut to their real part."""
+    with pytest.raises(ValueError, match="real probabilities"):
+        expected_calibration_error([1, 0], np.array([0.9, 0.2]) + 0j)
+    with pytest.raises(ValueError, match="real probabilities"):
+        preference_metrics([1, 0], np.array([0.9, 0.2]) + 0j, ["a", "b"])
+
+
+@pytest.mark.parametrize("bad_y", [lambda y: (v for v in y), lambda y: y[:, None]])
+def test_fewshot_curve_refuses_a_y_that_is_not_1d_before_fitting(bad_y):
+    """A generator failed with IndexError at y.shape[0]; a column vector after the fit,
+    with a message about the seen test rows' y_true."""
+    X, y, users, _ = make_preference_data(n_users=10, n_pairs_per_user=10, n_features=3,
+                                          random_state=0)
+    est = LowRankRewardEstimator(1, random_state=0)
+    with pytest.raises(ValueError, match="y must be a 1-d array-like with one label per row"):
+        fewshot_curve(est, X, bad_y(y), users, shots=(0,), n_train_pairs=5)
+    assert not hasattr(est, "components_")
+
+
+def test_fewshot_curve_reads_a_polars_frame_with_a_user_column():
+    pl = pytest.importorskip("polars")
+    X, y, users, _ = make_preference_data(n_users=20, n_pairs_per_user=30, n_features=4,
+                                          random_state=0)
+    names = [f"x{j}" for j in range(4)]
+    frame = pl.DataFrame(X, schema=names).with_columns(pl.Series("user_id", users))
+    kwargs = dict(shots=(0, 5), n_train_pairs=20)
+    got = fewshot_curve(LowRankRewardEstimator(2, random_state=0), frame, y, **kwargs)
+    expected = fewshot_curve(LowRankRewardEstimator(2, random_state=0),
+                             pd.DataFrame(X, columns=names).assign(user_id=users), y, **kwargs)
+    timings = [c for c in got.columns if c.endswith("_time")]
+    pd.testing.assert_frame_equal(got.drop(columns=timings), expected.drop(columns=timings))
+
+
 def test_metrics_name_their_input_mistakes():
     with pytest.raises(ValueError, match="y_true has 2 entries but proba has 3"):
         preference_metrics([1, 0], [0.9, 0.2, 0.6], ["a", "b"])

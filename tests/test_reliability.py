@@ -115,8 +115,42 @@ def test_object_column_with_a_string_in_the_numbers(problem):
     X, y, users = problem
     df = frame(X, users).astype({"x2": object})
     df.loc[4, "x2"] = "1.5?"
-    with pytest.raises(ValueError, match=r"non-numeric columns: \['x2'\]"):
+    with pytest.raises(ValueError, match=r"non-numeric columns: \['x2'\].*X.astype\(float\)"):
         LowRankRewardEstimator(2).fit(df, y)
+
+
+def test_boolean_columns_are_features(problem):
+    X, y, users = problem
+    flags = frame(X > 0, users)
+    expected = LowRankRewardEstimator(2, random_state=0).fit(
+        X > 0, y, user_ids=users).predict_proba(X > 0, user_ids=users)
+    for dtype in (bool, "boolean"):
+        df = flags.astype({c: dtype for c in flags.columns if c != "user_id"})
+        est = LowRankRewardEstimator(2, random_state=0).fit(df, y)
+        np.testing.assert_array_equal(est.predict_proba(df), expected)
+
+
+def test_a_polars_frame_with_a_user_column():
+    """Every method raised AttributeError ('Series' object has no attribute 'ndim'):
+    the user column was read and dropped as in pandas."""
+    pl = pytest.importorskip("polars")
+    X, y, users = data(n_users=6, n_pairs=15)
+    names = [f"x{j}" for j in range(X.shape[1])]
+    df = pl.DataFrame(X, schema=names).with_columns(pl.Series("user_id", users))
+    est = LowRankRewardEstimator(2, random_state=0).fit(df, y)
+    ref = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+    assert est.feature_names_in_.tolist() == names
+    np.testing.assert_array_equal(est.predict_proba(df), ref.predict_proba(X, user_ids=users))
+    assert est.score(df, y) == ref.score(X, y, user_ids=users)
+    est.partial_fit_users(df[:5], y[:5])
+    ref.partial_fit_users(X[:5], y[:5], user_ids=users[:5])
+    np.testing.assert_array_equal(est.decision_function(df),
+                                  ref.decision_function(X, user_ids=users))
+    stream = LowRankRewardEstimator(2, random_state=0).partial_fit(df, y, classes=[0, 1])
+    assert stream.users_.tolist() == sorted(set(users))
+    text = df.with_columns(pl.Series("x1", ["a"] * len(df)))
+    with pytest.raises(ValueError, match=r"non-numeric columns: \['x1'\]"):
+        LowRankRewardEstimator(2).fit(text, y)
 
 
 def test_object_ndarray_with_strings(problem):
@@ -253,8 +287,39 @@ def test_more_than_two_classes(problem):
 
 def test_more_than_two_classes_in_partial_fit(problem):
     X, y, users = problem
-    with pytest.raises(ValueError, match="Only binary classification is supported"):
+    with pytest.raises(ValueError, match="3 labels.*Only binary classification is supported"):
         LowRankRewardEstimator(2).partial_fit(X, y, classes=[0, 1, 2], user_ids=users)
+
+
+@pytest.mark.parametrize("classes, error, match", [
+    ({0, 1}, ValueError, "got a set .*not an ordered array-like"),
+    ((c for c in [0, 1]), ValueError, "got a generator"),
+    ("01", ValueError, "got a str"),
+    ([0, None], ValueError, "missing label"),
+    ([0, np.nan], ValueError, "missing label"),
+    ([1, 1], ValueError, "the label 1 twice"),
+    ([[0, 1]], ValueError, r"shape \(1, 2\)"),
+    (np.array([0, "a"], dtype=object), TypeError, "mixes labels of types"),
+])
+def test_bad_classes_in_partial_fit(problem, classes, error, match):
+    """A set blamed y ("Only one class ({0, 1}) is present in y"), [0, None] raised
+    numpy's TypeError from inside np.unique, [0, nan] called y's labels unseen."""
+    X, y, users = problem
+    with pytest.raises(error, match="classes must list the two labels|" + match) as info:
+        LowRankRewardEstimator(2).partial_fit(X, y, classes=classes, user_ids=users)
+    assert info.match(match)
+
+
+@pytest.mark.parametrize("method", FIT_LIKE)
+def test_a_scalar_nan_sample_weight_is_named(problem, fitted, method):
+    """scikit-learn checks an array of weights but broadcasts a scalar unchecked: a NaN
+    scalar reached the solver, which blamed the features' scale."""
+    X, y, users = problem
+    est = fresh(method, fitted, problem)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ConvergenceWarning before the refusal
+        with pytest.raises(ValueError, match="sample_weight must be finite; got nan"):
+            call(est, method, X, y, sample_weight=np.nan, user_ids=users)
 
 
 def test_one_class(problem):
@@ -370,8 +435,12 @@ def test_numpy_dates_in_a_list_are_the_dates_of_other_containers(problem):
     as_python = [datetime.datetime(2020, 1, 1) + datetime.timedelta(days=int(k))
                  for k in number]
     est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+    # datetime.date (what Series.dt.date gives) was a different user from the same day
+    # as a Timestamp: the population's prediction, silently
+    as_days = [value.date() for value in as_python]
     for fit_ids, predict_ids in [(as_numpy, as_python), (as_python, as_numpy),
-                                 (np.array(as_numpy), as_numpy)]:
+                                 (np.array(as_numpy), as_numpy), (as_days, as_numpy),
+                                 (np.array(as_numpy), as_days)]:
         dated = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=fit_ids)
         assert len(dated.users_) == 10
         np.testing.assert_allclose(dated.predict_proba(X, user_ids=predict_ids),
@@ -413,6 +482,12 @@ def test_labels_missing_or_of_mixed_types(method, problem, fitted):
     labels[5] = 3
     with pytest.raises(TypeError, match="mixes labels of types .*int, str"):
         call(fresh(method, fitted, problem), method, X, labels, user_ids=users)
+    floats = y.astype(float)
+    floats[7] = np.nan  # scikit-learn's "Input y contains NaN", after a RuntimeWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"missing or infinite label \(nan\) at row 7"):
+            call(fresh(method, fitted, problem), method, X, floats, user_ids=users)
 
 
 def test_forget_users_with_an_unhashable_id(problem, fitted):

@@ -343,6 +343,14 @@ def test_user_scorer_keeps_sample_weight_requests_and_custom_callables(data):
     import functools
     with pytest.raises(ValueError, match="is a loss"):
         make_user_scorer(functools.partial(zero_one_loss, normalize=True))
+    # metrics of probabilities or decision values were taken for scorer callables and
+    # failed at every fold (cross_val_score: all NaN, with a warning)
+    from sklearn.metrics import brier_score_loss, hinge_loss, log_loss, roc_auc_score
+    for loss in (log_loss, brier_score_loss, hinge_loss):
+        with pytest.raises(ValueError, match=f"{loss.__name__} is a loss.*greater_is_better"):
+            make_user_scorer(loss)
+    with pytest.raises(ValueError, match="roc_auc_score scores probabilities.*'roc_auc'"):
+        make_user_scorer(roc_auc_score)
     # routing off: the ids reach fit only; the scorer says it saw none
     with pytest.warns(UserWarning, match="Enable metadata routing"):
         GridSearchCV(lore(), {"n_components": [RANK]}, cv=cv,

@@ -803,9 +803,13 @@ SHRINKAGE_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 102
 
 
 def _content_keys(be, Z, y):
-    """A pseudo-random key per row that depends on its content only (not its position)."""
+    """A pseudo-random key per row that depends on its content only (not its position),
+    the same for the row written the other way round (a and b swapped: -z, 1 - y), so
+    that the folds and shots, hence ``shrinkage_``, do not depend on which response was
+    called a."""
     r = np.random.RandomState(12345).standard_normal((Z.shape[1], 1))
-    return be.to_numpy(be.matmul_ZV(Z, be.asarray(r)))[:, 0] + 0.5 * np.asarray(y, dtype=float)
+    projection = be.to_numpy(be.matmul_ZV(Z, be.asarray(r)))[:, 0]
+    return projection * (2.0 * np.asarray(y, dtype=float) - 1.0)
 
 
 def _rank_within(groups, keys):

@@ -1733,3 +1733,22 @@ def test_ids_keep_their_value_and_type_through_any_stream(calls):
             expected |= given_ids
         actual = {("int" if isinstance(u, int) else "str", u) for u in est.users_.tolist()}
         assert actual == expected
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_swapping_a_and_b_does_not_change_the_model_for_new_users(seed):
+    """The cross-fit's folds and shots came from keys z.r + y/2, which a swap (-z,
+    1 - y) changes: shrinkage_ 1.0 against 2.0 and fold-in probabilities 0.05 apart in
+    the audit, for one set of pairs written two ways. Seen users always agreed."""
+    X, y, users = data(n_users=40, n_pairs=20, n_features=6, n_components=2, seed=seed)
+    flip = np.random.default_rng(seed).random(len(y)) < 0.5
+    X_flipped, y_flipped = np.where(flip[:, None], -X, X), np.where(flip, 1 - y, y)
+    a = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=users)
+    b = LowRankRewardEstimator(2, random_state=0).fit(X_flipped, y_flipped, user_ids=users)
+    assert a.shrinkage_ == b.shrinkage_
+    assert a.fold_in_temperature_ == pytest.approx(b.fold_in_temperature_, rel=1e-6)
+    new_X, new_y, _ = data(n_users=1, n_pairs=12, n_features=6, n_components=2, seed=seed + 9)
+    a.partial_fit_users(new_X[:6], new_y[:6], user_ids=["new"] * 6)
+    b.partial_fit_users(-new_X[:6], 1 - new_y[:6], user_ids=["new"] * 6)
+    np.testing.assert_allclose(b.predict_proba(new_X[6:], user_ids=["new"] * 6),
+                               a.predict_proba(new_X[6:], user_ids=["new"] * 6), atol=1e-6)

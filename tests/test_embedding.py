@@ -2213,3 +2213,22 @@ def test_devices_this_torch_cannot_use_are_value_errors(device):
     df = pd.DataFrame({"prompt": ["p"], "response_a": ["a"], "response_b": ["b"]})
     with pytest.raises(ValueError, match=f"device='{device}' is not usable by this torch"):
         SentencePairEmbedder(device=device).transform(df)
+
+
+def test_the_memory_cache_evicts_the_least_recently_used_and_counts_text_bytes():
+    """A row read again moves to the back of the eviction order (dropping that turned
+    the LRU into first-in-first-out without a test failing), and the bound counts the
+    texts' characters beside the vectors (long texts with small vectors went uncounted
+    in a mutation audit)."""
+    key, vec = ("m",), np.ones((1, 4), dtype=np.float32)
+    cache = embedding._MemoryCache(3 * (vec.nbytes + 1))
+    for text in "ABC":
+        cache.put(key, [text], vec.copy())
+    cache.get(key, ["A"])  # A is now the most recently used
+    cache.put(key, ["D"], vec.copy())
+    assert [text for _, text in cache._entries] == ["C", "A", "D"]  # B, the oldest, went
+    long_texts = embedding._MemoryCache(1000)
+    long_texts.put(key, ["x" * 600], vec.copy())
+    long_texts.put(key, ["y" * 600], vec.copy())  # 1,232 bytes with the texts: one goes
+    assert [text[0] for _, text in long_texts._entries] == ["y"]
+    assert long_texts._nbytes == 600 + vec.nbytes

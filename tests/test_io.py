@@ -1355,3 +1355,31 @@ def test_embedder_parameters_and_fitted_state_are_checked(edit, match, tmp_path)
     save(SentencePairEmbedder("my-org/model").fit(df), tmp_path / "e.lore")
     with pytest.raises(ValueError, match=match):
         load(rewrite(tmp_path / "e.lore", lambda m: edit(m["object"])))
+
+
+@pytest.mark.parametrize("path, blob, match", [
+    (("_stream_curvature", 1), np.eye(3), r"_stream_curvature\[1\]: expected .*shape \(2, 2\)"),
+    (("_population_precision",), np.eye(3), r"_population_precision: expected .*shape \(2, 2\)"),
+    (("_stream_memory", 0), np.zeros((80, 4)), r"_stream_memory\[0\]: expected .*shape"),
+], ids=["curvature-S", "population-precision", "memory-rows"])
+def test_streaming_state_of_the_wrong_shape_is_refused(path, blob, match, tmp_path):
+    """Three of the loader's shape checks could be deleted without a test failing (a
+    mutation audit): a tampered file then loaded and failed later inside numpy."""
+    X, y, users = data()
+    est = LowRankRewardEstimator(2, random_state=0).partial_fit(X, y, classes=[0, 1],
+                                                                user_ids=users)
+    assert est._stream_memory is not None
+    source = tmp_path / "stream.lore"
+    save(est, source)
+    payload = npy_bytes(blob)
+
+    def edit(manifest):
+        node = manifest["object"]["state"][path[0]]
+        if len(path) > 1:
+            node = node["tuple"][path[1]]
+        node["sha256"] = hashlib.sha256(payload).hexdigest()
+        edit.member = node["array"]
+
+    edit(json.loads(zipfile.ZipFile(source).read("manifest.json")))
+    with pytest.raises(ValueError, match=match):
+        load(rewrite(source, edit, members={edit.member: payload}))

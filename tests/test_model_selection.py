@@ -708,3 +708,15 @@ def test_a_numpy_int_and_a_python_int_are_one_id_in_any_row_order():
         a = split_users(container(ids), unseen_size=0.25, random_state=0)
         b = split_users(container(swapped), unseen_size=0.25, random_state=0)
         assert [x.tolist() for x in a] == [x.tolist() for x in b]
+
+
+def test_macro_accuracy_is_the_mean_of_per_user_accuracies_sorted_by_id():
+    """Every earlier example had two users, whose median is their mean, and ids in
+    sorted order already (a mutation audit: median and an unsorted index passed)."""
+    y_true = [1, 1, 1, 1, 0, 0, 1, 0, 1]
+    y_pred = [1, 1, 1, 1, 1, 1, 1, 1, 1]
+    ids = ["c", "c", "c", "c", "b", "b", "a", "a", "a"]  # c: 1.0, b: 0.0, a: 2/3
+    per_user = per_user_accuracy(y_true, y_pred, ids)
+    assert per_user.index.tolist() == ["a", "b", "c"]
+    np.testing.assert_allclose(per_user.to_numpy(), [2 / 3, 0.0, 1.0])
+    assert macro_accuracy(y_true, y_pred, ids) == pytest.approx(5 / 9)  # median: 2/3

@@ -748,8 +748,10 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
 
     precond = _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anchor,
                                    gram)
-    x, f, final, n_iter = lbfgs(be, fg, x0, max_iter=max_iter, gtol=1e-9, callback=callback,
-                                precond=precond)
+    # the stopping rule is the callback's alone: L-BFGS's own exit after one round of
+    # relative decrease under 1e-12 stopped creeping fits short of a small tol, silently
+    x, f, final, n_iter = lbfgs(be, fg, x0, max_iter=max_iter, gtol=1e-9, ftol=0.0,
+                                callback=callback, precond=precond)
     state.update(final)  # the users, their Hessians and Z V at the returned basis
     V, mu = unpack(x)
     return FitResult(

@@ -1090,7 +1090,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
 
     def _log(self, n_iter, value):
         if self.verbose:
-            logger.info("round %d: objective %.8f", n_iter, value)
+            logger.info("round %d: objective %.12g", n_iter, value)
 
     @_unchanged_on_failure
     def fit(self, X, y, sample_weight=None, *, user_ids=None):

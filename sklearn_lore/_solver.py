@@ -805,13 +805,25 @@ SHRINKAGE_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 102
 
 
 def _content_keys(be, Z, y):
-    """A pseudo-random key per row that depends on its content only (not its position),
-    the same for the row written the other way round (a and b swapped: -z, 1 - y), so
-    that the folds and shots, hence ``shrinkage_``, do not depend on which response was
-    called a."""
-    r = np.random.RandomState(12345).standard_normal((Z.shape[1], 1))
-    projection = be.to_numpy(be.matmul_ZV(Z, be.asarray(r)))[:, 0]
-    return projection * (2.0 * np.asarray(y, dtype=float) - 1.0)
+    """A pseudo-random key per row that depends on its content only (not its position
+    nor, beyond breaking exact ties, its label), the same for the row written the other
+    way round (a and b swapped: -z, 1 - y), so that the folds and shots, hence
+    ``shrinkage_``, depend neither on which response was called a nor on the labels.
+
+    Each row is turned to a canonical orientation, the one whose projection on a second
+    random direction is positive (independent of the label), and keyed by its
+    projection on the first. Keys that used the label put the shots on one side: with
+    z.r + y/2 a held-out user's shots were mostly rows labelled 0, and with the
+    label-oriented projection (2y - 1) z.r the shots and the scored rows lay on either
+    side of a hyperplane through the oriented pairs (on Jester the new users'
+    calibration error rose from 0.005-0.010 to 0.045-0.057)."""
+    r = np.random.RandomState(12345).standard_normal((Z.shape[1], 2))
+    projections = be.to_numpy(be.matmul_ZV(Z, be.asarray(r)))
+    turn = projections[:, 1] < 0  # the row written the other way round is canonical
+    keys = np.where(turn, -projections[:, 0], projections[:, 0])
+    # the canonical label only orders copies of one comparison (equal keys)
+    label = np.where(turn, 1.0 - np.asarray(y, dtype=float), np.asarray(y, dtype=float))
+    return keys + label * (1e-12 * max(float(np.abs(keys).max(initial=0.0)), 1e-300))
 
 
 def _rank_within(groups, keys):

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from sklearn_lore import LowRankRewardEstimator
+from sklearn_lore import _solver
 from sklearn_lore.datasets import make_preference_data
 
 SHOTS = 10
@@ -160,3 +161,23 @@ def test_crossfit_with_the_fits_gram_matrix_matches_recomputing_it(problem_small
     np.testing.assert_allclose([given[1][c] for c in _solver.SHRINKAGE_GRID],
                                [recomputed[1][c] for c in _solver.SHRINKAGE_GRID], rtol=1e-6)
     assert given[2] == pytest.approx(recomputed[2], rel=1e-6)
+
+
+def test_the_cross_fit_keys_ignore_labels_and_which_response_is_a():
+    """The keys order each held-out user's rows into shots and scored rows and assign
+    users to folds. They added y/2 (shots mostly labelled 0), then keyed the
+    label-oriented projection (shots and scored rows on either side of a hyperplane:
+    Jester's new-user calibration error 0.005 -> 0.05): they must depend on the
+    content alone, the same for a row written either way round."""
+    from sklearn_lore._backends._numpy import NumpyBackend
+
+    be, rng = NumpyBackend(), np.random.default_rng(0)
+    Z, y = rng.standard_normal((200, 7)), rng.integers(0, 2, 200).astype(float)
+    keys = _solver._content_keys(be, Z, y)
+    np.testing.assert_array_equal(_solver._content_keys(be, -Z, 1 - y), keys)
+    relabeled = _solver._content_keys(be, Z, 1 - y)
+    assert np.array_equal(np.argsort(relabeled), np.argsort(keys))
+    np.testing.assert_allclose(relabeled, keys, rtol=0, atol=2e-12 * np.abs(keys).max())
+    # copies of one comparison with both labels: ordered by the label, not by position
+    twice = _solver._content_keys(be, np.vstack([Z[:1], Z[:1]]), np.array([1.0, 0.0]))
+    assert twice[0] != twice[1]

@@ -812,11 +812,12 @@ def _content_keys(be, Z, y):
 
     Each row is turned to a canonical orientation, the one whose projection on a second
     random direction is positive (independent of the label), and keyed by its
-    projection on the first. Keys that used the label put the shots on one side: with
-    z.r + y/2 a held-out user's shots were mostly rows labelled 0, and with the
-    label-oriented projection (2y - 1) z.r the shots and the scored rows lay on either
-    side of a hyperplane through the oriented pairs (on Jester the new users'
-    calibration error rose from 0.005-0.010 to 0.045-0.057)."""
+    projection on the first; :func:`_spread_rank` takes shots spread over that order.
+    Keys that used the label put the shots on one side: with z.r + y/2 a held-out
+    user's shots were mostly rows labelled 0, and with the label-oriented projection
+    (2y - 1) z.r the shots and the scored rows lay on either side of a hyperplane
+    through the oriented pairs (on Jester the new users' calibration error rose from
+    0.005-0.010 to 0.045-0.057)."""
     r = np.random.RandomState(12345).standard_normal((Z.shape[1], 2))
     projections = be.to_numpy(be.matmul_ZV(Z, be.asarray(r)))
     turn = projections[:, 1] < 0  # the row written the other way round is canonical
@@ -835,6 +836,16 @@ def _rank_within(groups, keys):
     first = np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
     rank[order] = np.arange(len(groups)) - first
     return rank
+
+
+def _spread_rank(groups, keys):
+    """A rank of each row among its group's rows by which the first k rows of a group,
+    for any k, are spread evenly over its rows ordered by ``keys`` (a golden-ratio
+    sequence over the key order): the shots of a held-out user are then a sample of
+    its rows, not the ones at one end of a direction in the embedding space (the
+    lowest k keys made the shots and the scored rows differ systematically)."""
+    spread = (_rank_within(groups, keys) * 0.6180339887498949) % 1.0
+    return _rank_within(groups, spread)
 
 
 def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
@@ -991,7 +1002,7 @@ def _crossfit_scores(be, y, s, groups, fold, keys, P, kind, lam, grid, shots):
     g_h, n_h = _regroup(groups, held)
     yh, sh, owner = y[held], s[held], groups[held]
     Fh = be.to_numpy(be.matmul_ZV(fold.Z_held, be.asarray(res.V)))
-    rank = _rank_within(g_h, keys[held])
+    rank = _spread_rank(g_h, keys[held])
     n_u = np.bincount(g_h)[g_h]
     # every (shot count, scale, user) is its own group of one batched user step
     n_grid = len(grid)

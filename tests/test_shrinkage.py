@@ -181,3 +181,22 @@ def test_the_cross_fit_keys_ignore_labels_and_which_response_is_a():
     # copies of one comparison with both labels: ordered by the label, not by position
     twice = _solver._content_keys(be, np.vstack([Z[:1], Z[:1]]), np.array([1.0, 0.0]))
     assert twice[0] != twice[1]
+
+
+def test_the_cross_fit_shots_are_spread_over_a_users_rows():
+    """The shots were a user's k lowest keys: rows at one end of a direction in the
+    embedding space, scored on the rows at the other end. They are now spread over
+    the key order, for every k, nested as k grows."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(3), 40)[rng.permutation(120)]
+    keys = rng.standard_normal(120)
+    rank = _solver._spread_rank(groups, keys)
+    for g in range(3):
+        mine = groups == g
+        assert sorted(rank[mine]) == list(range(40))
+        order = _solver._rank_within(groups, keys)[mine]  # position in key order
+        for k in (5, 10, 20):
+            shots = np.sort(order[rank[mine] < k])
+            # evenly spread: no gap between consecutive shots (or the ends) over 3 n/k
+            gaps = np.diff(np.r_[-1, shots, 40])
+            assert gaps.max() <= 3 * 40 / k, (k, shots)

@@ -603,13 +603,26 @@ def _model_source(model):
 
 
 def _shared(load_key, loader):
-    """The object loaded under ``load_key``, loading it if no live estimator holds one."""
+    """The object loaded under ``load_key``, loading it if no live estimator holds one.
+
+    One load per key at a time: threads transforming at once each loaded their own
+    copy (and kept it), where the model is to be shared."""
     loaded = _LOADED.get(load_key)
-    if loaded is None:
-        logger.info("loading %s", load_key)
-        loaded = loader()
-        _LOADED[load_key] = loaded
+    if loaded is not None:
+        return loaded
+    with _KEY_LOCKS_LOCK:
+        key_lock = _KEY_LOCKS.setdefault(load_key, threading.Lock())
+    with key_lock:
+        loaded = _LOADED.get(load_key)
+        if loaded is None:
+            logger.info("loading %s", load_key)
+            loaded = loader()
+            _LOADED[load_key] = loaded
     return loaded
+
+
+_KEY_LOCKS_LOCK = threading.Lock()
+_KEY_LOCKS = {}  # load key -> the lock its loads take (a few keys a process)
 
 
 # --------------------------------------------------------------------------- base class
@@ -1507,7 +1520,7 @@ class _HostTokenizers:
             return
         try:
             if self._workers is not None and not self._workers.usable():
-                self.drop_workers("they were stopped")
+                self.drop_workers("were stopped, have ended or belong to another process")
             if self._workers is None:
                 self._workers = _WorkerPool.start(self, n_workers) or False
             yield self._workers or None
@@ -1627,10 +1640,17 @@ class _WorkerPool:
                 for batch in range(n_workers):
                     if not tokenizers.matches_probe(call.result(batch)):
                         raise WorkerError("a worker's tokens differ from the model's own")
-        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+        except (OSError, RuntimeError, ValueError, TypeError,
+                subprocess.SubprocessError) as exc:
+            # TypeError: sys.executable is None (an interpreter that cannot find itself)
             logger.info("no tokenizing worker processes: %r", exc)
             pool.close()
             return None
+        except BaseException:
+            # an interrupt while they start: the half-started pool goes now, not when the
+            # traceback (which a notebook keeps) is dropped
+            pool.close()
+            raise
         logger.info("tokenizing on %d worker processes", n_workers)
         return pool
 
@@ -1711,7 +1731,14 @@ class _WorkerCall:
         self._stopping.set()
         if self._error is not None:
             self._pool.kill()
-        self._thread.join(_WORKER_TIMEOUT)
+        try:
+            self._thread.join(_WORKER_TIMEOUT)
+        except BaseException:
+            # interrupted while the IO thread drains (a second Ctrl-C): that thread may
+            # still read the pipes, so these workers are spent (the next call stalled 60 s
+            # and failed, or read another call's answers, in an audit)
+            self._pool.kill()
+            raise
         if self._thread.is_alive():
             self._pool.kill()
             self._thread.join()

@@ -2232,3 +2232,85 @@ def test_the_memory_cache_evicts_the_least_recently_used_and_counts_text_bytes()
     long_texts.put(key, ["y" * 600], vec.copy())  # 1,232 bytes with the texts: one goes
     assert [text[0] for _, text in long_texts._entries] == ["y"]
     assert long_texts._nbytes == 600 + vec.nbytes
+
+
+def test_threads_loading_one_model_at_once_share_one_load(monkeypatch):
+    """Each of several threads transforming at once loaded its own copy of the model
+    (and kept it): _shared read and wrote the registry without a lock."""
+    import threading
+    import time
+
+    monkeypatch.setattr(embedding, "_LOADED", embedding.weakref.WeakValueDictionary())
+    loads = []
+
+    class Model:
+        pass
+
+    def loader():
+        loads.append(1)
+        time.sleep(0.2)  # long enough for every thread to arrive during the load
+        return Model()
+
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(embedding._shared(("k",), loader)))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(loads) == 1 and len({id(model) for model in got}) == 1
+
+
+def test_workers_starting_when_interrupted_are_stopped(monkeypatch):
+    """A KeyboardInterrupt while the pool started skipped its close: the workers lived as
+    long as the traceback (a notebook keeps it) and the next call started more."""
+    from types import SimpleNamespace
+
+    spawned = []
+
+    def spawn():
+        if spawned:
+            raise KeyboardInterrupt
+        spawned.append(embedding._spawn_worker.__wrapped__())
+        return spawned[-1]
+
+    spawn.__wrapped__ = embedding._spawn_worker
+    monkeypatch.setattr(embedding, "_spawn_worker", spawn)
+    try:
+        embedding._WorkerPool.start(SimpleNamespace(type_ids=False), 2)
+    except KeyboardInterrupt as exc:
+        kept = exc  # as a notebook keeps the traceback, and the pool in its frames
+    assert kept is not None
+    assert spawned[0].poll() is not None  # stopped and reaped before the interrupt rose
+
+
+def test_an_interpreter_without_its_own_path_tokenizes_on_threads(monkeypatch):
+    """sys.executable None (an embedded interpreter): subprocess's TypeError escaped, on
+    every call, instead of the fallback to threads."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(embedding.sys, "executable", None)
+    assert embedding._WorkerPool.start(SimpleNamespace(type_ids=False), 2) is None
+
+
+def test_a_call_interrupted_while_draining_its_workers_spends_them():
+    """A second Ctrl-C during __exit__'s join left the IO thread reading the pipes: the
+    next call on those workers stalled 60 s, or read another call's answers."""
+    import threading
+    from types import SimpleNamespace
+
+    call = embedding._WorkerCall.__new__(embedding._WorkerCall)
+    killed = []
+
+    class Thread:
+        def join(self, timeout=None):
+            raise KeyboardInterrupt
+
+        def is_alive(self):
+            return True
+
+    call._stopping, call._error, call._thread = threading.Event(), None, Thread()
+    call._pool = SimpleNamespace(kill=lambda: killed.append(1))
+    with pytest.raises(KeyboardInterrupt):
+        call.__exit__(None, None, None)
+    assert killed == [1]

@@ -848,6 +848,15 @@ def _spread_rank(groups, keys):
     return _rank_within(groups, spread)
 
 
+def _shot_masks(groups, keys, shots):
+    """For each shot count k, the rows a held-out user adapts on: k of its rows (at most
+    half of them) spread over its rows in key order (:func:`_spread_rank`); the others
+    are scored."""
+    rank = _spread_rank(groups, keys)
+    n_u = np.bincount(groups)[groups]
+    return [rank < np.minimum(k, n_u // 2) for k in shots]
+
+
 def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
                        grid=SHRINKAGE_GRID, shots=(5, 10, 20), n_splits=5,
                        min_held_users=60, max_iter=100, tol=1e-3, random_state=None,
@@ -1002,11 +1011,9 @@ def _crossfit_scores(be, y, s, groups, fold, keys, P, kind, lam, grid, shots):
     g_h, n_h = _regroup(groups, held)
     yh, sh, owner = y[held], s[held], groups[held]
     Fh = be.to_numpy(be.matmul_ZV(fold.Z_held, be.asarray(res.V)))
-    rank = _spread_rank(g_h, keys[held])
-    n_u = np.bincount(g_h)[g_h]
+    adapts = _shot_masks(g_h, keys[held], shots)
     # every (shot count, scale, user) is its own group of one batched user step
     n_grid = len(grid)
-    adapts = [rank < np.minimum(k, n_u // 2) for k in shots]
     blocks = [(j, ci, np.flatnonzero(a)) for j, a in enumerate(adapts) for ci in range(n_grid)]
     rows_idx = np.concatenate([idx for _, _, idx in blocks])
     group_idx = np.concatenate([(j * n_grid + ci) * n_h + g_h[idx] for j, ci, idx in blocks])

@@ -437,6 +437,9 @@ def _check_vectors_shape(shape, n_texts):
 def _tensor_as_float32_matrix(tensor, n_texts):
     import torch
 
+    if tensor.layout != torch.strided:
+        raise TypeError(f"The encoder returned a sparse tensor ({tensor.layout}) of shape "
+                        f"{tuple(tensor.shape)}; return a dense one (tensor.to_dense()).")
     _check_vectors_shape(tuple(tensor.shape), n_texts)
     if tensor.is_complex():
         raise ValueError(_COMPLEX)

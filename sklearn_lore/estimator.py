@@ -926,6 +926,18 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             state["_stream_curvature"] = _host_curvature(state["_stream_curvature"])
         return state
 
+    def __setstate__(self, state):
+        # ids pickled before datetime.date ids were read as Timestamps: as they are read
+        # now, or those users would never be found again (the population, silently)
+        for key in ("users_", "_stream_memory"):
+            value = state.get(key)
+            ids = value[3] if key == "_stream_memory" and value is not None else value
+            if isinstance(ids, np.ndarray) and ids.dtype == object and ids.ndim == 1 and (
+                    pd.api.types.infer_dtype(ids, skipna=False) in _SCANNED_KINDS):
+                ids = _normalized_ids(ids)
+                state[key] = ids if key == "users_" else value[:3] + (ids,)
+        super().__setstate__(state)
+
     def _curvature_on(self, be):
         """The streaming curvature ``(A, S, total)`` with A in ``be``'s arrays.
 

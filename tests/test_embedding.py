@@ -729,6 +729,9 @@ def test_complex_or_sparse_encoder_output_is_refused():
             encoder=lambda t: torch.as_tensor(fake_encode(t)) * 1j).transform(df)
     with pytest.raises(TypeError, match=r"sparse csr_matrix of shape \(\d+, \d+\).*toarray"):
         SentencePairEmbedder(encoder=lambda t: sp.csr_matrix(fake_encode(t))).transform(df)
+    with pytest.raises(TypeError, match=r"sparse tensor .*to_dense"):  # torch's own error
+        SentencePairEmbedder(
+            encoder=lambda t: torch.as_tensor(fake_encode(t)).to_sparse()).transform(df)
 
 
 def test_a_polars_frame_is_embedded_as_its_pandas_equivalent():

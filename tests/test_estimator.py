@@ -1229,3 +1229,29 @@ def test_two_halves_of_a_new_users_pairs_match_one_fold_in():
     assert first > 0.1 * np.trace(prior) and np.trace(data_two) > 1.2 * first
     assert np.linalg.norm(data_two - data_one) < 0.3 * np.linalg.norm(data_one)
     np.testing.assert_allclose(two.user_weights_[-1], one.user_weights_[-1], atol=1e-2)
+
+
+def test_a_pickle_with_date_ids_from_before_they_were_read_as_timestamps():
+    """datetime.date ids are now read as that day's Timestamp: a model pickled before
+    kept datetime.date objects in users_, and after loading every user was unknown
+    (the population's predictions, silently)."""
+    import datetime
+
+    X, y, users, _ = make_preference_data(n_users=6, n_pairs_per_user=20, n_features=4,
+                                          random_state=0)
+    codes = np.unique(users, return_inverse=True)[1]
+    days = np.array([datetime.date(2020, 1, 1) + datetime.timedelta(days=int(c))
+                     for c in codes], dtype=object)
+    est = LowRankRewardEstimator(2, random_state=0, shrinkage=1.0).partial_fit(
+        X, y, classes=[0, 1], user_ids=days)
+    expected = est.predict_proba(X, user_ids=days)
+    # the state an older version pickled: the dates as they came
+    est.users_ = np.array([u.date() for u in est.users_], dtype=object)
+    memory = est._stream_memory
+    est._stream_memory = memory[:3] + (np.array([u.date() for u in memory[3]], dtype=object),)
+    est._drop_caches()
+    back = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(back.predict_proba(X, user_ids=days), expected)
+    assert not np.allclose(back.predict_proba(X), expected)  # not the population
+    back.partial_fit(X[:10], y[:10], user_ids=days[:10])  # the memory's ids match too
+    assert len(back.users_) == 6

@@ -191,12 +191,18 @@ def test_the_cross_fit_shots_are_spread_over_a_users_rows():
     groups = np.repeat(np.arange(3), 40)[rng.permutation(120)]
     keys = rng.standard_normal(120)
     rank = _solver._spread_rank(groups, keys)
+    masks = _solver._shot_masks(groups, keys, (5, 10, 20))  # what the cross-fit adapts on
     for g in range(3):
         mine = groups == g
         assert sorted(rank[mine]) == list(range(40))
         order = _solver._rank_within(groups, keys)[mine]  # position in key order
-        for k in (5, 10, 20):
-            shots = np.sort(order[rank[mine] < k])
+        for k, mask in zip((5, 10, 20), masks):
+            shots = np.sort(order[mask[mine]])
+            assert len(shots) == k
             # evenly spread: no gap between consecutive shots (or the ends) over 3 n/k
             gaps = np.diff(np.r_[-1, shots, 40])
             assert gaps.max() <= 3 * 40 / k, (k, shots)
+        assert np.all(masks[0][mine] <= masks[1][mine])  # nested as k grows
+    # at most half of a user's rows adapt
+    few = _solver._shot_masks(np.zeros(6, dtype=np.intp), keys[:6], (5,))[0]
+    assert few.sum() == 3

@@ -351,6 +351,20 @@ def test_user_scorer_keeps_sample_weight_requests_and_custom_callables(data):
             make_user_scorer(loss)
     with pytest.raises(ValueError, match="roc_auc_score scores probabilities.*'roc_auc'"):
         make_user_scorer(roc_auc_score)
+    with pytest.raises(ValueError, match="response_method='decision_function'"):
+        make_user_scorer(hinge_loss)
+
+    # scikit-learn 1.7 and 1.8 name log_loss's and d2_log_loss_score's probabilities y_pred
+    def log_loss(y_true, y_pred, *, normalize=True, sample_weight=None, labels=None):
+        return 0.0
+
+    def d2_log_loss_score(y_true, y_pred, *, sample_weight=None, labels=None):
+        return 0.0
+
+    with pytest.raises(ValueError, match="log_loss is a loss.*response_method='predict_proba'"):
+        make_user_scorer(log_loss)
+    with pytest.raises(ValueError, match="d2_log_loss_score scores probabilities"):
+        make_user_scorer(d2_log_loss_score)  # it scored hard labels: -7.5 for 0.48
     # routing off: the ids reach fit only; the scorer says it saw none
     with pytest.warns(UserWarning, match="Enable metadata routing"):
         GridSearchCV(lore(), {"n_components": [RANK]}, cv=cv,
@@ -905,3 +919,19 @@ def test_column_transformer_prefixed_user_column_is_not_a_feature(data):
     with pytest.raises(ValueError, match="no 'user_id' column but has 'remainder__user_id'.*"
                                          "verbose_feature_names_out=False"):
         pipe.fit(frame, data.y)
+
+
+def test_a_per_user_metric_scorer_reads_the_user_column(data):
+    """make_user_scorer(macro_accuracy) with the ids in X's user column: 'needs the rows'
+    user ids, and none reached the scorer' (NaN in cross_val_score), though the
+    guide says the column reaches every scorer."""
+    from sklearn.model_selection import cross_val_score
+
+    from sklearn_lore.model_selection import macro_accuracy, make_user_scorer
+
+    model = lore().fit(data.frame, data.y)
+    expected = macro_accuracy(data.y, model.predict(data.frame), data.users)
+    assert make_user_scorer(macro_accuracy)(model, data.frame, data.y) == expected
+    scores = cross_val_score(lore(), data.frame, data.y, cv=shuffled_cv(),
+                             scoring=make_user_scorer(macro_accuracy))
+    assert np.isfinite(scores).all() and scores.mean() > 0.6

@@ -625,7 +625,8 @@ def make_user_scorer(scoring):
         ids and the estimator as they are. A metric ``metric(y_true, y_pred, ...)``
         (its first two parameters so named, e.g. the per-user :func:`macro_accuracy`)
         is computed on the labels that ``predict`` gives with the ids, and gets
-        ``user_ids=`` when it takes them; such a metric must be one where higher is
+        ``user_ids=`` when it takes them (the routed ids, or the user column of X when
+        X holds it); such a metric must be one where higher is
         better (a name ending in ``_loss`` or ``_error`` is refused), and takes no
         sample weights.
 

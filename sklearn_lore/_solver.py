@@ -674,6 +674,8 @@ class FitResult:
     objective: float
     F: object  # Z V at the solution, a backend array (the last pass, kept)
     gram_be: object = None  # the rows' Gram matrix where the data live (a backend array)
+    # the users' Newton iterations ran out at the returned basis
+    user_steps_exhausted: bool = False
 
 
 def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None,
@@ -714,7 +716,9 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
     def fg(x):
         V, mu = unpack(x)
         F = be.matmul_ZV(rows.Z, V)
-        theta, hess = user_step(be, rows, F, state["theta"], mu, precision, kind)
+        status = []
+        theta, hess = user_step(be, rows, F, state["theta"], mu, precision, kind,
+                                status=status)
         state.update(theta=theta, hess=hess, F=F)
         W_rows = obj.user_weights_from_params(be, theta, kind)[rows.groups]
         t = obj.row_logits(be, F, W_rows)
@@ -731,7 +735,8 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
             value = value + 0.5 * lam * be.sum(mu * mu)
             gmu = lam * (rows.n_groups * mu - be.sum(theta, axis=0)) + lam * mu
             g = be.concat_rows(g, gmu)
-        return value / rows.s_total, g / rows.s_total, {"theta": theta, "hess": hess, "F": F}
+        return value / rows.s_total, g / rows.s_total, {"theta": theta, "hess": hess, "F": F,
+                                                       "exhausted": bool(status)}
 
     x0 = be.asarray(V0)
     if optimize_mu:
@@ -759,6 +764,7 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
         theta=be.to_numpy(state["theta"]),
         mu=be.to_numpy(mu) if optimize_mu else None,
         user_hessian=be.to_numpy(state["hess"]),
+        user_steps_exhausted=state.get("exhausted", False),
         n_iter=n_iter,
         objective=f,
         F=state["F"],

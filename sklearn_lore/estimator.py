@@ -1001,6 +1001,15 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         return theta[0], precision + hess[0]
 
+    @staticmethod
+    def _warn_if_user_steps_exhausted(res, Z, sw):
+        """The users' Newton iterations ran out at the fitted basis: their weights are
+        not the exact minimizers the basis step assumed (it was silent)."""
+        if res.user_steps_exhausted:
+            _warn_caller(
+                "The users' Newton iterations ran out before every user's weights converged "
+                "at the fitted basis. " + _scale_advice(Z, sw), ConvergenceWarning)
+
     def _fit_curvature_and_temperature(self, be, Z, F, y01, sw, W_rows, precisions, gram,
                                        gram_eig=None):
         """The basis curvature of the fitted rows (streaming prior and calibration),
@@ -1201,6 +1210,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 f"The alternating minimization stopped at max_iter={self.max_iter} rounds "
                 f"before its objective settled (tol={self.tol if tol is None else tol:g}); "
                 "raise max_iter, or loosen tol.", ConvergenceWarning)
+        self._warn_if_user_steps_exhausted(res, Z, sw)
         self.components_ = res.V.T.copy()
         self.users_ = users
         self._fit_with_users = True
@@ -1623,6 +1633,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             anchor=anchor, log=self._log,
         )
         _require_finite(Z, res.V, res.theta, res.user_hessian, sw=sw)
+        self._warn_if_user_steps_exhausted(res, Z, sw)
         self.components_ = res.V.T.copy()
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective

@@ -527,3 +527,32 @@ def test_the_fit_stops_by_its_own_rule_not_on_one_tiny_step(caplog):
                        if record.msg.startswith("round %d")])
     assert len(values) == est.n_iter_ < 3000
     assert np.all(np.abs(np.diff(values[-4:])) <= 1e-10 * abs(values[-1]))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_users_newton_iterations_running_out_in_a_fit_are_reported(monkeypatch, stream):
+    """The fold-in warned when the users' Newton iterations ran out; a fit and a stream
+    update did not (a 240-row fit with a broken Newton direction took 280 s, silently)."""
+    import functools
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from sklearn_lore.datasets import make_preference_data
+
+    X, y, users, _ = make_preference_data(n_users=8, n_pairs_per_user=20, n_features=4,
+                                          random_state=0)
+    est = LowRankRewardEstimator(2, random_state=0, shrinkage=1.0, calibrate=False,
+                                 stream_memory=0)
+    if stream:
+        est.fit(X, y, user_ids=users)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as fitted normally: no warning
+        (est.partial_fit(X[:40], y[:40], user_ids=users[:40]) if stream
+         else est.fit(X, y, user_ids=users))
+    # one Newton iteration a user step: it runs out wherever a user has not converged
+    monkeypatch.setattr(_solver, "user_step",
+                        functools.partial(_solver.user_step, max_iter=1))
+    with pytest.warns(ConvergenceWarning, match="users' Newton iterations ran out"):
+        (est.partial_fit(X[40:80], y[40:80], user_ids=users[40:80]) if stream
+         else est.fit(X, y, user_ids=users))

@@ -772,7 +772,8 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
     )
 
 
-def empirical_bayes_prior(be, rows, F, theta, kind, lam, max_iter=30, tol=1e-6, sigma0=None):
+def empirical_bayes_prior(be, rows, F, theta, kind, lam, max_iter=30, tol=1e-6, sigma0=None,
+                          status=None):
     """Gaussian prior N(mu, Sigma) over users' parameters by Laplace EM, basis fixed.
 
     E-step: every user's MAP parameters and posterior covariance (H_u + P)^-1 under
@@ -803,7 +804,8 @@ def empirical_bayes_prior(be, rows, F, theta, kind, lam, max_iter=30, tol=1e-6, 
         if done:
             break
     P = np.linalg.inv(sigma)
-    theta, hess = user_step(be, rows, F, theta, mu, be.asarray(P), kind)
+    # the users as stored: ``status`` (a list) gets "max_iter" if their iterations ran out
+    theta, hess = user_step(be, rows, F, theta, mu, be.asarray(P), kind, status=status)
     return be.to_numpy(theta), be.to_numpy(hess), be.to_numpy(mu), P, n_iter
 
 

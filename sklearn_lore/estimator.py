@@ -239,6 +239,34 @@ def _id_value(value):
     return value
 
 
+def _dates_as_timestamps(ids, unique):
+    """Object ids with every ``datetime.date`` (alone or inside a tuple) as that day's
+    Timestamp, as :func:`_id_value` reads them; the same array when there is none, or
+    when ``unique`` ids would become duplicates (a date beside its own Timestamp: those
+    users stay as they were). Never raises: it reads what an older version pickled."""
+    kind = pd.api.types.infer_dtype(ids, skipna=True)
+    if kind not in ("date", "mixed"):
+        return ids
+
+    def has_date(value):
+        return type(value) is datetime.date or (
+            type(value) is tuple and any(has_date(part) for part in value))
+
+    def convert(value):
+        if type(value) is datetime.date:
+            return pd.Timestamp(value)
+        if type(value) is tuple:
+            return tuple(convert(part) for part in value)
+        return value
+
+    if kind == "mixed" and not any(map(has_date, ids)):
+        return ids
+    converted = np.fromiter(map(convert, ids), dtype=object, count=len(ids))
+    if unique and len(set(converted.tolist())) < len(converted):
+        return ids
+    return converted
+
+
 def _holds_missing(value):
     """Whether a (nested) tuple id holds None, NaN, NaT or pd.NA."""
     if isinstance(value, tuple):
@@ -932,9 +960,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         for key in ("users_", "_stream_memory"):
             value = state.get(key)
             ids = value[3] if key == "_stream_memory" and value is not None else value
-            if isinstance(ids, np.ndarray) and ids.dtype == object and ids.ndim == 1 and (
-                    pd.api.types.infer_dtype(ids, skipna=False) in _SCANNED_KINDS):
-                ids = _normalized_ids(ids)
+            if isinstance(ids, np.ndarray) and ids.dtype == object and ids.ndim == 1:
+                ids = _dates_as_timestamps(ids, unique=key == "users_")
                 state[key] = ids if key == "users_" else value[:3] + (ids,)
         super().__setstate__(state)
 
@@ -1002,10 +1029,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         return theta[0], precision + hess[0]
 
     @staticmethod
-    def _warn_if_user_steps_exhausted(res, Z, sw):
+    def _warn_if_user_steps_exhausted(exhausted, Z, sw):
         """The users' Newton iterations ran out at the fitted basis: their weights are
         not the exact minimizers the basis step assumed (it was silent)."""
-        if res.user_steps_exhausted:
+        if exhausted:
             _warn_caller(
                 "The users' Newton iterations ran out before every user's weights converged "
                 "at the fitted basis. " + _scale_advice(Z, sw), ConvergenceWarning)
@@ -1210,15 +1237,18 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 f"The alternating minimization stopped at max_iter={self.max_iter} rounds "
                 f"before its objective settled (tol={self.tol if tol is None else tol:g}); "
                 "raise max_iter, or loosen tol.", ConvergenceWarning)
-        self._warn_if_user_steps_exhausted(res, Z, sw)
+        self._warn_if_user_steps_exhausted(res.user_steps_exhausted, Z, sw)
         self.components_ = res.V.T.copy()
         self.users_ = users
         self._fit_with_users = True
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective
+        status = []
         theta, hess, mu, P, _ = _solver.empirical_bayes_prior(
-            be, rows, res.F, res.theta, self._kind, self.prior_strength
+            be, rows, res.F, res.theta, self._kind, self.prior_strength, status=status
         )
+        if status and not res.user_steps_exhausted:  # the stored weights: warned once
+            self._warn_if_user_steps_exhausted(True, Z, sw)
         self.user_weights_ = self._weights_from_params(theta)
         self.user_precision_ = hess + P
         F, W_rows = be.to_numpy(res.F), self.user_weights_[groups]
@@ -1633,7 +1663,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             anchor=anchor, log=self._log,
         )
         _require_finite(Z, res.V, res.theta, res.user_hessian, sw=sw)
-        self._warn_if_user_steps_exhausted(res, Z, sw)
+        self._warn_if_user_steps_exhausted(res.user_steps_exhausted, Z, sw)
         self.components_ = res.V.T.copy()
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective

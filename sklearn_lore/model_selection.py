@@ -32,6 +32,7 @@ import pandas as pd
 from sklearn.metrics import log_loss
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import _num_samples
 
 from ._ids import require_hashable
@@ -302,28 +303,35 @@ def per_user_accuracy(y_true, y_pred, user_ids):
         raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape.")
     # text against numbers never matches: an error, as scikit-learn's "Mix of label
     # input types", instead of an accuracy of 0, silently
-    kinds = {_label_kind(y_true), _label_kind(y_pred)}
-    if {"text", "number"} <= kinds:
+    kinds = (_label_kind(y_true), _label_kind(y_pred))
+    if None in kinds:
+        unique_labels(y_true, y_pred)  # other labels: scikit-learn's judgement (it sorts)
+    elif kinds[0] != kinds[1]:
         raise ValueError(
-            "Mix of label input types (string and number): y_true holds "
-            f"{_label_kind(y_true)}s and y_pred {_label_kind(y_pred)}s, which never match.")
+            f"Mix of label input types: y_true holds {kinds[0]} and y_pred {kinds[1]}, "
+            "which never match.")
     hit = pd.Series((y_true == y_pred).astype(np.float64))
     return hit.groupby(pd.Series(ids, dtype=object).to_numpy(), sort=True).mean()
 
 
 def _label_kind(labels):
-    """"text", "number" or "other" (mixed, or neither), judged at C speed (scikit-learn's
-    unique_labels sorted a million object labels to say it: 3 to 4 times the metric)."""
-    if labels.dtype.kind in "US":
+    """"text", "bytes" or "numbers", judged at C speed (scikit-learn's unique_labels
+    sorted a million object labels to say it: 3 to 4 times the metric); None for
+    anything else (mixed types, dates), left to scikit-learn."""
+    if labels.dtype.kind == "U":
         return "text"
+    if labels.dtype.kind == "S":
+        return "bytes"
     if labels.dtype.kind in "biuf":
-        return "number"
+        return "numbers"
     kind = pd.api.types.infer_dtype(labels, skipna=True)
-    if kind in ("string", "bytes"):
+    if kind == "string":
         return "text"
+    if kind == "bytes":
+        return "bytes"
     if kind in ("integer", "floating", "boolean", "mixed-integer-float", "decimal"):
-        return "number"
-    return "other"
+        return "numbers"
+    return None
 
 
 def _check_present_labels(name, labels):
@@ -340,6 +348,9 @@ def _check_labels(name, labels):
     """Class labels, 1-d, none missing, not probabilities (which never equal a label:
     an accuracy of 0, silently)."""
     _check_present_labels(name, labels)
+    if labels.dtype == object and pd.api.types.infer_dtype(labels) in (
+            "floating", "mixed-integer-float", "decimal"):
+        labels = labels.astype(np.float64)  # probabilities in an object array too
     if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
         example = float(labels[labels != np.round(labels)][0])
         raise ValueError(f"{name} holds fractional values such as {example!r}: pass "
@@ -690,7 +701,10 @@ def make_user_scorer(scoring):
     if kind is not None:
         name = getattr(scoring, "__name__", repr(scoring))
         inner = getattr(getattr(scoring, "func", None), "__name__", "")  # a partial's
-        response = _SCORE_METRICS.get(inner or name)
+        function = getattr(scoring, "func", scoring)  # a partial's function
+        response = None
+        if getattr(function, "__module__", "").startswith("sklearn."):
+            response = _SCORE_METRICS.get(function.__name__)
         if response is not None:
             kind = "scores"  # scikit-learn before 1.9 named their second parameter y_pred
         if name.endswith(("_loss", "_error")) or inner.endswith(("_loss", "_error")):

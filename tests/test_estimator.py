@@ -1255,3 +1255,24 @@ def test_a_pickle_with_date_ids_from_before_they_were_read_as_timestamps():
     assert not np.allclose(back.predict_proba(X), expected)  # not the population
     back.partial_fit(X[:10], y[:10], user_ids=days[:10])  # the memory's ids match too
     assert len(back.users_) == 6
+
+
+def test_unpickling_never_refuses_what_an_older_version_pickled():
+    """The date conversion on unpickling ran every mixed id through the fit's checks: a
+    tuple id with a missing part (accepted before such ids were refused) made the model
+    unloadable, and a date beside its own Timestamp became two equal ids."""
+    import datetime
+
+    X, y, users, _ = make_preference_data(n_users=4, n_pairs_per_user=20, n_features=4,
+                                          random_state=0)
+    est = LowRankRewardEstimator(2, random_state=0, shrinkage=1.0).fit(
+        X, y, user_ids=np.unique(users, return_inverse=True)[1])
+    for old in ([("u0", np.nan), ("u1", None), ("u2", 1), ("u3", 2)],
+                [datetime.date(2020, 1, 1), pd.Timestamp("2020-01-01"), "a", "b"]):
+        est.users_ = np.empty(4, dtype=object)
+        est.users_[:] = old
+        est._drop_caches()
+        back = pickle.loads(pickle.dumps(est))
+        assert len(set(back.users_.tolist())) == 4
+        np.testing.assert_array_equal(back.predict_proba(X, user_ids=[old[3]] * len(X)),
+                                      est.predict_proba(X, user_ids=[old[3]] * len(X)))

@@ -737,3 +737,17 @@ def test_label_kinds_are_judged_without_sorting_the_labels():
                            ([1, 0, 1, 1], np.array(["1", "0", "1", "1"]))]:
         with pytest.raises(ValueError, match="Mix of label input types"):
             per_user_accuracy(y_true, y_pred, ids)
+
+
+def test_labels_that_never_match_are_refused_whatever_their_containers():
+    """The fast label check let bytes against text, dates against text and
+    probabilities in an object array through (accuracy 0, silently); scikit-learn's
+    check had refused them."""
+    ids = ["a", "a", "b", "b"]
+    cases = [(np.array([b"p", b"n", b"p", b"p"]), np.array(["p", "n", "p", "n"])),
+             (np.array(pd.date_range("2020", periods=4).to_pydatetime(), dtype=object),
+              np.array(["x", "y", "x", "x"])),
+             ([1, 0, 1, 1], np.array([0.3, 0.7, 1.0, 1.0], dtype=object))]
+    for y_true, y_pred in cases:
+        with pytest.raises((ValueError, TypeError)):
+            per_user_accuracy(y_true, y_pred, ids)

@@ -361,10 +361,16 @@ def test_user_scorer_keeps_sample_weight_requests_and_custom_callables(data):
     def d2_log_loss_score(y_true, y_pred, *, sample_weight=None, labels=None):
         return 0.0
 
+    log_loss.__module__ = d2_log_loss_score.__module__ = "sklearn.metrics._classification"
     with pytest.raises(ValueError, match="log_loss is a loss.*response_method='predict_proba'"):
         make_user_scorer(log_loss)
     with pytest.raises(ValueError, match="d2_log_loss_score scores probabilities"):
         make_user_scorer(d2_log_loss_score)  # it scored hard labels: -7.5 for 0.48
+
+    def roc_auc_score(y_true, y_pred, user_ids):  # one's own label metric of that name
+        return 1.0
+
+    assert make_user_scorer(roc_auc_score) is not None
     # routing off: the ids reach fit only; the scorer says it saw none
     with pytest.warns(UserWarning, match="Enable metadata routing"):
         GridSearchCV(lore(), {"n_components": [RANK]}, cv=cv,

@@ -556,3 +556,26 @@ def test_users_newton_iterations_running_out_in_a_fit_are_reported(monkeypatch, 
     with pytest.warns(ConvergenceWarning, match="users' Newton iterations ran out"):
         (est.partial_fit(X[40:80], y[40:80], user_ids=users[40:80]) if stream
          else est.fit(X, y, user_ids=users))
+
+
+def test_users_newton_iterations_running_out_in_the_final_prior_step_are_reported(
+        monkeypatch):
+    """The stored user weights come from the empirical-Bayes prior's last user step,
+    which reported nothing when its iterations ran out."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from sklearn_lore.datasets import make_preference_data
+
+    X, y, users, _ = make_preference_data(n_users=8, n_pairs_per_user=20, n_features=4,
+                                          random_state=0)
+    original = _solver.empirical_bayes_prior
+
+    def running_out(*args, status=None, **kwargs):
+        out = original(*args, status=status, **kwargs)
+        if status is not None:
+            status.append("max_iter")
+        return out
+
+    monkeypatch.setattr(_solver, "empirical_bayes_prior", running_out)
+    with pytest.warns(ConvergenceWarning, match="users' Newton iterations ran out"):
+        LowRankRewardEstimator(2, random_state=0, shrinkage=1.0).fit(X, y, user_ids=users)

@@ -831,7 +831,8 @@ def _content_keys(be, Z, y):
     turn = projections[:, 1] < 0  # the row written the other way round is canonical
     keys = np.where(turn, -projections[:, 0], projections[:, 0])
     # the canonical label only orders copies of one comparison (equal keys)
-    label = np.where(turn, 1.0 - np.asarray(y, dtype=float), np.asarray(y, dtype=float))
+    y = np.asarray(y, dtype=float)
+    label = np.where(turn, 1.0 - y, y)
     return keys + label * (1e-12 * max(float(np.abs(keys).max(initial=0.0)), 1e-300))
 
 

@@ -252,16 +252,10 @@ def _dates_as_timestamps(ids, unique):
         return type(value) is datetime.date or (
             type(value) is tuple and any(has_date(part) for part in value))
 
-    def convert(value):
-        if type(value) is datetime.date:
-            return pd.Timestamp(value)
-        if type(value) is tuple:
-            return tuple(convert(part) for part in value)
-        return value
-
     if kind == "mixed" and not any(map(has_date, ids)):
         return ids
-    converted = np.fromiter(map(convert, ids), dtype=object, count=len(ids))
+    # the ids were read by _id_value when fitted: only the dates change
+    converted = np.fromiter(map(_id_value, ids), dtype=object, count=len(ids))
     if unique and len(set(converted.tolist())) < len(converted):
         return ids
     return converted
@@ -1237,7 +1231,6 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 f"The alternating minimization stopped at max_iter={self.max_iter} rounds "
                 f"before its objective settled (tol={self.tol if tol is None else tol:g}); "
                 "raise max_iter, or loosen tol.", ConvergenceWarning)
-        self._warn_if_user_steps_exhausted(res.user_steps_exhausted, Z, sw)
         self.components_ = res.V.T.copy()
         self.users_ = users
         self._fit_with_users = True
@@ -1247,8 +1240,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         theta, hess, mu, P, _ = _solver.empirical_bayes_prior(
             be, rows, res.F, res.theta, self._kind, self.prior_strength, status=status
         )
-        if status and not res.user_steps_exhausted:  # the stored weights: warned once
-            self._warn_if_user_steps_exhausted(True, Z, sw)
+        # at the fitted basis, or in the step that gave the stored weights: one warning
+        self._warn_if_user_steps_exhausted(res.user_steps_exhausted or bool(status), Z, sw)
         self.user_weights_ = self._weights_from_params(theta)
         self.user_precision_ = hess + P
         F, W_rows = be.to_numpy(res.F), self.user_weights_[groups]

@@ -697,33 +697,27 @@ def make_user_scorer(scoring):
         raise TypeError(
             "scoring must be a scorer name (str) or a scorer callable "
             f"scorer(estimator, X, y); got {type(scoring).__name__}.")
-    kind = _metric_kind(scoring)
-    if kind is not None:
-        name = getattr(scoring, "__name__", repr(scoring))
-        inner = getattr(getattr(scoring, "func", None), "__name__", "")  # a partial's
-        function = getattr(scoring, "func", scoring)  # a partial's function
-        response = None
-        if getattr(function, "__module__", "").startswith("sklearn."):
-            response = _SCORE_METRICS.get(function.__name__)
-        if response is not None:
-            kind = "scores"  # scikit-learn before 1.9 named their second parameter y_pred
-        if name.endswith(("_loss", "_error")) or inner.endswith(("_loss", "_error")):
-            # a scorer is maximized: a loss returned as it is would pick the worst model
-            raise ValueError(
-                f"{name} is a loss, and a scorer is maximized: "
-                + (f"wrap it as lambda y_true, y_pred, user_ids: -{name}(y_true, y_pred), "
-                   "or score with a metric where higher is better." if kind == "labels" else
-                   f"pass its scorer name (such as 'neg_log_loss'), or make_scorer({name}, "
-                   f"greater_is_better=False, response_method={response or 'predict_proba'!r})."))
-        if kind == "scores":
-            # scikit-learn's scorer callables take (estimator, X, y): the metric itself
-            # would be called with those, and fail at every fold
-            raise ValueError(
-                f"{name} scores probabilities or decision values, not labels: pass its "
-                "scorer name (such as 'roc_auc'), or "
-                f"make_scorer({name}, response_method={response or 'predict_proba'!r}).")
-        return _UserScorer(_scorer_of_metric(scoring), name)
-    return _UserScorer(scoring, repr(scoring))
+    kind, response = _metric_kind(scoring)
+    if kind is None:
+        return _UserScorer(scoring, repr(scoring))
+    name = getattr(scoring, "__name__", repr(scoring))
+    base = getattr(getattr(scoring, "func", scoring), "__name__", name)  # a partial's
+    if name.endswith(("_loss", "_error")) or base.endswith(("_loss", "_error")):
+        # a scorer is maximized: a loss returned as it is would pick the worst model
+        raise ValueError(
+            f"{name} is a loss, and a scorer is maximized: "
+            + (f"wrap it as lambda y_true, y_pred, user_ids: -{name}(y_true, y_pred), "
+               "or score with a metric where higher is better." if kind == "labels" else
+               f"pass its scorer name (such as 'neg_log_loss'), or make_scorer({name}, "
+               f"greater_is_better=False, response_method={response!r})."))
+    if kind == "scores":
+        # scikit-learn's scorer callables take (estimator, X, y): the metric itself
+        # would be called with those, and fail at every fold
+        raise ValueError(
+            f"{name} scores probabilities or decision values, not labels: pass its "
+            "scorer name (such as 'roc_auc'), or "
+            f"make_scorer({name}, response_method={response!r}).")
+    return _UserScorer(_scorer_of_metric(scoring), name)
 
 
 # scikit-learn's metrics of probabilities or decision values, with the response their
@@ -747,18 +741,27 @@ _SCORE_PARAMETERS = ("y_score", "y_proba", "y_prob", "probas_pred", "y_probas",
 
 
 def _metric_kind(func):
-    """``"labels"`` for a metric ``func(y_true, y_pred, ...)``, ``"scores"`` for one of
-    probabilities or decision values (``func(y_true, y_score, ...)``), None for a scorer
-    ``(estimator, X, y)``."""
+    """What ``func`` is, with the response its scorer would use: ``("labels", None)``
+    for a metric ``func(y_true, y_pred, ...)``, ``("scores", response)`` for one of
+    probabilities or decision values (``func(y_true, y_score, ...)``, or one of
+    scikit-learn's by name: before 1.9 some named that input y_pred), ``(None, None)``
+    for a scorer ``(estimator, X, y)``."""
     try:
         names = list(inspect.signature(func).parameters)
     except (TypeError, ValueError):
-        return None
-    if names[:2] == ["y_true", "y_pred"]:
-        return "labels"
-    if names[:1] == ["y_true"] and names[1:2] and names[1] in _SCORE_PARAMETERS:
-        return "scores"
-    return None
+        return None, None
+    if names[:1] != ["y_true"] or len(names) < 2:
+        return None, None
+    function = getattr(func, "func", func)  # a partial's function
+    if getattr(function, "__module__", "").startswith("sklearn."):
+        response = _SCORE_METRICS.get(getattr(function, "__name__", ""))
+        if response is not None:
+            return "scores", response
+    if names[1] == "y_pred":
+        return "labels", None
+    if names[1] in _SCORE_PARAMETERS:
+        return "scores", "predict_proba"
+    return None, None
 
 
 def _scorer_of_metric(metric):

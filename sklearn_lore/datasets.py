@@ -22,6 +22,7 @@ and the Bradley-Terry logit of a pair is ``r_u(a) - r_u(b)``.
 import gzip
 import json
 import re
+import warnings
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -33,6 +34,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 from sklearn.utils import Bunch, check_random_state
+
+from ._frames import polars_as_pandas
 
 __all__ = [
     "make_preference_data",
@@ -69,8 +72,11 @@ def _check_real(name, value, minimum, *, strict=False):
 
 
 def _check_columns(df, columns, argument="the data frame"):
+    """``df`` as a pandas DataFrame (a polars one converted) holding ``columns`` once each."""
+    df = polars_as_pandas(df)
     if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{argument} must be a pandas DataFrame, got {type(df).__name__}.")
+        kind = f"{type(df).__module__}.{type(df).__qualname__}"
+        raise TypeError(f"{argument} must be a pandas or polars DataFrame, got {kind}.")
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{argument} lacks the column(s) {missing}; it has {list(df.columns)}.")
@@ -78,6 +84,7 @@ def _check_columns(df, columns, argument="the data frame"):
     if twice:
         raise ValueError(f"{argument} has several columns named {twice[0]!r}; the column "
                          "must be unique.")
+    return df
 
 
 def _user_names(n_users):
@@ -212,7 +219,8 @@ def make_preference_data(
 
     basis = rng.standard_normal((n_features, n_components))
     # Var(z . v) = 2 |v|^2 / n_features for z = phi_a - phi_b.
-    basis *= scale / (np.linalg.norm(basis, axis=0) * np.sqrt(2.0 / n_features))
+    with np.errstate(over="ignore", invalid="ignore"):
+        basis *= scale / (np.linalg.norm(basis, axis=0) * np.sqrt(2.0 / n_features))
     user_weights = _draw_user_weights(n_users, n_components, weights, concentration, rng)
 
     n_samples = n_users * n_pairs
@@ -221,7 +229,12 @@ def make_preference_data(
     phi_b = rng.normal(0.0, item_std, (n_samples, n_features))
     X = phi_a - phi_b
     user_index = np.repeat(np.arange(n_users), n_pairs)
-    logits = np.einsum("nd,nd->n", X, (basis @ user_weights.T).T[user_index])
+    with np.errstate(over="ignore", invalid="ignore"):
+        logits = np.einsum("nd,nd->n", X, (basis @ user_weights.T).T[user_index])
+    if not (np.isfinite(basis).all() and np.isfinite(logits).all()):
+        # a NaN logit would be labelled 0 without a word
+        raise ValueError(f"scale={scale!r} makes the rewards overflow the float range; "
+                         "use a moderate scale (the default is 3).")
     y, proba = _bernoulli_labels(logits, noise, rng)
 
     users = _user_names(n_users)
@@ -515,7 +528,7 @@ def make_text_preference_world(
     if not np.isfinite(logits).all():
         # a NaN logit would be labelled 0 without a word
         raise ValueError(f"scale={scale!r} makes the rewards overflow the float range; "
-                         "use a moderate scale (the default is 3).")
+                         "use a moderate scale (the default is 2).")
     y, proba = _bernoulli_labels(logits, noise, rng)
 
     users = _user_names(n_users)
@@ -748,8 +761,8 @@ def pairs_from_ratings(
 
     Parameters
     ----------
-    ratings : DataFrame
-        One row per (user, item) with a numeric rating; a (user, item) combination
+    ratings : pandas or polars DataFrame
+        One row per (user, item) with a finite numeric rating; a (user, item) combination
         may appear only once.
     user_col, item_col, rating_col : str, default="user_id", "item", "rating"
         Column names in ``ratings``.
@@ -784,13 +797,17 @@ def pairs_from_ratings(
     >>> bool(((pairs["item_a"] == "x") == (pairs["label"] == 1)).all())
     True
     """
-    _check_columns(ratings, [user_col, item_col, rating_col], "ratings")
+    ratings = _check_columns(ratings, [user_col, item_col, rating_col], "ratings")
     n_pairs_per_user = _check_int("n_pairs_per_user", n_pairs_per_user, 1)
     margin = _check_real("margin", margin, 0.0)
     rng = check_random_state(random_state)
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str (the text written to every pair's prompt), "
+                        f"got {type(prompt).__name__}.")
     values = pd.to_numeric(ratings[rating_col], errors="coerce").to_numpy(dtype=float)
-    if np.isnan(values).any():
-        raise ValueError(f"Column {rating_col!r} must hold numbers without missing values.")
+    if not np.isfinite(values).all():
+        raise ValueError(f"Column {rating_col!r} must hold finite numbers without missing "
+                         "values.")
     for column in (user_col, item_col):
         blank = ratings[column].isna().to_numpy()
         if blank.any():
@@ -845,8 +862,8 @@ def pairs_from_chosen_rejected(
 
     Parameters
     ----------
-    df : DataFrame
-        One row per comparison.
+    df : pandas or polars DataFrame
+        One row per comparison; the prompt, chosen and rejected columns hold texts (str).
     prompt_col, chosen_col, rejected_col : str, default="prompt", "chosen", "rejected"
         Column names in ``df``.
     user_col : str or None, default=None
@@ -873,19 +890,23 @@ def pairs_from_chosen_rejected(
     (['prompt', 'response_a', 'response_b'], 1)
     """
     columns = [prompt_col, chosen_col, rejected_col] + ([user_col] if user_col is not None else [])
-    _check_columns(df, columns, "df")
+    df = _check_columns(df, columns, "df")
     rng = check_random_state(random_state)
     n = len(df)
     y = rng.permutation(np.arange(n, dtype=np.int64) % 2)
+    if n % 2 and rng.uniform() < 0.5:
+        y = 1 - y  # the odd row's label a fair coin too: ceil(n / 2) ones half the time
     chosen = df[chosen_col].to_numpy(dtype=object)
     rejected = df[rejected_col].to_numpy(dtype=object)
-    for column, values in ((chosen_col, chosen), (rejected_col, rejected)):
+    prompts = df[prompt_col].to_numpy(dtype=object)
+    for column, values in ((prompt_col, prompts), (chosen_col, chosen),
+                           (rejected_col, rejected)):
         bad = np.flatnonzero([not isinstance(v, str) for v in values])
         if bad.size:
             raise ValueError(f"Column {column!r} must hold texts; row "
                              f"{df.index[bad[0]]!r} holds {values[bad[0]]!r}.")
     pairs = pd.DataFrame({
-        "prompt": df[prompt_col].to_numpy(dtype=object),
+        "prompt": prompts,
         "response_a": np.where(y == 1, chosen, rejected),
         "response_b": np.where(y == 1, rejected, chosen),
     })
@@ -1044,7 +1065,7 @@ def simulate_users_on_pairs(
 
     Parameters
     ----------
-    pairs : DataFrame
+    pairs : pandas or polars DataFrame
         Pairs with response columns, e.g. from :func:`pairs_from_chosen_rejected`.
     n_users : int, default=20
         Number of simulated users. The default gives HH-RLHF's 2,307 pairs about 115
@@ -1093,7 +1114,7 @@ def simulate_users_on_pairs(
     >>> df.columns.tolist(), sorted(set(df["user_id"]))
     (['user_id', 'prompt', 'response_a', 'response_b'], ['u0', 'u1'])
     """
-    _check_columns(pairs, [response_a_col, response_b_col], "pairs")
+    pairs = _check_columns(pairs, [response_a_col, response_b_col], "pairs")
     n_users = _check_int("n_users", n_users, 1)
     n_tastes = _check_int("n_tastes", n_tastes, 1)
     concentration = _check_real("concentration", concentration, 0.0, strict=True)
@@ -1241,7 +1262,14 @@ def _read_csv(path, dtype, complete):
     columns = list(dtype)
     expected = f"a UTF-8 CSV file with the header '{','.join(columns)}' and one row per record"
     try:
-        df = pd.read_csv(path, dtype=dtype)
+        with warnings.catch_warnings():
+            # rows wider than the header: pandas would drop their extra fields (or,
+            # without index_col=False, shift every column by one) with a mere warning
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, dtype=dtype, index_col=False)
+    except pd.errors.ParserWarning as err:
+        raise ValueError(f"{path} is not well-formed CSV (rows have more fields than its "
+                         f"header); expected {expected}.") from err
     except pd.errors.EmptyDataError as err:
         raise ValueError(f"{path} is empty; expected {expected}.") from err
     except UnicodeDecodeError as err:

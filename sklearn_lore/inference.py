@@ -33,6 +33,20 @@ def _check_candidates(candidates):
     return candidates
 
 
+def _check_model(model):
+    """A pipeline (something with steps), named before any text is embedded: the
+    frame built for it follows its first step's column names."""
+    if hasattr(model, "steps") and len(model.steps) >= 1:
+        return
+    kind = f"{type(model).__module__}.{type(model).__qualname__}"
+    hint = (" For a search object (GridSearchCV, say) pass its best_estimator_."
+            if hasattr(model, "best_estimator_") or hasattr(model, "estimator") else "")
+    raise TypeError(
+        f"model must be a fitted Pipeline whose first step embeds the pairs "
+        f"(SentencePairEmbedder) and whose last step is a LowRankRewardEstimator; got "
+        f"{kind}.{hint}")
+
+
 def _ids_by_keyword(model):
     """Whether a pipeline's embedder had no user column but its estimator knows
     users: fitted with ``user_ids=`` passed by keyword (metadata routing)."""
@@ -106,7 +120,8 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     Raises
     ------
     TypeError
-        If ``candidates`` is a str (it would be scored character by character) or a
+        If ``model`` is not a pipeline (a search object, a bare estimator), or
+        ``candidates`` is a str (it would be scored character by character) or a
         set or dict (no order), or ``user_id`` is not one hashable id (a list, say).
     ValueError
         If ``candidates`` is empty, ``user_id`` is NaN (None is the population), or
@@ -135,6 +150,7 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     >>> rewards.shape, float(rewards[0]), bool(rewards[1] < 0)
     ((2,), 0.0, True)
     """
+    _check_model(model)
     candidates = _check_candidates(candidates)
     try:
         hash(user_id)
@@ -223,6 +239,7 @@ def best_of_n(model, prompt, candidates, user_id=None, *, user_col=None):
     >>> best_of_n(pipe, "hi", ["yo!", "hello there"], "b")
     ('hello there', 1)
     """
+    _check_model(model)
     candidates = _check_candidates(candidates)
     rewards = score_responses(model, prompt, candidates, user_id, user_col=user_col)
     index = int(np.argmax(rewards))

@@ -306,7 +306,7 @@ def test_pairs_from_chosen_rejected_balance_and_content():
                        "who": ["x"] * 101})
     pairs, y = pairs_from_chosen_rejected(df, random_state=0)
     assert pairs.columns.tolist() == ["prompt", "response_a", "response_b"]
-    assert y.dtype == np.int64 and y.sum() == 50
+    assert y.dtype == np.int64 and y.sum() in (50, 51)  # floor or ceil of n / 2
     chosen_is_a = pairs["response_a"].str.startswith("good").to_numpy()
     np.testing.assert_array_equal(chosen_is_a, y == 1)
     assert (pairs["prompt"] == df["prompt"]).all()
@@ -602,6 +602,12 @@ def test_load_jester_reads_a_small_well_formed_folder(tmp_path):
     pytest.param("ratings", b"user_id,joke_id,rating\nu1,j1,1\nu1,j2,3,4\n",
                  "jester5k_ratings.csv is not well-formed CSV (Expected 3 fields in line 3, saw 4)",
                  id="ratings-extra-field"),
+    pytest.param("ratings", b"user_id,joke_id,rating\nu1,j1,1.5,0\nu2,j2,-3.0,0\n",
+                 "jester5k_ratings.csv is not well-formed CSV (rows have more fields than its "
+                 "header)", id="ratings-every-row-one-field-more"),
+    pytest.param("jokes", b"joke_id,text\nj1,A joke,x\nj2,Another,y\n",
+                 "jester5k_jokes.csv is not well-formed CSV (rows have more fields than its "
+                 "header)", id="jokes-every-row-one-field-more"),
     pytest.param("ratings", "user_id,joke_id,rating\nu\xe9,j1,1\n".encode("latin-1"),
                  "jester5k_ratings.csv is not UTF-8 text", id="ratings-latin-1"),
     pytest.param("ratings", gzip.compress(_RATINGS_CSV),
@@ -860,3 +866,71 @@ def test_pair_selection_in_chunks_is_the_recipe(counts, k, chunk, seed, coarse):
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert rng_a.uniform() == rng_b.uniform()
+
+
+def test_make_preference_data_refuses_a_scale_that_overflows():
+    """A scale whose rewards overflow made NaN logits, each labelled 0 silently."""
+    with pytest.raises(ValueError, match=r"scale=1e\+308 makes the rewards overflow the "
+                                         r"float range.*default is 3"):
+        make_preference_data(scale=1e308, random_state=0)
+
+
+def test_make_text_preference_world_names_its_own_default_scale():
+    with pytest.raises(ValueError, match=r"scale=1e\+308 .*\(the default is 2\)"):
+        make_text_preference_world(scale=1e308, random_state=0)
+
+
+def test_pairs_from_chosen_rejected_odd_rows_get_either_count_of_ones():
+    """The docstring's floor(n / 2) or ceil(n / 2): with one row, its label was 0 for
+    every seed (the chosen reply always in position b)."""
+    one = pd.DataFrame({"prompt": ["p"], "chosen": ["good"], "rejected": ["bad"]})
+    assert {int(pairs_from_chosen_rejected(one, random_state=s)[1][0])
+            for s in range(40)} == {0, 1}
+    three = pd.concat([one] * 3, ignore_index=True)
+    assert {int(pairs_from_chosen_rejected(three, random_state=s)[1].sum())
+            for s in range(40)} == {1, 2}
+    four = pd.concat([one] * 4, ignore_index=True)
+    assert {int(pairs_from_chosen_rejected(four, random_state=s)[1].sum())
+            for s in range(10)} == {2}
+    pairs, y = pairs_from_chosen_rejected(three, random_state=3)
+    assert ((pairs["response_a"] == "good") == (y == 1)).all()
+
+
+def test_pairs_from_chosen_rejected_refuses_a_prompt_that_is_not_text():
+    df = pd.DataFrame({"prompt": ["p", None], "chosen": ["a", "b"], "rejected": ["c", "d"]})
+    with pytest.raises(ValueError, match=r"Column 'prompt' must hold texts; row 1 holds "
+                                         r"(None|nan)"):
+        pairs_from_chosen_rejected(df)
+
+
+def test_pairs_from_ratings_refuses_infinite_ratings_and_a_prompt_that_is_not_text():
+    ratings = pd.DataFrame({"user_id": ["a"] * 3, "item": ["x", "y", "z"],
+                            "rating": [np.inf, np.inf, 1.0]})
+    with pytest.raises(ValueError, match="'rating' must hold finite numbers"):
+        pairs_from_ratings(ratings)
+    ratings["rating"] = [5.0, 1.0, 3.0]
+    with pytest.raises(TypeError, match="prompt must be a str .* got NoneType"):
+        pairs_from_ratings(ratings, prompt=None)
+
+
+def test_frame_functions_read_polars_and_refuse_other_types():
+    pl = pytest.importorskip("polars")
+    ratings = {"user_id": ["a", "a", "b", "b"], "item": ["x", "y", "x", "y"],
+               "rating": [5.0, 1.0, 0.0, 4.0]}
+    expected = pairs_from_ratings(pd.DataFrame(ratings))
+    pd.testing.assert_frame_equal(pairs_from_ratings(pl.DataFrame(ratings)), expected)
+    rows = {"prompt": ["p", "q"], "chosen": ["a", "b"], "rejected": ["c", "d"]}
+    pairs, y = pairs_from_chosen_rejected(pl.DataFrame(rows), random_state=1)
+    pairs_pd, y_pd = pairs_from_chosen_rejected(pd.DataFrame(rows), random_state=1)
+    pd.testing.assert_frame_equal(pairs, pairs_pd)
+    np.testing.assert_array_equal(y, y_pd)
+    as_polars = pl.DataFrame({c: pairs_pd[c].tolist() for c in pairs_pd.columns})
+    simulated = simulate_users_on_pairs(as_polars, n_users=2, random_state=0)
+    pd.testing.assert_frame_equal(
+        simulated[0], simulate_users_on_pairs(pairs_pd, n_users=2, random_state=0)[0])
+    with pytest.raises(TypeError, match=r"ratings must be a pandas or polars DataFrame, got "
+                                        r"builtins\.dict"):
+        pairs_from_ratings(ratings)
+    with pytest.raises(TypeError, match=r"df must be a pandas or polars DataFrame, got "
+                                        r"numpy\.ndarray"):
+        pairs_from_chosen_rejected(np.array([["p", "a", "b"]]))

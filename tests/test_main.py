@@ -409,3 +409,25 @@ def test_main_job_refuses_more_components_than_features():
     """The synthetic features are 32: 100 components took 17 s for nothing."""
     with pytest.raises(SystemExit, match="--n-components 33 exceeds the 32 features"):
         main(["--synthetic", "--n-components", "33"])
+
+
+def test_inference_refuses_a_model_that_is_not_a_pipeline_before_embedding():
+    """A fitted GridSearchCV (or a bare estimator) failed late with a message blaming
+    the user's data ("X has a 'user_id' column but the data passed to fit had none")."""
+    from sklearn.model_selection import GridSearchCV
+
+    pipe = _toy_pipeline()
+    calls = []
+
+    class Search(GridSearchCV):
+        pass
+
+    search = Search(pipe, {"lowrankrewardestimator__alpha": [0.1]}, cv=2)
+    search.best_estimator_ = pipe  # as a fitted search holds it
+    for model, hint in ((search, "best_estimator_"), (pipe[-1], None), (None, None)):
+        for call in (score_responses, best_of_n):
+            with pytest.raises(TypeError, match="model must be a fitted Pipeline") as err:
+                call(model, "hi", (calls.append(c) or c for c in ["a", "b"]), "loud")
+            assert (hint in str(err.value)) if hint else "best_estimator_" not in str(err.value)
+    assert calls == []  # refused before the candidates were read
+    assert best_of_n(search.best_estimator_, "hi", ["plain", "wow!!"], "loud")[1] == 1

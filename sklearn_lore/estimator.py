@@ -11,6 +11,7 @@ import logging
 import numbers
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Mapping, Set
 from contextlib import contextmanager
@@ -121,24 +122,40 @@ def _warn_caller(message, category):
 
 _MISSING = object()
 
+# guards the creation of each estimator's own lock (:meth:`_state_lock`)
+_STATE_LOCKS_GUARD = threading.Lock()
+
+
+def _exclusive(method):
+    """A method that changes the fitted state runs holding the estimator's lock:
+    predictions, copies and saves from other threads wait for it and then see the
+    state after it, never a mix (users_ of one state, user_weights_ of another)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._state_lock():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
 
 def _unchanged_on_failure(method):
     """A training method that raises leaves the estimator's attributes as they were
     before the call: no half-set state, such as the refused data's ``n_features_in_``
     beside the previous fit's components (a crash deep in numpy at the next predict),
-    or ``classes_`` on a model whose first fit failed (fitted to check_is_fitted)."""
+    or ``classes_`` on a model whose first fit failed (fitted to check_is_fitted).
+    It runs holding the estimator's lock (:func:`_exclusive`)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        before = dict(vars(self))
+        before = dict(vars(self))  # the lock is in it: it stays
         try:
             return method(self, *args, **kwargs)
         except BaseException:
             state = vars(self)
-            # only what the call changed is set back (the attributes never all vanish,
-            # for a thread predicting meanwhile); the caches (an id index, the user
-            # buffers) are dropped, not restored: the call may have grown them in place,
-            # and they are rebuilt on demand
+            # only what the call changed is set back; the caches (an id index, the
+            # user buffers) are dropped, not restored: the call may have grown them in
+            # place, and they are rebuilt on demand
             for key in [key for key in state if key not in before]:
                 del state[key]
             for key, value in before.items():
@@ -148,7 +165,7 @@ def _unchanged_on_failure(method):
                     state[key] = value
             raise
 
-    return wrapper
+    return _exclusive(wrapper)
 
 
 def _host_curvature(curvature):
@@ -751,8 +768,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             raise self._text_column_error(X, self.user_col) from exc
         return Z, self._check_ids(ids, Z.shape[0])
 
-    def _project(self, Z):
-        """``Z V`` (n, B) in Z's dtype, checking X's finiteness on the product.
+    def _project(self, Z, components=None):
+        """``Z V`` (n, B) in Z's dtype, checking X's finiteness on the product
+        (``components``: the basis read earlier, else ``components_``).
 
         A NaN or inf anywhere in a row makes every entry of that row's product
         non-finite (``inf * 0`` and ``NaN * 0`` are NaN), so checking the B values of
@@ -761,7 +779,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         basis vector uses (all-zero columns of ``components_``) are checked directly:
         a BLAS may skip a zero multiplier instead of multiplying NaN by it.
         """
-        V = self.components_.T
+        V = (self.components_ if components is None else components).T
         if V.dtype != Z.dtype:
             V = V.astype(Z.dtype)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -941,11 +959,26 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self._loaded_user_index = cached
         return cached[1]
 
+    def _state_lock(self):
+        """This estimator's lock (re-entrant), made on first use and never pickled,
+        saved or copied: the methods that change the fitted state hold it throughout,
+        predictions while they read the state (not while they multiply), and pickling
+        and saving while they copy it."""
+        lock = self.__dict__.get("_mutex")
+        if lock is None:
+            with _STATE_LOCKS_GUARD:
+                lock = self.__dict__.get("_mutex")
+                if lock is None:
+                    lock = self.__dict__["_mutex"] = threading.RLock()
+        return lock
+
     def __getstate__(self):
-        state = super().__getstate__()
-        state = {k: v for k, v in state.items() if not k.startswith("_loaded")}
-        if "_stream_curvature" in state:
-            state["_stream_curvature"] = _host_curvature(state["_stream_curvature"])
+        with self._state_lock():  # the state of one moment, not one torn by an update
+            state = super().__getstate__()
+            state = {k: v for k, v in state.items()
+                     if not k.startswith("_loaded") and k != "_mutex"}
+            if "_stream_curvature" in state:
+                state["_stream_curvature"] = _host_curvature(state["_stream_curvature"])
         return state
 
     def __setstate__(self, state):
@@ -958,6 +991,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 ids = _dates_as_timestamps(ids, unique=key == "users_")
                 state[key] = ids if key == "users_" else value[:3] + (ids,)
         super().__setstate__(state)
+        self._state_lock()  # before any thread can share the copy
 
     def _curvature_on(self, be):
         """The streaming curvature ``(A, S, total)`` with A in ``be``'s arrays.
@@ -1365,10 +1399,14 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             float range): never a silent NaN. A margin that overflows to +-inf alone
             is kept (probability 1 or 0).
         """
-        check_is_fitted(self)
-        Z, ids = self._validate_X(X, user_ids, reset=False, finite=False)
-        F = self._project(Z)
-        W, T = self._row_weights(ids, Z.shape[0])
+        # the fitted state is read at one moment (an update in another thread changes
+        # it as a whole, holding the lock); the product with the basis runs outside
+        with self._state_lock():
+            check_is_fitted(self)
+            Z, ids = self._validate_X(X, user_ids, reset=False, finite=False)
+            components = self.components_
+            W, T = self._row_weights(ids, Z.shape[0])
+        F = self._project(Z, components)
         with np.errstate(invalid="ignore", over="ignore"):
             margins = np.einsum("nb,nb->n", F, W).astype(np.float64) / T
         if np.isnan(margins).any():
@@ -1377,7 +1415,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"The reward margin of row {row} overflowed (terms of opposite sign beyond "
                 "the float range cancelled). The model's numbers are too large: basis "
-                f"entries up to {_magnitude(self.components_):.1e}, user weights up to "
+                f"entries up to {_magnitude(components):.1e}, user weights up to "
                 f"{_magnitude(W):.1e}, features up to {_magnitude(Z):.1e}. Refit it on "
                 "features of moderate scale (a loaded model with such values is damaged)."
             )
@@ -1836,6 +1874,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             buffers.append(buffer)
         return tuple(buffers)
 
+    @_exclusive
     def forget_users(self, user_ids):
         """Delete users' personal weights (a data-deletion request).
 

@@ -71,7 +71,7 @@ _ARRAY_MEMBER = re.compile(r"arrays/[0-9]+\.npy")
 # Fitted state is plain data: no dunder names, nothing that shadows the class.
 _STATE_NAME = re.compile(r"_?[A-Za-z][A-Za-z0-9_]*")
 # Per-process handles to loaded models, rebuilt on first use after loading.
-_TRANSIENT_PREFIXES = ("_loaded",)
+_TRANSIENT_PREFIXES = ("_loaded", "_mutex")
 _ARRAY_KINDS = "biufcUSMm"
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 # What reading a damaged or hostile zip member can raise (zlib: a broken deflate stream;
@@ -214,6 +214,12 @@ class _Writer:
                 f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}; sklearn_lore.save "
                 f"stores only these classes: {sorted(_CLASSES)}. Use pickle or joblib for others."
             )
+        if hasattr(obj, "_state_lock"):  # its state of one moment, not torn by an update
+            with obj._state_lock():
+                return self._estimator(obj, where, name)
+        return self._estimator(obj, where, name)
+
+    def _estimator(self, obj, where, name):
         if hasattr(obj, "_state_to_host"):  # a GPU fit's state, as numpy arrays
             obj._state_to_host()
         params = obj.get_params(deep=False)
@@ -464,6 +470,8 @@ class _Reader:
                                  f"dict of str, got {_short(value)}.")
             setattr(obj, key, value)
         _CHECKS.get(name, lambda obj, where: None)(obj, where)
+        if hasattr(obj, "_state_lock"):
+            obj._state_lock()  # made before any thread can share the model
         return obj
 
 

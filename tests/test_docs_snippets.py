@@ -409,6 +409,26 @@ def fold_in_check(ns, values, ctx):
         assert not np.allclose(known[user], est.population_weights_)
 
 
+def swap_namespace():
+    ns = numeric_world()
+    model = LowRankRewardEstimator(n_components=2, random_state=0, shrinkage=1.0)
+    ns["model"] = model.partial_fit(ns["X"], ns["y"], classes=[0, 1], user_ids=ns["users"])
+    ns["ids_new"] = ns.pop("new_users")  # every user's last 10 pairs, u10 and u11 new
+    ns["y_new"] = make_preference_data(n_users=12, n_pairs_per_user=30, n_features=16,
+                                       random_state=0)[1][np.tile(np.arange(30), 12) >= 20]
+    before = ns["model"].predict_proba(ns["X_new"], user_ids=ns["ids_new"])
+    return ns, {"before": before}
+
+
+def swap_check(ns, values, ctx):
+    model, serving = ns["model"], ns["serving"]
+    assert serving is ns["updated"] and serving is not model
+    # the served model is the updated copy; the original predicts as before
+    np.testing.assert_array_equal(
+        model.predict_proba(ns["X_new"], user_ids=ns["ids_new"]), ctx["before"])
+    assert {"u10", "u11"} <= set(serving.users_) and "u10" not in set(model.users_)
+
+
 @pytest.fixture(scope="module")
 def minilm():
     """SentencePairEmbedder() loaded once with the network switched off; holding it keeps
@@ -484,6 +504,7 @@ CASES = [
     Case("docs/user_guide.md", 'GridSearchCV(LowRankRewardEstimator(), {"n_components"',
          routing_namespace, grid_check),
     Case("docs/user_guide.md", "est.partial_fit_users(X_few", fold_in_namespace, fold_in_check),
+    Case("docs/reliability.md", "updated = copy.deepcopy(serving)", swap_namespace, swap_check),
     Case("docs/user_guide.md", "best_of_n(pipe, prompt, candidates", best_of_n_namespace,
          best_of_n_check, model=True),
 ]

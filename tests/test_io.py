@@ -73,8 +73,9 @@ def assert_same_state(a, b):
     """Same class, parameters and fitted attributes (arrays: same dtype and values)."""
     assert type(a) is type(b)
     assert a.get_params(deep=False).keys() == b.get_params(deep=False).keys()
-    state_a = {k: v for k, v in vars(a).items() if not k.startswith("_loaded")}
-    state_b = {k: v for k, v in vars(b).items() if not k.startswith("_loaded")}
+    # per-process caches and the lock are not state
+    state_a = {k: v for k, v in vars(a).items() if not k.startswith(("_loaded", "_mutex"))}
+    state_b = {k: v for k, v in vars(b).items() if not k.startswith(("_loaded", "_mutex"))}
     assert state_a.keys() == state_b.keys()
     for key, value in state_a.items():
         other = state_b[key]

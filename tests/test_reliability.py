@@ -640,6 +640,122 @@ def test_a_refused_call_leaves_a_fitted_model_as_it_was(problem, method):
     np.testing.assert_array_equal(est.predict_proba(X, user_ids=users), proba)
 
 
+@pytest.fixture
+def switching_often():
+    """Threads switch every 10 us instead of every 5 ms: interleavings that are rare
+    at the default interval show within a few calls."""
+    import sys
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(interval)
+
+
+def _while_predicting(est, X, users, change, n_threads=2):
+    """Run ``change()`` while ``n_threads`` threads predict ``X`` without pause;
+    returns the probabilities they got and the exceptions they met."""
+    import threading
+
+    got, errors, stop = [], [], threading.Event()
+
+    def predict():
+        while not stop.is_set():
+            try:
+                got.append(est.predict_proba(X, user_ids=users))
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+
+    threads = [threading.Thread(target=predict) for _ in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    try:
+        while not (got or errors):
+            pass  # the predictions run before and during the change
+        change()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return got, errors
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_forget_users_while_predicting_leaves_the_other_users_exactly(switching_often):
+    """forget_users assigned the per-user arrays one after another while predictions
+    read them one after another: users never forgotten got another user's weights
+    (probabilities off by up to 0.58) or an IndexError from numpy."""
+    import pickle
+
+    X, y, users, _ = make_preference_data(n_users=600, n_pairs_per_user=3, n_features=6,
+                                          random_state=0)
+    est = LowRankRewardEstimator(3, random_state=0, max_iter=5).fit(X, y, user_ids=users)
+    blob = pickle.dumps(est)
+    gone = [f"u{i}" for i in range(10)]
+    # never forgotten, most of them after the forgotten ones in users_
+    keep = np.isin(users, est.users_[-200:]) & ~np.isin(users, gone)
+    expected = est.predict_proba(X[keep], user_ids=users[keep])
+    for _ in range(15):
+        est = pickle.loads(blob)
+        got, errors = _while_predicting(est, X[keep], users[keep],
+                                        lambda: est.forget_users(gone))
+        assert not errors, errors[:1]
+        assert all(np.array_equal(p, expected) for p in got)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_stream_update_while_predicting_gives_the_model_before_or_after(switching_often):
+    """partial_fit set users_ (a new user sorted in, every index moved by one) long
+    before the weights: predictions meanwhile raised IndexError or mixed the two."""
+    import pickle
+
+    X, y, users, _ = make_preference_data(n_users=150, n_pairs_per_user=4, n_features=6,
+                                          random_state=0)
+    est = LowRankRewardEstimator(3, random_state=0, max_iter=5, shrinkage=1.0)
+    est.partial_fit(X, y, classes=[0, 1], user_ids=users)
+    blob = pickle.dumps(est)
+    new = np.full(8, "a_new", dtype=object)
+    before = est.predict_proba(X, user_ids=users)
+    after = pickle.loads(blob).partial_fit(X[:8], y[:8], user_ids=new).predict_proba(
+        X, user_ids=users)
+    assert not np.array_equal(before, after)
+    for _ in range(3):
+        est = pickle.loads(blob)
+        got, errors = _while_predicting(
+            est, X, users, lambda: est.partial_fit(X[:8], y[:8], user_ids=new))
+        assert not errors, errors[:1]
+        assert all(np.array_equal(p, before) or np.array_equal(p, after) for p in got)
+
+
+def test_first_predictions_pickling_and_saving_of_a_loaded_model_in_threads(switching_often,
+                                                                          tmp_path):
+    """Predictions added their id caches to the estimator's attributes while other
+    threads iterated them: "dictionary changed size during iteration" from
+    check_is_fitted, pickle.dumps, copy.deepcopy and sklearn_lore.save."""
+    import copy
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sklearn_lore import save
+
+    X, y, users, _ = make_preference_data(n_users=20, n_pairs_per_user=10, n_features=6,
+                                          random_state=0)
+    blob = pickle.dumps(LowRankRewardEstimator(3, random_state=0).fit(X, y, user_ids=users))
+    expected = pickle.loads(blob).predict_proba(X[:20], user_ids=users[:20])
+    for trial in range(120):
+        est = pickle.loads(blob)  # a model as a server loads it: no caches yet
+        copies = [lambda: pickle.loads(pickle.dumps(est)), lambda: copy.deepcopy(est),
+                  lambda: save(est, tmp_path / f"m{trial}.lore")]
+        with ThreadPoolExecutor(6) as pool:
+            predictions = [pool.submit(est.predict_proba, X[:20], user_ids=users[:20])
+                           for _ in range(4)]
+            others = [pool.submit(fn) for fn in copies]
+            for future in predictions:
+                np.testing.assert_array_equal(future.result(), expected)
+            for future in others:
+                future.result()
+
+
 def test_a_refused_call_does_not_disturb_a_predicting_thread(problem):
     """The restore cleared every attribute and set them again: a thread predicting
     meanwhile met NotFittedError or AttributeError. Only what changed is set back."""

@@ -809,6 +809,10 @@ def empirical_bayes_prior(be, rows, F, theta, kind, lam, max_iter=30, tol=1e-6, 
     return be.to_numpy(theta), be.to_numpy(hess), be.to_numpy(mu), P, n_iter
 
 
+# the cross-fit's user steps hold groups (held-out user, shot count, scale) x B x B
+# numbers per array at most this many (8 MB of float64), unless one block needs more
+_CROSSFIT_ENTRIES = 1 << 20
+
 SHRINKAGE_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
 
 
@@ -1021,19 +1025,27 @@ def _crossfit_scores(be, y, s, groups, fold, keys, P, kind, lam, grid, shots):
     yh, sh, owner = y[held], s[held], groups[held]
     Fh = be.to_numpy(be.matmul_ZV(fold.Z_held, be.asarray(res.V)))
     adapts = _shot_masks(g_h, keys[held], shots)
-    # every (shot count, scale, user) is its own group of one batched user step
-    n_grid = len(grid)
-    blocks = [(j, ci, np.flatnonzero(a)) for j, a in enumerate(adapts) for ci in range(n_grid)]
-    rows_idx = np.concatenate([idx for _, _, idx in blocks])
-    group_idx = np.concatenate([(j * n_grid + ci) * n_h + g_h[idx] for j, ci, idx in blocks])
-    n_groups = len(shots) * n_grid * n_h
-    rows_all = make_rows(be, Fh[rows_idx], yh[rows_idx], sh[rows_idx], group_idx, n_groups)
-    scales = np.repeat(np.tile(np.asarray(grid, dtype=float), len(shots)), n_h)
-    precision = be.asarray(scales[:, None, None] * P_cf[None])
-    start = be.asarray(np.tile(mu, (n_groups, 1)))
-    theta, _ = user_step(be, rows_all, be.asarray(Fh[rows_idx]), start, be.asarray(mu),
-                         precision, kind)
-    W = be.to_numpy(obj.user_weights_from_params(be, theta, kind))
+    # every (shot count, scale, user) is its own group of a batched user step: block
+    # b = j * len(grid) + ci holds shot count j under scale ci, its users' groups are
+    # b * n_h + user; the blocks go in calls of at most _CROSSFIT_ENTRIES / B^2 groups
+    # (all in one call held about 4.5 KB per group at rank 8: 0.6 GB with 20,000 users)
+    n_grid, B = len(grid), P.shape[0]
+    blocks = [(ci, np.flatnonzero(a)) for a in adapts for ci in range(n_grid)]
+    W = np.empty((len(blocks) * n_h, B))
+    per_call = max(1, _CROSSFIT_ENTRIES // (B * B * max(n_h, 1)))
+    for first in range(0, len(blocks), per_call):
+        chunk = blocks[first:first + per_call]
+        rows_idx = np.concatenate([idx for _, idx in chunk])
+        group_idx = np.concatenate([k * n_h + g_h[idx] for k, (_, idx) in enumerate(chunk)])
+        n_groups = len(chunk) * n_h
+        rows_all = make_rows(be, Fh[rows_idx], yh[rows_idx], sh[rows_idx], group_idx, n_groups)
+        scales = np.repeat(np.asarray([grid[ci] for ci, _ in chunk], dtype=float), n_h)
+        precision = be.asarray(scales[:, None, None] * P_cf[None])
+        start = be.asarray(np.tile(mu, (n_groups, 1)))
+        theta, _ = user_step(be, rows_all, be.asarray(Fh[rows_idx]), start, be.asarray(mu),
+                             precision, kind)
+        W[first * n_h:first * n_h + n_groups] = be.to_numpy(
+            obj.user_weights_from_params(be, theta, kind))
     logits = []
     for j, adapt in enumerate(adapts):
         test_rows = np.flatnonzero(~adapt)

@@ -174,3 +174,30 @@ def test_temperatures_survive_save_and_load(few_users_many_dims, tmp_path, monke
         io.save(broken, tmp_path / "broken.lore")
     with pytest.raises(ValueError, match="user_temperature_"):
         io.load(tmp_path / "broken.lore")
+
+
+@pytest.mark.parametrize("first, then", [(True, False), (False, True)])
+def test_calibrate_switched_mid_stream_reaches_new_users(first, then):
+    """A stream refit that kept its cross-fitted scale wrote back the new-user
+    temperature of before, whatever calibrate was now: after calibrate=False new users
+    got 0.91 beside temperature_ 1.0; after calibrate=True they kept 1.0."""
+    import warnings
+
+    X, y, users, _ = make_preference_data(n_users=20, n_pairs_per_user=20, n_features=6,
+                                          random_state=0)
+    est = LowRankRewardEstimator(2, random_state=0, calibrate=first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.partial_fit(X[:300], y[:300], classes=[0, 1], user_ids=users[:300])
+        kept = est.fold_in_temperature_
+        est.set_params(calibrate=then)
+        est.partial_fit(X[300:], y[300:], user_ids=users[300:])  # refits the memory
+    new = np.random.default_rng(1).normal(size=(5, 6))
+    est.partial_fit_users(new, [0, 1, 0, 1, 1], user_ids=["new"] * 5)
+    temperature = est.user_temperature_[list(est.users_).index("new")]
+    if then:
+        assert est.fold_in_temperature_ != kept == 1.0  # chosen again, with the scale
+        assert temperature == est.fold_in_temperature_
+    else:
+        assert est.temperature_ == est.fold_in_temperature_ == temperature == 1.0
+        assert est.population_temperature_ == 1.0

@@ -206,3 +206,46 @@ def test_the_cross_fit_shots_are_spread_over_a_users_rows():
     # at most half of a user's rows adapt
     few = _solver._shot_masks(np.zeros(6, dtype=np.intp), keys[:6], (5,))[0]
     assert few.sum() == 3
+
+
+def test_the_cross_fit_scores_in_calls_of_bounded_size_with_the_same_result(problem_small,
+                                                                           monkeypatch):
+    """The held-out users' adaptations (users x 3 shot counts x 11 scales groups) ran as
+    one user step: with 20,000 users at rank 8 that step alone held 0.6 GB. They now go
+    in calls of at most _CROSSFIT_ENTRIES / B^2 groups (a whole block of one shot count
+    and scale at least); the table, the scale and the temperature are those of one
+    call."""
+    from sklearn_lore._backends._numpy import NumpyBackend
+
+    X, y, users = problem_small
+    est = LowRankRewardEstimator(3, random_state=0).fit(X, y, user_ids=users)
+    args = (X, (y == est.classes_[1]).astype(float), np.ones(len(y)),
+            est._user_index(users), len(est.users_), est.components_.T,
+            est.prior_precision_ / est.shrinkage_, est._kind, est.alpha, est.prior_strength)
+    scoring = []  # groups of each scoring call (the only ones with a prior per group)
+    step = _solver.user_step
+
+    def recorded(be, rows, F, theta, mu, precision, *rest, **kw):
+        if precision.ndim == 3:
+            scoring.append(theta.shape[0])
+        return step(be, rows, F, theta, mu, precision, *rest, **kw)
+
+    monkeypatch.setattr(_solver, "user_step", recorded)
+    refits = _solver.crossfit_refits(NumpyBackend(), *args[:5], 3, est._kind, est.alpha,
+                                     est.prior_strength, random_state=0)
+    held = [len(np.unique(users[fold.held])) for fold in refits.folds]
+    assert len(held) == 5 and set(held) == {8}
+    results = {}
+    # one call per fold; 5 blocks of 8 users per call; one block per call
+    for entries, groups in ((1 << 30, [264] * 5), (9 * 45, ([40] * 6 + [24]) * 5),
+                            (1, [8] * 33 * 5)):
+        monkeypatch.setattr(_solver, "_CROSSFIT_ENTRIES", entries)
+        scoring.clear()
+        results[entries] = _solver.crossfit_shrinkage(NumpyBackend(), *args, refits=refits)
+        assert scoring == groups
+    one = results[1 << 30]
+    for other in (results[9 * 45], results[1]):
+        assert other[0] == one[0]
+        np.testing.assert_allclose([other[1][c] for c in _solver.SHRINKAGE_GRID],
+                                   [one[1][c] for c in _solver.SHRINKAGE_GRID], rtol=1e-12)
+        assert other[2] == pytest.approx(one[2], rel=1e-12)

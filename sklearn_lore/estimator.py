@@ -122,6 +122,10 @@ def _warn_caller(message, category):
 
 _MISSING = object()
 
+# the L-BFGS iterations of a fit without user ids (one convex model; max_iter and tol
+# are the alternating fit's)
+_SINGLE_MODEL_ITERATIONS = 1000
+
 # guards the creation of each estimator's own lock (:meth:`_state_lock`)
 _STATE_LOCKS_GUARD = threading.Lock()
 
@@ -481,7 +485,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         that is not there).
     max_iter : int, default=300
         Maximum number of outer rounds (one user step and one basis step each); a fit
-        that reaches it warns (``ConvergenceWarning``).
+        that reaches it warns (``ConvergenceWarning``). A fit without user ids is one
+        convex model solved to a gradient of 1e-10 instead (up to 1,000 L-BFGS
+        iterations, warning at that cap): ``max_iter`` and ``tol`` do not apply to it.
     tol : float, default=1e-4
         Stop when the relative change of the objective stays below ``tol`` for
         three rounds. Tighter values fit the training pairs more closely without
@@ -535,7 +541,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Outer rounds run by the last fit (without user ids: the iterations of the
         single model's L-BFGS).
     objective_ : float
-        Final objective divided by the total sample weight.
+        The objective, divided by the total sample weight, where the alternating
+        minimization stopped: before the users are solved again under the
+        empirical-Bayes prior, so the stored ``user_weights_`` give a slightly
+        different value (without user ids: the single model's objective).
     temperature_ : float
         The logits of the users of the fit are divided by it (1.0 when
         ``calibrate=False``).
@@ -1350,7 +1359,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         be = resolve_backend(self.backend, self.device)
         rows = _solver.make_rows(be, Z if data is None else data, y01, sw,
                                  np.zeros(Z.shape[0], dtype=np.intp), 1)
-        u, objective, n_iter, gram = _solver.fit_single_model(be, rows, self.alpha)
+        u, objective, n_iter, gram = _solver.fit_single_model(
+            be, rows, self.alpha, max_iter=_SINGLE_MODEL_ITERATIONS)
+        if n_iter >= _SINGLE_MODEL_ITERATIONS:
+            _warn_caller(
+                f"The model without users stopped at {_SINGLE_MODEL_ITERATIONS} L-BFGS "
+                "iterations before its gradient fell below 1e-10 (nearly separable "
+                "data, say); raise alpha, or standardize the features.", ConvergenceWarning)
         self.components_ = np.zeros((B, d))
         self.components_[0] = u
         self.users_ = np.asarray([], dtype=object)
@@ -1568,6 +1583,22 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Returns
         -------
         self : LowRankRewardEstimator
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_lore import LowRankRewardEstimator
+        >>> from sklearn_lore.datasets import make_preference_data
+        >>> X, y, users, _ = make_preference_data(n_users=20, n_pairs_per_user=30,
+        ...                                       n_features=8, random_state=0)
+        >>> est = LowRankRewardEstimator(n_components=2, random_state=0)
+        >>> for batch in np.array_split(np.arange(len(y)), 4):  # four mini-batches
+        ...     est = est.partial_fit(X[batch], y[batch], classes=[0, 1],
+        ...                           user_ids=users[batch])
+        >>> len(est.users_), est.components_.shape
+        (20, (2, 8))
+        >>> bool(est.score(X, y, user_ids=users) > 0.6)
+        True
         """
         first = not hasattr(self, "components_")
         # every call, as scikit-learn's own partial_fit: set_params may come between
@@ -1751,6 +1782,22 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Returns
         -------
         self : LowRankRewardEstimator
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_lore import LowRankRewardEstimator
+        >>> from sklearn_lore.datasets import make_preference_data
+        >>> X, y, users, _ = make_preference_data(n_users=21, n_pairs_per_user=30,
+        ...                                       n_features=8, random_state=0)
+        >>> seen = users != "u20"
+        >>> est = LowRankRewardEstimator(n_components=2, random_state=0)
+        >>> est = est.fit(X[seen], y[seen], user_ids=users[seen])
+        >>> basis = est.components_.copy()
+        >>> new = np.flatnonzero(~seen)[:5]  # five comparisons of a new user
+        >>> est = est.partial_fit_users(X[new], y[new], user_ids=users[new])
+        >>> "u20" in est.users_, bool((est.components_ == basis).all())
+        (True, True)
         """
         check_is_fitted(self)
         self._validate_params()  # as fit and partial_fit do (set_params after fitting)

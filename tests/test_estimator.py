@@ -2,6 +2,7 @@
 
 import copy
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -1276,3 +1277,21 @@ def test_unpickling_never_refuses_what_an_older_version_pickled():
         assert len(set(back.users_.tolist())) == 4
         np.testing.assert_array_equal(back.predict_proba(X, user_ids=[old[3]] * len(X)),
                                       est.predict_proba(X, user_ids=[old[3]] * len(X)))
+
+
+def test_a_fit_without_users_warns_when_its_iterations_run_out(monkeypatch):
+    """max_iter and tol are the alternating fit's: the model without users is one convex
+    problem with its own cap, which was reached silently (n_iter_ beyond max_iter)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from sklearn_lore import estimator as module
+
+    X, y, _, _ = make_preference_data(n_users=12, n_pairs_per_user=20, n_features=4,
+                                      random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LowRankRewardEstimator(2, max_iter=1, random_state=0).fit(X, y)
+    assert 1 < est.n_iter_ < module._SINGLE_MODEL_ITERATIONS  # max_iter does not apply
+    monkeypatch.setattr(module, "_SINGLE_MODEL_ITERATIONS", 2)
+    with pytest.warns(ConvergenceWarning, match="model without users stopped at 2 L-BFGS"):
+        LowRankRewardEstimator(2, random_state=0).fit(X, y)

@@ -136,6 +136,10 @@ class _Writer:
         self.members = {}
 
     def value(self, value, where):
+        if isinstance(value, (np.float32, np.float16)):
+            # a float32 parameter computes otherwise than a Python float (numpy's
+            # promotion): a continued fit after loading would differ in the last digits
+            return {"narrow_float": [value.dtype.name, self.value(value.item(), where)]}
         if isinstance(value, np.generic) and value.dtype.kind in "biufU":
             value = value.item()
         if value is None or isinstance(value, (bool, str)):
@@ -284,7 +288,10 @@ def save(obj, path):
     obj : LowRankRewardEstimator, SentencePairEmbedder, RewardModelEmbedder or Pipeline
         A Pipeline may hold only these estimators. Fitted or not.
     path : str or path-like
-        Destination file, replaced atomically when it exists.
+        Destination file, replaced atomically when it exists (keeping its
+        permissions). A symbolic link is followed: the file it points to is written
+        and the link stays. A path that is a directory or another special file (a
+        device, a pipe) is refused.
 
     Raises
     ------
@@ -297,7 +304,11 @@ def save(obj, path):
         If `obj` (or one of its steps) would not load back: an invalid parameter
         (``n_components=0``, a ``RewardModelEmbedder`` without a model), a fitted
         state whose shapes disagree, or a Pipeline that scikit-learn would not fit
-        (an estimator before a transformer). Nothing is written then.
+        (an estimator before a transformer), or ``path`` is a directory or a special
+        file. Nothing is written then.
+    OSError
+        If the file cannot be written (a missing folder, no permission: the error
+        names ``path``); any previous file stays as it was.
 
     See Also
     --------
@@ -324,16 +335,35 @@ def save(obj, path):
     writer = _Writer()
     manifest = dict(_header(), object=writer.estimator(obj, type(obj).__name__))
     text = json.dumps(manifest, allow_nan=False, indent=1, sort_keys=True)
-    temporary = f"{path}.{secrets.token_hex(6)}.tmp"
+    # a link is followed (the file it names is replaced, the link stays); a directory,
+    # device or pipe there is refused, not replaced by a regular file (as root,
+    # save(model, "/dev/null") would have replaced the system's /dev/null)
+    target = os.path.realpath(path)
     try:
-        with (
-            open(temporary, "xb") as file,
-            zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED) as archive,
-        ):
-            archive.writestr(_MANIFEST, text)
-            for member, data in writer.members.items():
-                archive.writestr(member, data)
-        os.replace(temporary, path)
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ValueError(f"Cannot save to {os.fsdecode(path)!r}: it is {kind}. Give a file "
+                         "name (an existing file is replaced).")
+    temporary = f"{target}.{secrets.token_hex(6)}.tmp"
+    try:
+        try:
+            with (
+                open(temporary, "xb") as file,
+                zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+            ):
+                if mode is not None:  # a replaced file keeps its permissions
+                    os.chmod(file.fileno(), stat.S_IMODE(mode))
+                archive.writestr(_MANIFEST, text)
+                for member, data in writer.members.items():
+                    archive.writestr(member, data)
+            os.replace(temporary, target)
+        except OSError as err:
+            # named by the path asked for, not by the hidden temporary file
+            raise type(err)(err.errno, f"Cannot save to {os.fsdecode(path)!r}: "
+                            f"{err.strerror or err}") from err
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
@@ -364,6 +394,7 @@ class _Reader:
             "dict": lambda n, w: {key: self.value(item, f"{w}[{key!r}]")
                                   for key, item in _expect(n["dict"], dict, w).items()},
             "float": self._float,
+            "narrow_float": self._narrow_float,
             "random_state": self._random_state,
             "estimator": lambda n, w: self.estimator(n["estimator"], w),
         }
@@ -381,6 +412,15 @@ class _Reader:
         if not isinstance(node["float"], str) or node["float"] not in _NONFINITE:
             raise ValueError(f"{where}: unknown float {node['float']!r}.")
         return _NONFINITE[node["float"]]
+
+    def _narrow_float(self, node, where):
+        item = node["narrow_float"]
+        if not (isinstance(item, list) and len(item) == 2 and item[0] in ("float32", "float16")):
+            raise ValueError(f"{where}: malformed narrow float {_short(item)}.")
+        number = self.value(item[1], where)  # a number, or a tagged inf or NaN
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ValueError(f"{where}: malformed narrow float {_short(item)}.")
+        return np.dtype(item[0]).type(number)
 
     def _objects(self, node, where):
         shape = _expect(node.get("shape"), list, where)
@@ -807,7 +847,8 @@ def load(path, *, max_bytes=None):
     Raises
     ------
     TypeError
-        If `path` is not a str or path-like (an open file, a buffer: pass its name).
+        If `path` is not a str or path-like (an open file, a buffer: pass its name), or
+        `max_bytes` is not an integer (a numpy one will do).
     FileNotFoundError, IsADirectoryError, PermissionError
         As ``open`` raises them for `path`.
     ValueError
@@ -836,8 +877,13 @@ def load(path, *, max_bytes=None):
     >>> load(path)
     LowRankRewardEstimator(backend='numpy', n_components=3)
     """
-    if max_bytes is not None and not _index(max_bytes):
-        raise ValueError(f"max_bytes must be None or a non-negative int; got {max_bytes!r}.")
+    if max_bytes is not None:
+        if not isinstance(max_bytes, numbers.Integral) or isinstance(max_bytes, (bool, np.bool_)):
+            raise TypeError(f"max_bytes must be None or a non-negative int; got "
+                            f"{type(max_bytes).__name__} {max_bytes!r}.")
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be None or a non-negative int; got {max_bytes!r}.")
+        max_bytes = int(max_bytes)
     name = _file_name(path, "load")
     with _open_file(name) as file:
         with _open_archive(file, name, max_bytes) as archive:
@@ -863,7 +909,15 @@ def _check_lore_state(est, where):
         return
     B = est.n_components
     d = _expect(_attribute(est, "n_features_in_", where), int, f"{where}.n_features_in_")
-    n_users = len(_attribute(est, "users_", where))
+    users = _attribute(est, "users_", where)
+    # ids as the estimator keeps them: ints, text or objects (save writes no others;
+    # bytes, dates or bools there would match no id at predict: everyone the population)
+    if not (isinstance(users, np.ndarray) and users.ndim == 1 and users.dtype.kind in "iuUO"):
+        got = (f"an array of dtype {users.dtype} and shape {users.shape}"
+               if isinstance(users, np.ndarray) else _short(users))
+        raise ValueError(f"{where}.users_: expected a 1-d array of user ids (int, str or "
+                         f"object dtype), got {got}.")
+    n_users = len(users)
     expected = {
         "classes_": (2,),
         "components_": (B, d),
@@ -926,6 +980,14 @@ def _check_lore_state(est, where):
         _check_shape(memory[2], (n,), f"{where}._stream_memory[2]")
         for i in range(3):
             _check_numeric(memory[i], f"{where}._stream_memory[{i}]")
+        # what fit checks of its rows (a label of 2 there made the next partial_fit store
+        # NaN temperatures and weights)
+        if not np.isin(memory[1], (0, 1)).all():
+            raise ValueError(f"{where}._stream_memory[1]: the remembered labels must be 0 "
+                             "or 1.")
+        if not (np.isfinite(memory[2]).all() and (memory[2] >= 0).all()):
+            raise ValueError(f"{where}._stream_memory[2]: the remembered sample weights must "
+                             "be finite and non-negative.")
         with_users = getattr(est, "_fit_with_users", None)
         if with_users is None:  # files saved before the flag existed
             with_users = n_users > 0
@@ -967,10 +1029,16 @@ _POSITIVE_SCALARS = ("shrinkage_", "temperature_", "population_temperature_",
 
 
 def _check_numeric(value, where):
-    if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+    # float32 or float64 and machine integers in native byte order, as save writes them
+    # (a float128 array, say, loaded and then crashed numpy's linear algebra)
+    ok = isinstance(value, np.ndarray) and value.dtype.isnative and (
+        (value.dtype.kind == "f" and value.dtype.itemsize in (4, 8))
+        or (value.dtype.kind in "iu" and value.dtype.itemsize <= 8))
+    if not ok:
         got = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
         raise ValueError(
-            f"{where}: expected an array of real numbers (float or int dtype), got {got}."
+            f"{where}: expected an array of real numbers (float32, float64 or integer "
+            f"dtype), got {got}."
         )
 
 

@@ -5,6 +5,7 @@ deterministic function (class-level monkeypatch), so the embedder is saved by a 
 is never loaded. One test marked ``slow`` saves a pipeline with the real default MiniLM.
 """
 
+import copy
 import doctest
 import functools
 import hashlib
@@ -13,6 +14,7 @@ import json
 import os
 import pickle
 import re
+import stat
 import struct
 import zipfile
 import zlib
@@ -1166,8 +1168,11 @@ def test_max_bytes_bounds_what_load_reads(saved, fitted):
     with pytest.raises(ValueError, match=r"more than the limit of 1000 bytes \(max_bytes\)"):
         load(saved, max_bytes=1000)
     assert load(saved, max_bytes=10**6).get_params() == fitted[0].get_params()
-    for bad in (-1, 1.5, True, "1e9"):
-        with pytest.raises(ValueError, match="max_bytes must be None or a non-negative int"):
+    assert load(saved, max_bytes=np.int64(10**6)).get_params() == fitted[0].get_params()
+    with pytest.raises(ValueError, match="max_bytes must be None or a non-negative int"):
+        load(saved, max_bytes=-1)
+    for bad in (1.5, True, "1e9"):  # not an integer: a TypeError (a ValueError before)
+        with pytest.raises(TypeError, match="max_bytes must be None or a non-negative int"):
             load(saved, max_bytes=bad)
 
 
@@ -1384,3 +1389,138 @@ def test_streaming_state_of_the_wrong_shape_is_refused(path, blob, match, tmp_pa
     edit(json.loads(zipfile.ZipFile(source).read("manifest.json")))
     with pytest.raises(ValueError, match=match):
         load(rewrite(source, edit, members={edit.member: payload}))
+
+
+def _tampered_stream(tmp_path, path, change):
+    """A saved stream whose array at ``path`` (attribute, tuple index or None) is replaced
+    by ``change(array)``, with a matching digest."""
+    X, y, users = data()
+    est = LowRankRewardEstimator(2, random_state=0).partial_fit(X, y, classes=[0, 1],
+                                                                user_ids=users)
+    source = tmp_path / "stream.lore"
+    save(est, source)
+    value = getattr(est, path[0]) if path[1] is None else getattr(est, path[0])[path[1]]
+    payload = npy_bytes(change(np.asarray(value)))
+
+    def edit(manifest):
+        node = manifest["object"]["state"][path[0]]
+        if path[1] is not None:
+            node = node["tuple"][path[1]]
+        node["sha256"] = hashlib.sha256(payload).hexdigest()
+        edit.member = node["array"]
+
+    edit(json.loads(zipfile.ZipFile(source).read("manifest.json")))
+    return rewrite(source, edit, members={edit.member: payload})
+
+
+@pytest.mark.parametrize("path, change, match", [
+    (("_stream_memory", 1), lambda a: 2 * a, r"_stream_memory\[1\]: the remembered labels must "
+                                             r"be 0 or 1"),
+    (("_stream_memory", 2), lambda a: -a, r"_stream_memory\[2\]: the remembered sample "
+                                          "weights must be finite and non-negative"),
+    (("_stream_memory", 2), lambda a: a.astype(np.longdouble),
+     r"_stream_memory\[2\]: expected an array of real numbers .* got float128"),
+    (("components_", None), lambda a: a.astype(">f8"),
+     r"components_: expected an array of real numbers .* got >f8"),
+    (("components_", None), lambda a: a.astype(np.float16),
+     r"components_: expected an array of real numbers .* got float16"),
+    (("users_", None), lambda a: a.astype("S"),
+     r"users_: expected a 1-d array of user ids \(int, str or object dtype\), got an array "
+     r"of dtype \|S\d+"),
+    (("users_", None), lambda a: np.zeros(len(a), dtype=bool), r"users_: expected a 1-d array"),
+], ids=["labels-2", "negative-weights", "float128", "big-endian", "float16", "bytes-ids",
+        "bool-ids"])
+def test_state_save_never_writes_is_refused(path, change, match, tmp_path):
+    """Each loaded before and failed later: remembered labels of 2 made the next
+    partial_fit store NaN temperatures; float128 crashed numpy's linear algebra; bytes
+    ids matched no user, so every user silently got the population weights."""
+    with pytest.raises(ValueError, match=match):
+        load(_tampered_stream(tmp_path, path, change))
+
+
+def test_users_that_are_not_an_array_are_named(fitted, tmp_path):
+    path = tmp_path / "m.lore"
+    save(fitted[0], path)
+    with pytest.raises(ValueError, match=r"users_: expected a 1-d array of user ids .* got 7"):
+        load(rewrite(path, lambda m: m["object"]["state"].update(users_=7)))
+
+
+def test_narrow_float_parameters_keep_their_type_and_continue_identically(tmp_path):
+    """A float32 prior_strength came back a Python float: numpy computes with the two
+    differently, and a partial_fit after loading differed by 3e-8."""
+    X, y, users = data()
+    est = LowRankRewardEstimator(2, random_state=0, prior_strength=np.float32(0.3),
+                                 alpha=np.float16(0.5), tol=np.float32(1e-4))
+    est.partial_fit(X[:40], y[:40], classes=[0, 1], user_ids=users[:40])
+    save(est, tmp_path / "m.lore")
+    again = load(tmp_path / "m.lore")
+    for name in ("prior_strength", "alpha", "tol"):
+        value = again.get_params()[name]
+        assert type(value) is type(est.get_params()[name]) and value == est.get_params()[name]
+    for model in (est, again):
+        model.partial_fit(X[40:60], y[40:60], user_ids=users[40:60])
+    np.testing.assert_array_equal(again.user_weights_, est.user_weights_)
+    np.testing.assert_array_equal(again.components_, est.components_)
+
+
+@pytest.mark.parametrize("bad", [["float32", "x"], ["float64", 1.0], ["float32"], "float32",
+                                 ["float32", True]])
+def test_malformed_narrow_floats_are_refused(bad, fitted, tmp_path):
+    path = tmp_path / "m.lore"
+    save(fitted[0], path)
+    edit = lambda m: m["object"]["params"].update(alpha={"narrow_float": bad})  # noqa: E731
+    with pytest.raises(ValueError, match="malformed narrow float"):
+        load(rewrite(path, edit))
+
+
+def test_save_follows_links_refuses_special_files_and_keeps_permissions(fitted, tmp_path):
+    """save replaced whatever was at the path by a regular file: a symbolic link lost
+    its target's update, a device or a pipe became a file (as root, /dev/null could
+    go), and a file made private (0600) came back readable by anyone (0644)."""
+    est = fitted[0]
+    target = tmp_path / "v1.lore"
+    save(est, target)
+    os.chmod(target, 0o600)
+    save(est, target)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    link = tmp_path / "latest.lore"
+    link.symlink_to(target)
+    before = target.read_bytes()
+    changed = copy.deepcopy(est).forget_users(est.users_[:1])
+    save(changed, link)
+    assert link.is_symlink() and target.read_bytes() != before
+    assert len(load(link).users_) == len(est.users_) - 1
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"Cannot save to .*pipe.*: it is not a regular file"):
+        save(est, fifo)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    with pytest.raises(ValueError, match=r"Cannot save to .*: it is a directory"):
+        save(est, tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"Cannot save to '.*missing.m\.lore'"):
+        save(est, tmp_path / "missing" / "m.lore")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.lore", "pipe", "v1.lore"]
+
+
+def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(fitted, tmp_path,
+                                                                     monkeypatch):
+    """The atomic-replace test failed before any file was opened: a save that wrote the
+    path in place would have passed it."""
+    path = tmp_path / "m.lore"
+    save(fitted[0], path)
+    before = path.read_bytes()
+    written = []
+
+    def interrupted(self, name, data, *args, **kwargs):
+        written.append(name)
+        if len(written) == 2:  # after the manifest, inside the open temporary
+            raise KeyboardInterrupt
+        return real(self, name, data, *args, **kwargs)
+
+    real = zipfile.ZipFile.writestr
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save(copy.deepcopy(fitted[0]).forget_users(fitted[0].users_[:1]), path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.lore"]

@@ -716,18 +716,30 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
 
     def _check_prefixed_user_column(self, X):
         """Refuse a frame whose user column was renamed with a prefix (a ColumnTransformer's
-        ``remainder__user_id``): numeric ids would silently be fitted as a feature."""
+        ``remainder__user_id``), or that holds a second, prefixed copy of the ids beside
+        the user column (a FeatureUnion of two embedders: ``a__user_id``,
+        ``b__user_id``): numeric ids would silently be fitted as a feature."""
         columns = getattr(X, "columns", None)
-        if columns is None or not isinstance(self.user_col, str) or self.user_col in columns:
+        if columns is None or not isinstance(self.user_col, str):
             return
-        suffix = "__" + self.user_col
-        prefixed = [c for c in columns if isinstance(c, str) and c.endswith(suffix)]
-        if prefixed:
+        base = self.user_col.rsplit("__", 1)[-1]
+        copies = [c for c in columns if isinstance(c, str) and c != self.user_col
+                  and (c == base or c.endswith("__" + base))]
+        if not copies:
+            return
+        if self.user_col in columns:
             raise ValueError(
-                f"X has no {self.user_col!r} column but has {prefixed[0]!r}: the user ids "
-                "under a prefixed name (a ColumnTransformer with verbose_feature_names_out="
-                "True) would be fitted as a feature. Build the ColumnTransformer with "
-                f"verbose_feature_names_out=False, or set user_col={prefixed[0]!r}.")
+                f"X has the user column {self.user_col!r} and another copy of the ids, "
+                f"{copies[0]!r}, which would be fitted as a feature (a FeatureUnion of "
+                "embedders gives each its own copy). Keep one: give the other embedders a "
+                "user_col the data lacks (SentencePairEmbedder(user_col='-'), say), so that "
+                "they leave the ids out.")
+        raise ValueError(
+            f"X has no {self.user_col!r} column but has {copies[0]!r}: the user ids under a "
+            "prefixed name (a ColumnTransformer with verbose_feature_names_out=True, or a "
+            "FeatureUnion, names its outputs '<step>__<column>') would be fitted as a "
+            f"feature. Set user_col={copies[0]!r} (and keep no other copy of the ids), or "
+            "build the ColumnTransformer with verbose_feature_names_out=False.")
 
     @staticmethod
     def _text_column_error(X, user_col):

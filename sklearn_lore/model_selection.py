@@ -477,10 +477,17 @@ def _final_estimator(estimator):
 
 
 def _takes_user_ids(estimator, method):
-    if "user_ids" not in inspect.signature(getattr(estimator, method)).parameters:
-        raise TypeError(
-            f"{type(estimator).__name__}.{method} takes no user_ids: make_user_scorer "
-            "scores estimators whose predictions do (LowRankRewardEstimator).")
+    parameters = inspect.signature(getattr(estimator, method)).parameters
+    if "user_ids" in parameters:
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        # a meta-estimator that routes metadata (BaggingClassifier.predict(X, **params)):
+        # it hands the ids to the estimators that requested them, or says why not
+        return
+    raise TypeError(
+        f"{type(estimator).__name__}.{method} takes no user_ids, neither as a parameter "
+        "nor as routed metadata: make_user_scorer scores estimators whose predictions do "
+        "(LowRankRewardEstimator, or a meta-estimator that routes them).")
 
 
 def _final_has(method):

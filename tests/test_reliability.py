@@ -263,6 +263,28 @@ def test_a_prefixed_user_column_is_refused(problem):
     assert len(est.users_) == len(np.unique(users))
 
 
+def test_a_second_copy_of_the_ids_beside_the_user_column_is_refused(problem):
+    """A FeatureUnion of two embedders names both copies of the ids ('a__user_id',
+    'b__user_id'): with user_col='a__user_id', as the error for a prefixed column
+    advised, integer ids in 'b__user_id' were fitted as a feature."""
+    X, y, users = problem
+    frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
+    ids = pd.factorize(users)[0]
+    frame.insert(0, "a__user_id", ids)
+    frame.insert(3, "b__user_id", ids)
+    with pytest.raises(ValueError, match="has the user column 'a__user_id' and another copy "
+                                         "of the ids, 'b__user_id'"):
+        LowRankRewardEstimator(2, user_col="a__user_id").fit(frame, y)
+    with pytest.raises(ValueError, match="no 'user_id' column but has 'a__user_id'"):
+        LowRankRewardEstimator(2).fit(frame, y)
+    plain = frame.drop(columns="a__user_id").rename(columns={"b__user_id": "user_id"})
+    with pytest.raises(ValueError, match="another copy of the ids, 'remainder__user_id'"):
+        LowRankRewardEstimator(2).fit(plain.assign(remainder__user_id=ids), y)
+    est = LowRankRewardEstimator(2, user_col="a__user_id", shrinkage=1.0)
+    est.fit(frame.drop(columns="b__user_id"), y)  # one copy: the user column
+    assert len(est.users_) == len(np.unique(users))
+
+
 def test_frame_with_only_the_user_column(problem):
     _, y, users = problem
     with pytest.raises(ValueError, match="no feature columns"):

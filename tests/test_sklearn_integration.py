@@ -663,6 +663,35 @@ def test_bagging_routed_ids_reach_fit_and_predict_proba(data, weights):
     assert accuracy > population_accuracy(fit_on(data, train), data, test) + 0.05
 
 
+@needs_sklearn((1, 9), "older BaggingClassifier routes the ids otherwise")
+def test_make_user_scorer_scores_a_bagging_ensemble_per_user(data):
+    """make_user_scorer refused BaggingClassifier (its predict takes **params, not a
+    user_ids parameter), so a routed Bagging fit could only be scored as the population."""
+    from sklearn_lore.model_selection import make_user_scorer
+
+    train, test = data.train, data.test
+    with routing():
+        est = routed(predict=True).set_predict_request(user_ids=True)
+        est.set_decision_function_request(user_ids=True)
+        bag = BaggingClassifier(est, n_estimators=3, random_state=0)
+        bag.fit(data.X[train], data.y[train], user_ids=data.users[train])
+        expected = {
+            "accuracy": accuracy_score(
+                data.y[test], bag.predict(data.X[test], user_ids=data.users[test])),
+            "roc_auc": roc_auc_score(  # the scorer reads Bagging's decision_function
+                data.y[test], bag.decision_function(data.X[test], user_ids=data.users[test])),
+        }
+        for name, value in expected.items():
+            got = make_user_scorer(name)(bag, data.X[test], data.y[test],
+                                         user_ids=data.users[test])
+            assert got == pytest.approx(value, rel=1e-12)
+    plain = LogisticRegression().fit(data.X[train], data.y[train])
+    with pytest.raises(TypeError, match="LogisticRegression.predict takes no user_ids, neither "
+                                        "as a parameter nor as routed metadata"):
+        make_user_scorer("accuracy")(plain, data.X[test], data.y[test],
+                                     user_ids=data.users[test])
+
+
 @pytest.mark.xfail(strict=False, reason=(
     "scikit-learn limitation: BaggingClassifier validates X into an ndarray, so the member "
     "estimators never see the user_id column name; integer ids become a feature and every "

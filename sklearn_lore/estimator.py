@@ -1006,6 +1006,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                      if not k.startswith("_loaded") and k != "_mutex"}
             if "_stream_curvature" in state:
                 state["_stream_curvature"] = _host_curvature(state["_stream_curvature"])
+            # a fold-in writes known users' rows in place into the buffers these are
+            # views of: copied here, not when pickle gets to them after the lock
+            for key in ("users_", "user_weights_", "user_precision_", "user_temperature_"):
+                if isinstance(state.get(key), np.ndarray):
+                    state[key] = state[key].copy()
         return state
 
     def __setstate__(self, state):
@@ -1434,12 +1439,17 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             float range): never a silent NaN. A margin that overflows to +-inf alone
             is kept (probability 1 or 0).
         """
+        return self._margins(X, user_ids)[0]
+
+    def _margins(self, X, user_ids):
+        """:meth:`decision_function` and the ``classes_`` of the same moment (a refit in
+        another thread may change both)."""
         # the fitted state is read at one moment (an update in another thread changes
         # it as a whole, holding the lock); the product with the basis runs outside
         with self._state_lock():
             check_is_fitted(self)
             Z, ids = self._validate_X(X, user_ids, reset=False, finite=False)
-            components = self.components_
+            components, classes = self.components_, self.classes_
             W, T = self._row_weights(ids, Z.shape[0])
         F = self._project(Z, components)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -1454,7 +1464,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 f"{_magnitude(W):.1e}, features up to {_magnitude(Z):.1e}. Refit it on "
                 "features of moderate scale (a loaded model with such values is damaged)."
             )
-        return margins
+        return margins, classes
 
     def predict_proba(self, X, *, user_ids=None):
         """Probabilities of the two classes; column 1 is P(a preferred).
@@ -1509,8 +1519,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             ``classes_[1]`` where :meth:`decision_function` is positive, else
             ``classes_[0]``.
         """
-        positive = self.decision_function(X, user_ids=user_ids) > 0
-        return self.classes_[positive.astype(int)]
+        margins, classes = self._margins(X, user_ids)
+        return classes[(margins > 0).astype(int)]
 
     def score(self, X, y, sample_weight=None, *, user_ids=None):
         """Mean accuracy of :meth:`predict` on (X, y).

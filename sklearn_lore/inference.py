@@ -34,17 +34,20 @@ def _check_candidates(candidates):
 
 
 def _check_model(model):
-    """A pipeline (something with steps), named before any text is embedded: the
-    frame built for it follows its first step's column names."""
+    """The pipeline to score with (a fitted search's best one), named before any text is
+    embedded: the frame built for it follows its first step's column names."""
+    best = getattr(model, "best_estimator_", None) if not hasattr(model, "steps") else None
+    if best is not None:  # a fitted GridSearchCV (refit=True) scores with its best pipeline
+        model = best
     if hasattr(model, "steps") and len(model.steps) >= 1:
-        return
+        return model
     kind = f"{type(model).__module__}.{type(model).__qualname__}"
-    hint = (" For a search object (GridSearchCV, say) pass its best_estimator_."
-            if hasattr(model, "best_estimator_") or hasattr(model, "estimator") else "")
+    hint = (" A search object needs refit=True (its best_estimator_ scores)."
+            if hasattr(model, "estimator") else "")
     raise TypeError(
         f"model must be a fitted Pipeline whose first step embeds the pairs "
-        f"(SentencePairEmbedder) and whose last step is a LowRankRewardEstimator; got "
-        f"{kind}.{hint}")
+        f"(SentencePairEmbedder) and whose last step is a LowRankRewardEstimator, or a "
+        f"fitted search over one; got {kind}.{hint}")
 
 
 def _ids_by_keyword(model):
@@ -92,9 +95,10 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
 
     Parameters
     ----------
-    model : fitted Pipeline
+    model : fitted Pipeline or search
         A pipeline whose first step is a pair embedder (SentencePairEmbedder) and
-        whose last step is a LowRankRewardEstimator, as built by the user guide.
+        whose last step is a LowRankRewardEstimator, as built by the user guide, or a
+        fitted search over one (GridSearchCV, refit=True: its ``best_estimator_``).
     prompt : str
     candidates : iterable of str
         N >= 1 responses to ``prompt`` (a list, or any iterable such as a generator,
@@ -120,7 +124,7 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     Raises
     ------
     TypeError
-        If ``model`` is not a pipeline (a search object, a bare estimator), or
+        If ``model`` is not a pipeline or a fitted search over one (a bare estimator), or
         ``candidates`` is a str (it would be scored character by character) or a
         set or dict (no order), or ``user_id`` is not one hashable id (a list, say).
     ValueError
@@ -150,7 +154,7 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     >>> rewards.shape, float(rewards[0]), bool(rewards[1] < 0)
     ((2,), 0.0, True)
     """
-    _check_model(model)
+    model = _check_model(model)
     candidates = _check_candidates(candidates)
     try:
         hash(user_id)
@@ -199,7 +203,7 @@ def best_of_n(model, prompt, candidates, user_id=None, *, user_col=None):
 
     Parameters
     ----------
-    model : fitted Pipeline
+    model : fitted Pipeline or search
         A pair embedder followed by a LowRankRewardEstimator (see
         :func:`score_responses`).
     prompt : str
@@ -239,7 +243,7 @@ def best_of_n(model, prompt, candidates, user_id=None, *, user_col=None):
     >>> best_of_n(pipe, "hi", ["yo!", "hello there"], "b")
     ('hello there', 1)
     """
-    _check_model(model)
+    model = _check_model(model)
     candidates = _check_candidates(candidates)
     rewards = score_responses(model, prompt, candidates, user_id, user_col=user_col)
     index = int(np.argmax(rewards))

@@ -304,11 +304,11 @@ def save(obj, path):
         If `obj` (or one of its steps) would not load back: an invalid parameter
         (``n_components=0``, a ``RewardModelEmbedder`` without a model), a fitted
         state whose shapes disagree, or a Pipeline that scikit-learn would not fit
-        (an estimator before a transformer), or ``path`` is a directory or a special
-        file. Nothing is written then.
+        (an estimator before a transformer), or ``path`` is a directory (or ends with
+        a separator) or a special file. Nothing is written then.
     OSError
         If the file cannot be written (a missing folder, no permission: the error
-        names ``path``); any previous file stays as it was.
+        names ``path`` as ``open`` would); any previous file stays as it was.
 
     See Also
     --------
@@ -338,6 +338,9 @@ def save(obj, path):
     # a link is followed (the file it names is replaced, the link stays); a directory,
     # device or pipe there is refused, not replaced by a regular file (as root,
     # save(model, "/dev/null") would have replaced the system's /dev/null)
+    if os.fsdecode(path).endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise ValueError(f"Cannot save to {os.fsdecode(path)!r}: it names a directory (a "
+                         "trailing separator). Give a file name.")
     target = os.path.realpath(path)
     try:
         mode = os.stat(target).st_mode
@@ -361,9 +364,15 @@ def save(obj, path):
                     archive.writestr(member, data)
             os.replace(temporary, target)
         except OSError as err:
-            # named by the path asked for, not by the hidden temporary file
-            raise type(err)(err.errno, f"Cannot save to {os.fsdecode(path)!r}: "
-                            f"{err.strerror or err}") from err
+            # named by the path asked for (as open() names it), not by the hidden
+            # temporary file; errors that cannot be rebuilt so go as they came
+            try:
+                named = type(err)(err.errno, err.strerror, os.fsdecode(path))
+            except Exception:  # noqa: BLE001 - a subclass with another constructor
+                raise err from None
+            if err.errno is None:
+                raise
+            raise named from err
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
@@ -415,7 +424,8 @@ class _Reader:
 
     def _narrow_float(self, node, where):
         item = node["narrow_float"]
-        if not (isinstance(item, list) and len(item) == 2 and item[0] in ("float32", "float16")):
+        if set(node) != {"narrow_float"} or not (
+                isinstance(item, list) and len(item) == 2 and item[0] in ("float32", "float16")):
             raise ValueError(f"{where}: malformed narrow float {_short(item)}.")
         number = self.value(item[1], where)  # a number, or a tagged inf or NaN
         if isinstance(number, bool) or not isinstance(number, (int, float)):

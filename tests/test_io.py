@@ -1471,6 +1471,10 @@ def test_malformed_narrow_floats_are_refused(bad, fitted, tmp_path):
     edit = lambda m: m["object"]["params"].update(alpha={"narrow_float": bad})  # noqa: E731
     with pytest.raises(ValueError, match="malformed narrow float"):
         load(rewrite(path, edit))
+    extra = lambda m: m["object"]["params"].update(  # noqa: E731
+        alpha={"narrow_float": ["float32", 0.5], "shape": []})
+    with pytest.raises(ValueError, match="malformed narrow float"):
+        load(rewrite(path, extra))
 
 
 def test_save_follows_links_refuses_special_files_and_keeps_permissions(fitted, tmp_path):
@@ -1498,8 +1502,14 @@ def test_save_follows_links_refuses_special_files_and_keeps_permissions(fitted, 
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
     with pytest.raises(ValueError, match=r"Cannot save to .*: it is a directory"):
         save(est, tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"Cannot save to '.*missing.m\.lore'"):
-        save(est, tmp_path / "missing" / "m.lore")
+    missing = tmp_path / "missing" / "m.lore"
+    with pytest.raises(FileNotFoundError, match=r"No such file or directory: '.*missing.m\.lore'"
+                       ) as err:
+        save(est, missing)
+    assert err.value.filename == str(missing)  # as open() names it, not the temporary
+    for folder in (f"{tmp_path / 'new'}{os.sep}", f"{target}{os.sep}"):
+        with pytest.raises(ValueError, match="it names a directory .a trailing separator"):
+            save(est, folder)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.lore", "pipe", "v1.lore"]
 
 

@@ -411,23 +411,33 @@ def test_main_job_refuses_more_components_than_features():
         main(["--synthetic", "--n-components", "33"])
 
 
-def test_inference_refuses_a_model_that_is_not_a_pipeline_before_embedding():
-    """A fitted GridSearchCV (or a bare estimator) failed late with a message blaming
-    the user's data ("X has a 'user_id' column but the data passed to fit had none")."""
+def test_inference_takes_a_fitted_search_and_refuses_other_models_before_embedding():
+    """A fitted GridSearchCV scores with its best pipeline (with non-default column names
+    it failed, blaming the data: "X has a 'user_id' column but the data passed to fit had
+    none"); a bare estimator or None is refused before the candidates are read."""
     from sklearn.model_selection import GridSearchCV
 
-    pipe = _toy_pipeline()
+    columns = ("who", "question", "first", "second")
+    pipe = _toy_pipeline(columns)
+    search = GridSearchCV(pipe, {"lowrankrewardestimator__alpha": [0.1, 0.2]}, cv=2)
+    frame = pd.DataFrame(
+        [(u, "hi", a, b) for u in ("calm", "loud")
+         for a, b in [("wow!", "ok"), ("ok", "yes!!"), ("hey!", "fine"), ("no", "great!")]],
+        columns=list(columns))
+    labels = [int(s * (a.count("!") - b.count("!")) > 0)
+              for s in (-1.0, 1.0) for a, b in [("wow!", "ok"), ("ok", "yes!!"),
+                                                 ("hey!", "fine"), ("no", "great!")]]
+    search.fit(frame, labels)
+    candidates = ["plain", "wow!!"]
+    np.testing.assert_array_equal(score_responses(search, "hi", candidates, "loud"),
+                                  score_responses(search.best_estimator_, "hi", candidates,
+                                                  "loud"))
+    assert best_of_n(search, "hi", candidates, "loud") == ("wow!!", 1)
     calls = []
-
-    class Search(GridSearchCV):
-        pass
-
-    search = Search(pipe, {"lowrankrewardestimator__alpha": [0.1]}, cv=2)
-    search.best_estimator_ = pipe  # as a fitted search holds it
-    for model, hint in ((search, "best_estimator_"), (pipe[-1], None), (None, None)):
+    unfitted = GridSearchCV(pipe, {"lowrankrewardestimator__alpha": [0.1]}, refit=False)
+    for model, hint in ((unfitted, "needs refit=True"), (pipe[-1], None), (None, None)):
         for call in (score_responses, best_of_n):
             with pytest.raises(TypeError, match="model must be a fitted Pipeline") as err:
                 call(model, "hi", (calls.append(c) or c for c in ["a", "b"]), "loud")
-            assert (hint in str(err.value)) if hint else "best_estimator_" not in str(err.value)
+            assert (hint in str(err.value)) if hint else "refit" not in str(err.value)
     assert calls == []  # refused before the candidates were read
-    assert best_of_n(search.best_estimator_, "hi", ["plain", "wow!!"], "loud")[1] == 1

@@ -778,6 +778,55 @@ def test_first_predictions_pickling_and_saving_of_a_loaded_model_in_threads(swit
                 future.result()
 
 
+def test_predict_labels_come_from_the_model_its_margins_come_from(monkeypatch):
+    """predict read classes_ after decision_function had let go of the state: a refit
+    with other labels in between (another thread's) inverted its answers."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    y01 = (X[:, 0] > 0).astype(int)
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y01)
+    expected = est.predict(X[:20])
+    project = est._project
+
+    def refit_meanwhile(Z, components=None):
+        monkeypatch.delattr(est, "_project")  # once
+        est.fit(X, np.where(y01 == 1, "a", "b"))  # "b", the second class, is now y = 0
+        return project(Z, components)
+
+    monkeypatch.setattr(est, "_project", refit_meanwhile, raising=False)
+    np.testing.assert_array_equal(est.predict(X[:20]), expected)
+    assert list(est.classes_) == ["a", "b"]  # the refit did happen in between
+
+
+def test_a_pickle_taken_while_a_fold_in_runs_is_the_state_of_one_moment(problem):
+    """__getstate__ held the lock while it collected the arrays, but pickle read them
+    afterwards, while a fold-in could write known users' rows in place into the buffers
+    they are views of: a copy with one user's weights of before and precision of after."""
+    import io
+    import pickle
+
+    X, y, users = problem
+    est = LowRankRewardEstimator(2, random_state=0, shrinkage=1.0).fit(X, y, user_ids=users)
+    est.partial_fit_users(X[:4], y[:4], user_ids=["new"] * 4)  # the buffers exist now
+    weights, precision = est.user_weights_.copy(), est.user_precision_.copy()
+    known = np.isin(users, est.users_[:3])
+    fired = []
+
+    class Meanwhile(pickle.Pickler):
+        def reducer_override(self, obj):
+            if not fired and isinstance(obj, np.ndarray):  # the first array to be written
+                fired.append(True)  # another thread's fold-in of known users, in place
+                est.partial_fit_users(X[known], 1 - y[known], user_ids=users[known])
+            return NotImplemented
+
+    buffer = io.BytesIO()
+    Meanwhile(buffer).dump(est)
+    copy = pickle.loads(buffer.getvalue())
+    assert fired and not np.array_equal(est.user_weights_, weights)
+    np.testing.assert_array_equal(copy.user_weights_, weights)
+    np.testing.assert_array_equal(copy.user_precision_, precision)
+
+
 def test_a_refused_call_does_not_disturb_a_predicting_thread(problem):
     """The restore cleared every attribute and set them again: a thread predicting
     meanwhile met NotFittedError or AttributeError. Only what changed is set back."""

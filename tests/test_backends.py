@@ -18,7 +18,9 @@ from sklearn_lore._backends import (
 from sklearn_lore.datasets import make_preference_data
 
 needs_torch = pytest.mark.skipif(not torch_available(), reason="needs torch")
-BAD_DEVICES = ["gpu", "", "mps", "meta", "CUDA", "cuda:", "cuda:x", "cpu:-1", " cpu", "xla:0"]
+BAD_DEVICES = ["gpu", "", "mps", "meta", "CUDA", "cuda:", "cuda:x", "cpu:-1", " cpu", "xla:0",
+               # torch refused these with its RuntimeError, or wrapped them to another device
+               "cpu:01", "cuda:01", "cpu:" + "9" * 20, "cuda:128", "cuda:200"]
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +168,10 @@ def test_torch_available_asks_the_module_finder_once(monkeypatch):
     assert asked == ["torch"]
     monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
     assert backends.torch_available() is True
+    # None in sys.modules blocks the import: fit with "auto" went on to import torch
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert backends.torch_available() is False
+    assert backends.cuda_available() is False
     assert asked == ["torch"]
 
 

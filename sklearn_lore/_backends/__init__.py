@@ -34,7 +34,8 @@ def torch_available():
     import sys
 
     if "torch" in sys.modules:
-        return True
+        # None there blocks the import (a test hiding torch, say): not available
+        return sys.modules["torch"] is not None
     if _TORCH_FOUND is None:
         import importlib.util
 
@@ -60,8 +61,11 @@ def cuda_available():
     return torch.cuda.is_available()
 
 
-_DEVICE = re.compile(r"(cpu|cuda)(:[0-9]+)?")
-_ACCEPTED = "None, 'auto', 'cpu', 'cpu:N', 'cuda' or 'cuda:N' (N a device index)"
+# an index as torch parses it: no leading zero, and at most 127 (torch keeps it in 8
+# bits: "cuda:200" would be its device -56)
+_DEVICE = re.compile(r"(cpu|cuda)(:(?:0|[1-9][0-9]?|1[01][0-9]|12[0-7]))?")
+_ACCEPTED = ("None, 'auto', 'cpu', 'cpu:N', 'cuda' or 'cuda:N' (N a device index from 0 to "
+             "127, without leading zeros)")
 
 
 def check_device(device):

@@ -516,8 +516,11 @@ def _kron_preconditioner(be, rows, alpha, lam, state, kind, d, optimize_mu, anch
 
 
 def lbfgs(be, fg, x, max_iter=100, gtol=1e-7, ftol=1e-12, memory=10, callback=None,
-          precond=None):
+          precond=None, status=None):
     """Limited-memory BFGS with Armijo backtracking, on backend arrays.
+
+    ``status``: a list that gets "line_search" appended when 40 halvings of a step
+    found no decrease (the iteration stops there, short of its other rules).
 
     ``fg(x)`` returns ``(f, grad, aux)`` (f a backend scalar or a float); returns the
     final ``(x, f, aux, n_iter)`` with ``aux`` that of the returned x. ``callback(k,
@@ -566,6 +569,8 @@ def lbfgs(be, fg, x, max_iter=100, gtol=1e-7, ftol=1e-12, memory=10, callback=No
                 break
             step *= 0.5
         else:
+            if status is not None:
+                status.append("line_search")
             break
         g_max_new, sy, yy, s_g = host[1:5]
         S_g, S_y, s_Y = host[5:5 + m], host[5 + m:5 + 2 * m], host[5 + 2 * m:5 + 3 * m]
@@ -676,6 +681,8 @@ class FitResult:
     gram_be: object = None  # the rows' Gram matrix where the data live (a backend array)
     # the users' Newton iterations ran out at the returned basis
     user_steps_exhausted: bool = False
+    # the basis step's line search found no decrease before the stopping rule held
+    line_search_failed: bool = False
 
 
 def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None,
@@ -755,8 +762,9 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
                                    gram)
     # the stopping rule is the callback's alone: L-BFGS's own exit after one round of
     # relative decrease under 1e-12 stopped creeping fits short of a small tol, silently
+    status = []
     x, f, final, n_iter = lbfgs(be, fg, x0, max_iter=max_iter, gtol=1e-9, ftol=0.0,
-                                callback=callback, precond=precond)
+                                callback=callback, precond=precond, status=status)
     state.update(final)  # the users, their Hessians and Z V at the returned basis
     V, mu = unpack(x)
     return FitResult(
@@ -765,6 +773,7 @@ def fit_alternating(be, rows, V0, kind, alpha, lam, max_iter, tol, *, prior=None
         mu=be.to_numpy(mu) if optimize_mu else None,
         user_hessian=be.to_numpy(state["hess"]),
         user_steps_exhausted=state.get("exhausted", False),
+        line_search_failed=bool(status),
         n_iter=n_iter,
         objective=f,
         F=state["F"],

@@ -1097,6 +1097,16 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 "The users' Newton iterations ran out before every user's weights converged "
                 "at the fitted basis. " + _scale_advice(Z, sw), ConvergenceWarning)
 
+    @staticmethod
+    def _warn_if_line_search_failed(res, Z, sw):
+        """The basis step found no decrease along its direction before the stopping
+        rule held: the fit ended there, short of tol (it was silent)."""
+        if res.line_search_failed:
+            _warn_caller(
+                f"The basis step's line search found no decrease after {res.n_iter} rounds, "
+                "before the objective settled by tol: the fit stopped there. "
+                + _scale_advice(Z, sw), ConvergenceWarning)
+
     def _fit_curvature_and_temperature(self, be, Z, F, y01, sw, W_rows, precisions, gram,
                                        gram_eig=None):
         """The basis curvature of the fitted rows (streaming prior and calibration),
@@ -1292,6 +1302,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.max_iter, self.tol if tol is None else tol, gram=gram, log=self._log,
         )
         _require_finite(Z, res.V, res.theta, sw=sw)
+        self._warn_if_line_search_failed(res, Z, sw)
         if res.n_iter >= self.max_iter:
             _warn_caller(
                 f"The alternating minimization stopped at max_iter={self.max_iter} rounds "
@@ -1759,6 +1770,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         _require_finite(Z, res.V, res.theta, res.user_hessian, sw=sw)
         self._warn_if_user_steps_exhausted(res.user_steps_exhausted, Z, sw)
+        self._warn_if_line_search_failed(res, Z, sw)
         self.components_ = res.V.T.copy()
         self.n_iter_ = res.n_iter
         self.objective_ = res.objective

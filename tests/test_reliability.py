@@ -1974,3 +1974,25 @@ def test_the_text_column_error_reads_numeric_columns_at_c_speed(monkeypatch):
     with pytest.raises(ValueError, match=r"holds text in column 40 \(row 0 holds 'user7'\)"):
         LowRankRewardEstimator(2).fit(X, rng.integers(0, 2, 2000))
     assert len(cells) == 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+def test_a_fit_whose_basis_line_search_fails_warns():
+    """Features of magnitude 1e12: the numpy backend's Newton solve finds the users'
+    system singular and raises; the torch backend's solved it and its basis step then
+    found no decrease after 6 rounds, returning that model without a word."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(5)
+    users = np.repeat(np.arange(20), 15)
+    X = rng.standard_normal((300, 6))
+    y = (X @ rng.standard_normal(6) + 0.5 * rng.standard_normal(300) > 0).astype(int)
+    # (no cross-fit or calibration: each failing search costs 40 evaluations, 7 s here)
+    est = LowRankRewardEstimator(2, backend="torch", device="cpu", random_state=0,
+                                 shrinkage=1.0, calibrate=False)
+    with pytest.warns(ConvergenceWarning, match="line search found no decrease after 6 rounds"
+                                              ".* features reach magnitude 3.3e\\+12"):
+        est.fit(X * 1e12, y, user_ids=users)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est.fit(X, y, user_ids=users)  # the same data at a moderate scale: no warning

@@ -579,3 +579,24 @@ def test_users_newton_iterations_running_out_in_the_final_prior_step_are_reporte
     monkeypatch.setattr(_solver, "empirical_bayes_prior", running_out)
     with pytest.warns(ConvergenceWarning, match="users' Newton iterations ran out"):
         LowRankRewardEstimator(2, random_state=0, shrinkage=1.0).fit(X, y, user_ids=users)
+
+
+def test_lbfgs_reports_a_line_search_that_found_no_decrease():
+    """Forty halvings without a decrease ended the iteration silently, short of every
+    other rule; ``status`` now records it (the estimator warns, see test_reliability)."""
+    from sklearn_lore._backends._numpy import NumpyBackend
+
+    be = NumpyBackend()
+
+    def uphill(x):  # a gradient of the wrong sign: no step along -g decreases f
+        return float(np.sum(x * x)), -2.0 * x, None
+
+    status = []
+    x, f, _, n_iter = _solver.lbfgs(be, uphill, np.ones((3, 1)), max_iter=50, gtol=1e-12,
+                                    ftol=0.0, status=status)
+    assert status == ["line_search"] and n_iter == 1
+    np.testing.assert_array_equal(x, np.ones((3, 1)))
+    status = []
+    _solver.lbfgs(be, lambda x: (float(np.sum(x * x)), 2.0 * x, None), np.ones((3, 1)),
+                  max_iter=50, gtol=1e-12, ftol=0.0, status=status)
+    assert status == []

@@ -276,21 +276,24 @@ class _DiskCache:
             return PermissionError(
                 f"The embedding cache {self.path} is read-only ({exc}): cache_dir must be a "
                 "folder this process can write, and its files writable.")
-        disk = self._disk_error(exc)
+        disk = self._disk_error(exc, "opening")
         if disk is not None:
             return disk
         return ValueError(f"{self.path} is not a valid embedding cache: {exc}")
 
-    def _disk_error(self, exc):
+    def _disk_error(self, exc, phase):
         """sqlite's full-disk and I/O errors as the OSError they are (ENOSPC, EIO),
-        naming the file; None for other errors."""
+        naming the file; None for other errors. ``phase``: opening, reading or writing."""
         message = str(exc)
         if isinstance(exc, sqlite3.OperationalError):
-            for needle, code in (("disk is full", errno.ENOSPC), ("disk I/O error", errno.EIO)):
-                if needle in message:
-                    return OSError(code, f"{os.strerror(code)} while writing the embedding "
-                                         f"cache ({message}); free space under cache_dir or "
-                                         "use another folder", os.fspath(self.path))
+            if "disk is full" in message:
+                return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} while {phase} the "
+                               f"embedding cache ({message}); free space under cache_dir or "
+                               "use another folder", os.fspath(self.path))
+            if "disk I/O error" in message:
+                return OSError(errno.EIO, f"{os.strerror(errno.EIO)} while {phase} the "
+                               f"embedding cache ({message}); check the disk, or use "
+                               "another cache_dir", os.fspath(self.path))
         return None
 
     def __exit__(self, *exc_info):
@@ -319,6 +322,17 @@ class _DiskCache:
 
     def get(self, texts):
         """Vectors of the texts stored, as ``{text: vector}``."""
+        try:
+            return self._get(texts)
+        except sqlite3.DatabaseError as exc:
+            # a file damaged after it was opened ("database disk image is malformed")
+            disk = self._disk_error(exc, "reading")
+            if disk is not None:
+                raise disk from exc
+            raise ValueError(f"{self.path} is not a valid embedding cache ({exc}): delete "
+                             "the file.") from exc
+
+    def _get(self, texts):
         if self.dim is None:
             return {}
         by_hash = {_text_hash(text): text for text in texts}
@@ -351,7 +365,7 @@ class _DiskCache:
             # write, so the first write is where it shows
             if "readonly" in str(exc) or "unable to open" in str(exc):
                 raise self._open_error(exc) from exc
-            disk = self._disk_error(exc)
+            disk = self._disk_error(exc, "writing")
             if disk is not None:
                 raise disk from exc
             raise

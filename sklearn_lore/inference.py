@@ -36,18 +36,26 @@ def _check_candidates(candidates):
 def _check_model(model):
     """The pipeline to score with (a fitted search's best one), named before any text is
     embedded: the frame built for it follows its first step's column names."""
-    best = getattr(model, "best_estimator_", None) if not hasattr(model, "steps") else None
-    if best is not None:  # a fitted GridSearchCV (refit=True) scores with its best pipeline
-        model = best
+    def kind(obj):
+        return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
     if hasattr(model, "steps") and len(model.steps) >= 1:
         return model
-    kind = f"{type(model).__module__}.{type(model).__qualname__}"
-    hint = (" A search object needs refit=True (its best_estimator_ scores)."
-            if hasattr(model, "estimator") else "")
+    best = getattr(model, "best_estimator_", None)
+    if best is not None and hasattr(best, "steps") and len(best.steps) >= 1:
+        return best  # a fitted search (refit=True) scores with its best pipeline
+    if best is not None:
+        hint = f" Its best_estimator_ is a {kind(best)}, not a pipeline."
+    elif hasattr(model, "estimator") and (hasattr(model, "param_grid")
+                                          or hasattr(model, "param_distributions")):
+        hint = (" It has no best_estimator_: fit it first, with refit=True (the default), "
+                "so that its best pipeline scores.")
+    else:
+        hint = ""
     raise TypeError(
         f"model must be a fitted Pipeline whose first step embeds the pairs "
         f"(SentencePairEmbedder) and whose last step is a LowRankRewardEstimator, or a "
-        f"fitted search over one; got {kind}.{hint}")
+        f"fitted search over one; got {kind(model)}.{hint}")
 
 
 def _ids_by_keyword(model):

@@ -2213,11 +2213,12 @@ def test_a_cache_that_turns_read_only_is_a_permission_error(tmp_path, monkeypatc
             emb.transform(df)
 
 
-@pytest.mark.parametrize("message, code", [("database or disk is full", errno.ENOSPC),
-                                           ("disk I/O error", errno.EIO)])
+@pytest.mark.parametrize("message, code, advice", [
+    ("database or disk is full", errno.ENOSPC, "free space under cache_dir"),
+    ("disk I/O error", errno.EIO, "check the disk")])
 @pytest.mark.parametrize("where", ["write", "open"])
 def test_a_full_or_failing_disk_is_an_os_error_naming_the_cache(tmp_path, monkeypatch,
-                                                                 message, code, where):
+                                                                 message, code, advice, where):
     """sqlite's OperationalError came through bare ("disk I/O error", no file named, not
     an OSError); at opening it was called "not a valid embedding cache"."""
     df, _ = pairs_frame()
@@ -2229,10 +2230,30 @@ def test_a_full_or_failing_disk_is_an_os_error_naming_the_cache(tmp_path, monkey
 
     monkeypatch.setattr(embedding._DiskCache, "_put" if where == "write" else "_check_schema",
                         failing)
-    with pytest.raises(OSError, match="free space under cache_dir") as err:
+    phase = "writing" if where == "write" else "opening"
+    with pytest.raises(OSError, match=f"while {phase} the embedding cache .*{advice}") as err:
         emb.transform(df)
     assert err.value.errno == code and str(tmp_path) in err.value.filename
     assert err.value.filename.endswith(".sqlite")
+
+
+def test_a_cache_file_damaged_after_opening_is_named_at_reading(tmp_path):
+    """A file overwritten in its middle passed the opening checks and then failed in the
+    SELECT with sqlite's bare "database disk image is malformed", naming no file."""
+    df, _ = pairs_frame()
+    emb = SentencePairEmbedder(encoder=fake_encode, model="damaged", cache_dir=tmp_path)
+    many = pd.DataFrame({"prompt": [""] * 3000, "response_a": [f"a{i}" for i in range(3000)],
+                         "response_b": [f"b{i}" for i in range(3000)]})
+    emb.transform(many)
+    (path,) = tmp_path.glob("*.sqlite")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 8192] = b"\xff" * 8192
+    path.write_bytes(bytes(data))
+    clear_embedding_cache()
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))} is not a valid embedding "
+                                         r"cache .*delete the file"):
+        emb.transform(many)
 
 
 def test_multiindex_columns_are_named():

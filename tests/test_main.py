@@ -9,6 +9,7 @@ from sklearn.pipeline import make_pipeline
 
 from sklearn_lore import LowRankRewardEstimator, SentencePairEmbedder
 from sklearn_lore.__main__ import main
+from sklearn_lore.datasets import make_preference_data
 from sklearn_lore.inference import best_of_n, score_responses
 
 
@@ -435,9 +436,15 @@ def test_inference_takes_a_fitted_search_and_refuses_other_models_before_embeddi
     assert best_of_n(search, "hi", candidates, "loud") == ("wow!!", 1)
     calls = []
     unfitted = GridSearchCV(pipe, {"lowrankrewardestimator__alpha": [0.1]}, refit=False)
-    for model, hint in ((unfitted, "needs refit=True"), (pipe[-1], None), (None, None)):
+    X, y, _, _ = make_preference_data(n_users=4, n_pairs_per_user=10, n_features=3,
+                                      random_state=0)
+    bare = GridSearchCV(LowRankRewardEstimator(1), {"alpha": [0.5, 1.0]}, cv=2).fit(X, y)
+    for model, hint in ((unfitted, "GridSearchCV. It has no best_estimator_: fit it first"),
+                        (bare, "GridSearchCV. Its best_estimator_ is a "
+                               "sklearn_lore.estimator.LowRankRewardEstimator, not a pipeline"),
+                        (pipe[-1], None), (None, None)):
         for call in (score_responses, best_of_n):
             with pytest.raises(TypeError, match="model must be a fitted Pipeline") as err:
                 call(model, "hi", (calls.append(c) or c for c in ["a", "b"]), "loud")
-            assert (hint in str(err.value)) if hint else "refit" not in str(err.value)
+            assert (hint in str(err.value)) if hint else "best_estimator_" not in str(err.value)
     assert calls == []  # refused before the candidates were read

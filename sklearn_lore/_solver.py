@@ -1068,12 +1068,13 @@ def _crossfit_scores(be, y, s, groups, fold, keys, P, kind, lam, grid, shots):
             np.tile(sh, n_shots)[test], np.tile(owner, n_shots)[test])
 
 
-def fit_single_model(be, rows, alpha, max_iter=1000, gtol=1e-10):
+def fit_single_model(be, rows, alpha, max_iter, gtol=1e-10):
     """Ridge Bradley-Terry model without users: min_u sum_i s_i loss(z_i . u) + alpha/2 |u|^2.
 
     With one group the factorized problem only sees ``V w`` and its minimizers form
     a flat valley; this convex equivalent has a unique solution, found by L-BFGS
-    preconditioned with (Z^T diag(s / 4) Z + alpha I)^-1. Returns u (d,), the
+    preconditioned with (Z^T diag(s / 4) Z + alpha I)^-1, at most ``max_iter`` iterations
+    (the estimator's _SINGLE_MODEL_ITERATIONS). Returns u (d,), the
     objective and the iteration count in numpy, and that Gram matrix where the data
     live (a backend array).
     """

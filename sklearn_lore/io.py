@@ -366,12 +366,12 @@ def save(obj, path):
         except OSError as err:
             # named by the path asked for (as open() names it), not by the hidden
             # temporary file; errors that cannot be rebuilt so go as they came
+            if err.errno is None:
+                raise
             try:
                 named = type(err)(err.errno, err.strerror, os.fsdecode(path))
             except Exception:  # noqa: BLE001 - a subclass with another constructor
                 raise err from None
-            if err.errno is None:
-                raise
             raise named from err
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

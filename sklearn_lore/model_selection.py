@@ -30,6 +30,7 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss
+from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import unique_labels
@@ -43,6 +44,7 @@ __all__ = [
     "split_users",
     "fewshot_split",
     "fewshot_curve",
+    "WithinUserKFold",
     "expected_calibration_error",
     "per_user_accuracy",
     "macro_accuracy",
@@ -963,6 +965,121 @@ def fewshot_split(user_ids, *, unseen_size=0.2, n_train_pairs=28, shots=(0, 5, 1
         shots=shots,
         n_train_pairs=int(n_train_pairs),
     )
+
+
+class WithinUserKFold(BaseCrossValidator):
+    """K folds dealt within every user: each test fold holds pairs of every user.
+
+    A personalized model is tuned on held-out pairs of the users it was fitted on
+    (:func:`fewshot_split`'s ``seen_test``). scikit-learn's default folds do not give
+    that: ``StratifiedKFold`` without shuffling cuts rows grouped by user into blocks of
+    whole users, so the search scores users the model never saw (the population model),
+    and ``GroupKFold`` holds users out on purpose. Here each user's rows are dealt
+    round-robin over the folds, one after another, continuing from where the previous
+    user stopped: a user's rows are spread over the folds as evenly as they can be
+    (counts differ by at most one) and the folds' sizes differ by at most one. A user
+    with fewer rows than ``n_splits`` is missing from some test folds, and a user with a
+    single row is scored as an unknown user in the fold that holds it.
+
+    Parameters
+    ----------
+    n_splits : int, default=5
+        Number of folds, at least 2 (not a bool).
+    shuffle : bool, default=False
+        Deal each user's rows, and the users, in a random order instead of row order.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the shuffle; only with ``shuffle=True`` (as ``KFold``).
+    user_col : str, default="user_id"
+        Column of a DataFrame ``X`` holding the user ids, read when ``groups`` is not
+        given.
+
+    Raises
+    ------
+    ValueError
+        From the constructor if ``n_splits`` is not an integer of at least 2, ``shuffle``
+        not a bool, or ``random_state`` given without ``shuffle``. From :meth:`split` if
+        the ids are missing (neither ``groups`` nor a ``user_col`` column), given twice,
+        of another length than X, hold a missing value, or if there are fewer rows than
+        folds.
+
+    See Also
+    --------
+    fewshot_split : one split into seen and unseen users with few-shot rows.
+    make_user_scorer : scorers that pass the ids to the predictions.
+
+    Notes
+    -----
+    The ids reach :meth:`split` as ``groups`` (``GridSearchCV.fit(X, y, groups=ids)``,
+    or routed as metadata: the splitter requests ``groups``) or as the ``user_col``
+    column of a DataFrame ``X``, the column the estimator reads too.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_lore.model_selection import WithinUserKFold
+    >>> ids = np.array(["a"] * 4 + ["b"] * 3)
+    >>> for train, test in WithinUserKFold(n_splits=2).split(np.zeros((7, 1)),
+    ...                                                        groups=ids):
+    ...     print(test, ids[test])
+    [0 2 4 6] ['a' 'a' 'b' 'b']
+    [1 3 5] ['a' 'a' 'b']
+    """
+
+    __metadata_request__split = {"groups": True}
+
+    def __init__(self, n_splits=5, *, shuffle=False, random_state=None, user_col="user_id"):
+        if (not isinstance(n_splits, Integral) or isinstance(n_splits, (bool, np.bool_))
+                or n_splits < 2):
+            raise ValueError(
+                f"n_splits must be an integer of at least 2, got {n_splits!r}.")
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise ValueError(f"shuffle must be True or False, got {shuffle!r}.")
+        if not shuffle and random_state is not None:
+            raise ValueError(
+                "Setting a random_state has no effect since shuffle is False. Leave "
+                "random_state to its default (None), or set shuffle=True.")
+        self.n_splits = int(n_splits)
+        self.shuffle = bool(shuffle)
+        self.random_state = random_state
+        self.user_col = user_col
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """The number of folds, ``n_splits``."""
+        return self.n_splits
+
+    def _ids(self, X, groups):
+        n = _num_samples(X)
+        in_column = hasattr(X, "columns") and self.user_col in X.columns
+        if in_column and groups is not None:
+            raise ValueError(
+                f"User ids were given twice: X has a {self.user_col!r} column and "
+                "groups= was passed.")
+        if in_column:
+            groups = X[self.user_col]
+            groups = groups.to_numpy() if hasattr(groups, "to_numpy") else np.asarray(groups)
+        elif groups is None:
+            raise ValueError(
+                "WithinUserKFold needs the user ids: pass groups=user_ids to split (or to "
+                f"the search's fit), or a DataFrame X with a {self.user_col!r} column.")
+        return _as_ids(groups, n)
+
+    def _iter_test_indices(self, X=None, y=None, groups=None):
+        ids = self._ids(X, groups)
+        n = ids.shape[0]
+        if n < self.n_splits:
+            raise ValueError(
+                f"Cannot split {n} rows into n_splits={self.n_splits} folds: lower n_splits.")
+        order = np.arange(n)
+        if self.shuffle:
+            order = check_random_state(self.random_state).permutation(n)
+        # users numbered by first appearance in the (shuffled) order; rows dealt user
+        # after user, each user's in that order
+        codes = pd.factorize(pd.Series(_as_objects(ids[order]), dtype=object))[0]
+        dealt = order[np.argsort(codes, kind="stable")]
+        fold = np.empty(n, dtype=np.intp)
+        fold[dealt] = np.arange(n) % self.n_splits
+        for k in range(self.n_splits):
+            yield np.flatnonzero(fold == k)
 
 
 def _as_objects(ids):

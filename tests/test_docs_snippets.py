@@ -382,6 +382,9 @@ def grid_check(ns, values, ctx):
     # "df holds the user_id column": the ids were read as users, not as a feature
     assert set(search.best_estimator_.users_) == set(df["user_id"])
     assert search.best_estimator_.components_.shape[1] == df.shape[1] - 1
+    # the folds held pairs of the fitted users: every test user is in its training part
+    for train, test in search.cv.split(df):
+        assert set(df["user_id"].iloc[test]) <= set(df["user_id"].iloc[train])
 
 
 def fold_in_namespace():

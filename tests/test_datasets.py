@@ -319,6 +319,18 @@ def test_pairs_from_chosen_rejected_balance_and_content():
         pairs_from_chosen_rejected(df, chosen_col="better")
 
 
+def test_pairs_from_chosen_rejected_keeps_the_users_of_a_filtered_frame():
+    """The pairs' index is reset: the users come by position, not aligned by index (a
+    filtered frame's user column aligned to 0, 1, 2 gave NaN users)."""
+    df = pd.DataFrame({"prompt": ["p0", "p1", "p2", "p3"], "chosen": ["c0", "c1", "c2", "c3"],
+                       "rejected": ["r0", "r1", "r2", "r3"], "who": ["ann", "bob", "cat", "dan"]},
+                      index=[10, 11, 12, 13])
+    pairs, _ = pairs_from_chosen_rejected(df.iloc[1:], user_col="who", random_state=0)
+    assert pairs.index.tolist() == [0, 1, 2]
+    assert pairs["user_id"].tolist() == ["bob", "cat", "dan"]
+    assert pairs["prompt"].tolist() == ["p1", "p2", "p3"]
+
+
 def test_split_hh_transcript():
     shared = "\n\nHuman: Hi there\n\nAssistant: Hello.\n\nHuman: Tell me a secret."
     split = split_hh_transcript(
@@ -615,6 +627,9 @@ def test_load_jester_reads_a_small_well_formed_folder(tmp_path):
     pytest.param("ratings", b"user_id,joke_id,rating\nu1,j1,1\nu1,j2,99\n",
                  "holds the rating 99.0 at data row 2 (the header not counted); expected ratings "
                  "in [-10, 10]", id="ratings-out-of-range"),
+    pytest.param("ratings", b"user_id,joke_id,rating\nu1,j1,1\nu1,j2,-10.5\n",
+                 "holds the rating -10.5 at data row 2 (the header not counted); expected "
+                 "ratings in [-10, 10]", id="ratings-below-range"),
     pytest.param("ratings", b"user_id,joke_id,rating\nu1,j1,inf\n",
                  "holds the rating inf at data row 1", id="ratings-infinite"),
     pytest.param("jokes", b"", "jester5k_jokes.csv is empty; expected a UTF-8 CSV file with the "

@@ -454,6 +454,29 @@ def test_disk_cache_round_trip(tmp_path):
     assert len(blobs) == n_texts and {len(blob) for blob in blobs} == {4 * DIM}
 
 
+def test_disk_cache_keys_the_whole_text(tmp_path):
+    """Texts that share a long prefix (a long prompt before short replies) are distinct
+    entries on disk: a key of the start of the text alone served one reply's vector for
+    the other after a restart."""
+    prompt = "A long shared instruction. " * 40  # about 1,000 characters
+    df = pd.DataFrame({"prompt": [prompt], "response_a": ["yes"], "response_b": ["no"]})
+    first = SentencePairEmbedder(encoder=fake_encode, model="trigrams-v1",
+                                 cache_dir=tmp_path).transform(df)
+    assert np.abs(first.to_numpy()).max() > 0
+    clear_embedding_cache()
+    reader = SentencePairEmbedder(encoder=failing_encode, model="trigrams-v1", cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(reader.transform(df), first)
+    assert reader.cache_info().disk_hits == 2
+
+
+def test_the_dtype_is_part_of_the_cached_vectors_identity():
+    """Vectors of the model run in float32 and in bfloat16 differ (by about 2e-3 for
+    MiniLM): they are cached apart, as the docs say, in memory and on disk."""
+    full = SentencePairEmbedder(dtype="float32", device="cpu")._identity()
+    half = SentencePairEmbedder(dtype="bfloat16", device="cpu")._identity()
+    assert full != half and full[:2] == half[:2]
+
+
 def test_cache_dir_is_checked_on_every_call(tmp_path):
     """Whether or not a text misses the memory cache: a bad cache_dir is a ValueError
     before anything is embedded (it used to pass silently while every text was in memory,

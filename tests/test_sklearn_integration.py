@@ -294,6 +294,24 @@ def test_user_scorer_on_a_pipeline_and_without_ids(data):
         make_user_scorer("accuracy")(plain, data.X, data.y, user_ids=data.users)
 
 
+def test_user_scorer_callable_calling_score_passes_the_weights(data):
+    """A scorer of one's own that calls the estimator's score with weights gets the
+    weighted score of the rows' users (the wrapper's score dropped the weights)."""
+    from sklearn_lore.model_selection import make_user_scorer
+
+    fitted = lore().fit(data.X, data.y, user_ids=data.users)
+    weights = np.where(np.arange(len(data.y)) % 2 == 0, 1.0, 0.0)
+
+    def by_score(estimator, X, y, sample_weight=None):
+        return estimator.score(X, y, sample_weight=sample_weight)
+
+    scorer = make_user_scorer(by_score)
+    got = scorer(fitted, data.X, data.y, sample_weight=weights, user_ids=data.users)
+    expected = fitted.score(data.X, data.y, sample_weight=weights, user_ids=data.users)
+    unweighted = fitted.score(data.X, data.y, user_ids=data.users)
+    assert got == pytest.approx(expected) and expected != pytest.approx(unweighted)
+
+
 def test_user_scorer_keeps_sample_weight_requests_and_custom_callables(data):
     """Weights requested on the wrapped scorer reach it; a callable of one's own that
     takes user_ids gets them (a per-user metric); without routing, a warning."""

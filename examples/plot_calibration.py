@@ -7,12 +7,13 @@ A rank-4 basis in 384 dimensions learned from 200 users fits its training pairs 
 better than it predicts new ones: the logits are too large, and the raw probabilities
 are overconfident for the users it was fitted on and for new users adapted on a few
 pairs. ``LowRankRewardEstimator(calibrate=True)`` (the default) divides the logits by
-temperatures fitted without a validation split:
+temperatures fitted on rows held out of the cross-fit's refit of the basis (no validation
+split of your own):
 
-- users of the fit: leave-one-out logits that take each row out of its user's weights
-  *and* of the basis (``temperature_``);
-- users added by ``partial_fit_users``: the cross-fit's held-out users
-  (``fold_in_temperature_``).
+- users of the fit: pairs of the refit's users it left out, each user refitted on all its
+  pairs and corrected for leaving the pair out (``temperature_``);
+- users added by ``partial_fit_users``: the cross-fit's held-out users adapted from a few
+  pairs (``fold_in_temperature_``).
 
 This example draws reliability diagrams (observed frequency against predicted
 probability, 10 bins; the diagonal is perfect calibration) of held-out pairs, with and

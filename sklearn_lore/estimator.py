@@ -32,7 +32,9 @@ from ._backends import resolve_backend
 from ._backends._numpy import NumpyBackend, matmul_rows
 
 # 1 - c h, floored: a leave-one-out shift is at most 20 times the first-order one
-_LEVERAGE_FLOOR = 0.05
+_LEVERAGE_FLOOR = _solver.LEVERAGE_FLOOR
+# the seen users' temperature softens at most this much (1 / 0.05 = 20)
+_MIN_INVERSE_TEMPERATURE = 0.05
 
 # features beyond this magnitude overflow the float64 curvature (squares summed over rows)
 _MAX_FEATURE = 1e100
@@ -109,6 +111,23 @@ def _require_finite(Z, *arrays, sw=None):
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _id_type(value):
+    """A user id's kind for the mismatch warning: numbers compare equal across types
+    (1 == 1.0 == np.int64(1) is one user), text and everything else by type."""
+    if isinstance(value, (numbers.Number, np.number)) and not isinstance(value, (bool, np.bool_)):
+        return "numbers"
+    if isinstance(value, (str, np.str_)):
+        return "text"
+    return type(value).__name__
+
+
+def _all_held_out(held_out):
+    """Whether the cross-fit gave held-out temperatures (or will give them: booleans)
+    for both seen and unknown users, so no leave-one-out one is needed."""
+    return bool(held_out) and all(held_out.get(k) not in (None, False)
+                                  for k in ("seen", "unknown"))
 
 
 def _warn_caller(message, category):
@@ -324,7 +343,6 @@ def _check_label_values(y):
 
 
 # rows per chunk of the users' leverage in the calibration (B^2 doubles a row)
-_LEVERAGE_CHUNK = 32768
 # rows from which a hash index of ``users_`` is built for the lookup (a dict lookup per
 # row costs about 0.2 us in Python; building the index about 0.05 us per known user)
 _TYPED_LOOKUP_ROWS = 65536
@@ -504,14 +522,22 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         deterministic.
     calibrate : bool, default=True
         Learn temperatures that calibrate the probabilities (the logits are divided
-        by them; predicted labels do not change). Users of the fit get
-        ``temperature_``, fitted on approximate leave-one-out logits of the training
-        rows (the user's weights and the basis without that row, a Newton step
-        away) and never below 1: it corrects the overconfidence of users fitted on
-        few pairs and of a basis fitted on few users, without a validation split.
-        Users added by :meth:`partial_fit_users` get ``fold_in_temperature_``, fitted
-        to the held-out users of the cross-fit (``shrinkage="auto"``); unknown users
-        get ``population_temperature_``.
+        by them; predicted labels do not change), each on rows the model it stands
+        for did not see. With ``shrinkage="auto"`` they come from the cross-fit,
+        whose refit leaves out a fifth of the users and about a fifth of the other
+        users' pairs: users of the fit get ``temperature_``, fitted on those held-out
+        pairs (the users refitted on all their pairs and the exact one-step
+        correction for leaving each pair out); users added by
+        :meth:`partial_fit_users` get ``fold_in_temperature_``, fitted on the
+        held-out users adapted from a few of their pairs; unknown users get
+        ``population_temperature_``, fitted on the held-out users under the
+        population weights. Without a cross-fit (a float ``shrinkage``, fewer than
+        ten users) ``temperature_`` and ``population_temperature_`` come from
+        approximate leave-one-out logits of the training rows (the user's weights
+        and the basis without that row, a Newton step away; ``temperature_`` never
+        below 1), which overstate the basis's overfit where it has many parameters
+        for its rows (a ``UserWarning`` when ``temperature_`` reaches its bound,
+        20).
     verbose : int, default=0
         Log the objective every round at INFO level when > 0.
 
@@ -547,7 +573,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         different value (without user ids: the single model's objective).
     temperature_ : float
         The logits of the users of the fit are divided by it (1.0 when
-        ``calibrate=False``).
+        ``calibrate=False``): fitted on the cross-fit's held-out pairs of seen users,
+        or on leave-one-out logits without a cross-fit (``calibrate``).
     fold_in_temperature_ : float
         The same for users first seen by :meth:`partial_fit_users` (new users
         adapted from a few pairs): the temperature of the cross-fit's held-out users
@@ -555,7 +582,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     user_temperature_ : ndarray of shape (n_users,)
         Each known user's temperature (``temperature_`` or ``fold_in_temperature_``).
     population_temperature_ : float
-        The same for unknown users and rows without ids (the population model).
+        The same for unknown users and rows without ids (the population model):
+        fitted on the cross-fit's held-out users under the population weights, or on
+        leave-one-out logits without a cross-fit.
     n_features_in_ : int
         Number of embedding features (the user column excluded).
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -1054,7 +1083,23 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             known = idx >= 0
             W[known] = self.user_weights_[idx[known]]
             T[known] = self._user_temperatures()[idx[known]]
+            if not known.any():
+                self._warn_if_ids_of_another_type(ids)
         return W, T
+
+    def _warn_if_ids_of_another_type(self, ids):
+        """No row's user is known, and the ids are of other types than the fitted
+        ones (ints read back as text from a CSV, say): every row silently got the
+        population's weights."""
+        fitted = {_id_type(u) for u in self.users_[:1000]}
+        given = {_id_type(u) for u in np.asarray(ids, dtype=object)[:1000]}
+        if fitted and given and not fitted & given:
+            _warn_caller(
+                f"None of the {len(set(ids.tolist()))} user ids given is a fitted user, and "
+                f"they are {' and '.join(sorted(given))} while the fitted users' ids are "
+                f"{' and '.join(sorted(fitted))} ('1' and 1 are different users): every row "
+                "got the population's weights. Pass the ids as the fit had them.",
+                UserWarning)
 
     @property
     def _kind(self):
@@ -1108,9 +1153,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 + _scale_advice(Z, sw), ConvergenceWarning)
 
     def _fit_curvature_and_temperature(self, be, Z, F, y01, sw, W_rows, precisions, gram,
-                                       gram_eig=None):
+                                       gram_eig=None, held_out=None):
         """The basis curvature of the fitted rows (streaming prior and calibration),
-        then the temperatures from leave-one-out logits with the basis leverage.
+        then the temperatures: the cross-fit's held-out ones (``held_out``), or from
+        leave-one-out logits with the basis leverage where there are none.
 
         ``gram``: the rows' Gram matrix where the data live (on a GPU the curvature is
         scaled there, the leverage's decomposition starts there, and the streaming
@@ -1119,32 +1165,37 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         rescaled."""
         self._stream_curvature = _solver.kron_curvature(F, sw, W_rows, gram)
         basis = None
-        if self.calibrate:
+        if self.calibrate and not _all_held_out(held_out):
             A, S, total = self._stream_curvature
             eig = None
             if gram_eig is not None:
                 eig = (gram_eig[0] * _solver.gram_scale(sw, total), gram_eig[1])
             basis = _solver.basis_leverage(be, Z, A, S, self.alpha, eig=eig)
-        self._fit_temperature(F, y01, sw, W_rows, precisions, basis)
+        self._fit_temperature(F, y01, sw, W_rows, precisions, basis, held_out)
 
-    def _fit_temperature(self, F, y01, sw, W_rows, precisions, basis=None):
-        """Temperature from approximate leave-one-out logits of the training rows.
+    def _fit_temperature(self, F, y01, sw, W_rows, precisions, basis=None, held_out=None):
+        """Temperatures of the users of the fit and of unknown users.
 
-        Removing one unit of weight of row i moves its user's parameters by one
-        Newton step, P_u,-i^-1 J_u F_i (p_i - y_i) with P_u,-i = P_u minus that unit's
-        curvature (J_u the softmax Jacobian for simplex weights, the identity
-        otherwise), so its held-out logit is t_i + h_i (p_i - y_i) / (1 - c_i h_i)
-        with h_i = (J_u F_i)^T P_u^-1 (J_u F_i) and c_i = p_i (1 - p_i)
-        (Sherman-Morrison). ``basis = (R, Q)`` (:func:`_solver.basis_leverage`) adds
-        the same for the basis, which was fitted on that row too: with few users
-        in many dimensions it is the larger part of the overfit. The inverse
-        temperature is the 1-d logistic regression of y on those logits.
-        ``precisions = (P, groups)``: the users' precisions P_u (G, B, B) and each
-        row's user; rows without a user (``precisions`` None) count the basis part
-        alone.
+        ``held_out``: the temperatures the cross-fit fitted on held-out rows
+        (:func:`_solver.crossfit_shrinkage`), used where there is one. Otherwise
+        (no cross-fit: a float ``shrinkage``, too few users) from approximate
+        leave-one-out logits of the training rows: the user's part is one Newton
+        step (:func:`_solver.user_leave_one_out_shift`); ``basis = (R, Q)``
+        (:func:`_solver.basis_leverage`) adds the same for the basis, which was fitted
+        on that row too, in its Kronecker form (with few users in many dimensions it
+        is the larger part of the overfit, and the form's estimate of it the least
+        reliable). The inverse temperature is the 1-d logistic regression of y on
+        those logits. ``precisions = (P, groups)``: the users' precisions P_u (G, B,
+        B) and each row's user; rows without a user (``precisions`` None) count the
+        basis part alone.
         """
         self.temperature_ = self.population_temperature_ = 1.0
+        self._seen_temperature_held_out = self._unknown_temperature_held_out = False
         if not self.calibrate:
+            return
+        held_out = held_out or {}
+        if _all_held_out(held_out):
+            self._set_held_out_temperatures(held_out)
             return
         t = np.einsum("nb,nb->n", F, W_rows)
         p = _solver.expit(t)
@@ -1154,19 +1205,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         shift = np.zeros_like(t)
         if precisions is not None:
             P, groups = precisions
-            G = F
-            if self._kind == "simplex":
-                G = W_rows * (F - np.einsum("nb,nb->n", W_rows, F)[:, None])
-            # one inverse per user, not one solve per row (a third of the time); rows
-            # in chunks: each row's B x B inverse gathered for all rows at once took
-            # n B^2 doubles (0.5 GB more for a million rows at B = 8)
-            P_inv = np.linalg.inv(P)
-            h = np.empty(len(t))
-            for start in range(0, len(t), _LEVERAGE_CHUNK):
-                part = slice(start, start + _LEVERAGE_CHUNK)
-                Gc = G[part]
-                h[part] = np.einsum("ni,ni->n", Gc, (P_inv[groups[part]] @ Gc[..., None])[..., 0])
-            shift += residual * h / np.maximum(1.0 - c * h, _LEVERAGE_FLOOR)
+            shift += _solver.user_leave_one_out_shift(F, W_rows, y01, P, groups, self._kind)
         t_pop = F @ self.population_weights_
         pop_shift = 0.0
         if basis is not None:
@@ -1180,13 +1219,37 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         # leave-one-out sees overfitting but not the shift between a user's
         # training pairs and new ones, so it may only soften (on Jester it asked to
         # sharpen by 25% where held-out pairs wanted 4%)
-        self.temperature_ = 1.0 / _solver.fit_inverse_temperature(t + shift, y01, sw,
-                                                                  bounds=(0.05, 1.0))
+        inverse = _solver.fit_inverse_temperature(t + shift, y01, sw,
+                                                  bounds=(_MIN_INVERSE_TEMPERATURE, 1.0))
+        self.temperature_ = 1.0 / inverse
+        if (basis is not None and precisions is not None and held_out.get("seen") is None
+                and inverse <= _MIN_INVERSE_TEMPERATURE):
+            B, d = self.components_.shape
+            _warn_caller(
+                f"The seen users' temperature reached its bound "
+                f"({1.0 / _MIN_INVERSE_TEMPERATURE:g}): the leave-one-out estimate behind it "
+                "is unreliable where the basis has many parameters for its rows "
+                f"(n_components x n_features = {B * d} for {len(t)} rows here), and it can "
+                "soften the probabilities far more than held-out pairs want. Calibrate on "
+                "held-out pairs instead: CalibratedClassifierCV(LowRankRewardEstimator("
+                "calibrate=False), cv=WithinUserKFold(5, shuffle=True)) "
+                "(sklearn_lore.model_selection), or set calibrate=False.", UserWarning)
         # unknown users: the population's own temperature on the pooled rows, with
         # the basis left out of each row (the B population weights are not fitted
         # to any single user)
         self.population_temperature_ = 1.0 / _solver.fit_inverse_temperature(
             t_pop + pop_shift, y01, sw)
+        self._set_held_out_temperatures(held_out)
+
+    def _set_held_out_temperatures(self, held_out):
+        """The temperatures the cross-fit fitted on held-out rows replace the
+        leave-one-out ones (each where there is one)."""
+        if held_out.get("seen") is not None:
+            self.temperature_ = float(held_out["seen"])
+            self._seen_temperature_held_out = True
+        if held_out.get("unknown") is not None:
+            self.population_temperature_ = float(held_out["unknown"])
+            self._unknown_temperature_held_out = True
 
     def _set_population(self, theta_pop, precision_pop, prior_precision=None):
         """Population weights, the prior centre for new users and its precision.
@@ -1271,12 +1334,14 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         return data
 
     def _fit_first_batch(self, Z, y01, sw, ids, V0=None, shrinkage=None, tol=None,
-                         data=None):
+                         data=None, held_out=None):
         """Alternating minimization from a spectral start, or from ``V0`` (d, B).
 
         ``tol`` replaces ``self.tol`` when given. ``shrinkage``, when given, replaces
-        ``self.shrinkage`` (a refit that keeps the scale chosen earlier). ``data``: the
-        rows ``Z`` already moved to the backend's device, when they were.
+        ``self.shrinkage`` (a refit that keeps the scale chosen earlier); ``held_out``
+        then holds the temperatures the cross-fit that chose it fitted on held-out rows
+        (``{"seen": ..., "unknown": ...}``, None where it fitted none), kept likewise.
+        ``data``: the rows ``Z`` already moved to the backend's device, when they were.
         """
         self._fitted_kind = self._kind  # partial fits refuse another kind (set_params)
         self._drop_caches()  # the users they index are about to go
@@ -1296,7 +1361,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         side = None
         if shrinkage == "auto" or self.calibrate:
             side = be.side_task(lambda: self._side_work(be, rows, y01, sw, groups,
-                                                        V0.shape[1], shrinkage, gram))
+                                                        V0.shape[1], shrinkage, gram,
+                                                        held_out))
         res = _solver.fit_alternating(
             be, rows, V0, self._kind, self.alpha, self.prior_strength,
             self.max_iter, self.tol if tol is None else tol, gram=gram, log=self._log,
@@ -1326,7 +1392,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         refits, gram_eig = side.result() if side is not None else (None, None)
         fold_in_temperature = None
         if shrinkage == "auto":
-            self.shrinkage_, _, fold_in_temperature = _solver.crossfit_shrinkage(
+            self.shrinkage_, _, fold_in_temperature, held_out = _solver.crossfit_shrinkage(
                 be, rows.Z, y01, sw, groups, len(users), res.V, P, self._kind, self.alpha,
                 self.prior_strength, random_state=self.random_state, gram=res.gram_be,
                 refits=refits,
@@ -1341,7 +1407,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self._set_population(mu, len(users) * P, prior_precision=self.shrinkage_ * P)
         self._fit_curvature_and_temperature(be, rows.Z, F, y01, sw, W_rows,
                                             (self.user_precision_, groups), res.gram_be,
-                                            gram_eig)
+                                            gram_eig, held_out)
         self.user_temperature_ = np.full(len(users), self.temperature_)
         self.fold_in_temperature_ = (
             fold_in_temperature if fold_in_temperature is not None and self.calibrate
@@ -1349,16 +1415,19 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         )
         return self
 
-    def _side_work(self, be, rows, y01, sw, groups, rank, shrinkage, gram):
+    def _side_work(self, be, rows, y01, sw, groups, rank, shrinkage, gram, held_out):
         """What a first fit needs besides the basis (:meth:`_fit_first_batch`): the
         cross-fit's refitted folds when ``shrinkage="auto"`` and the Gram matrix's
-        eigen-decomposition for the leverage when calibrating (None where not needed)."""
+        eigen-decomposition for the leverage when calibrating without held-out
+        temperatures for both seen and unknown users (None where not needed)."""
         refits = gram_eig = None
         if shrinkage == "auto":
             refits = _solver.crossfit_refits(
                 be, rows.Z, y01, sw, groups, rows.n_groups, rank, self._kind, self.alpha,
                 self.prior_strength, random_state=self.random_state, gram=gram)
-        if self.calibrate:
+            held_out = {"seen": any(f.Z_pairs is not None for f in refits.folds),
+                        "unknown": bool(refits.folds)}
+        if self.calibrate and not _all_held_out(held_out):
             gram_eig = be.eigh(gram)
         return refits, gram_eig
 
@@ -1728,8 +1797,18 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         keep_scale = (self.shrinkage == "auto"
                       and len(y01) < 2 * getattr(self, "_shrinkage_rows", 0)
                       and getattr(self, "_shrinkage_calibrated", True) == bool(self.calibrate))
+        # the temperatures that cross-fit fitted on held-out rows go with the scale
+        held_out = None
+        if keep_scale and self.calibrate:
+            held_out = {
+                "seen": (self.temperature_
+                         if getattr(self, "_seen_temperature_held_out", False) else None),
+                "unknown": (self.population_temperature_
+                            if getattr(self, "_unknown_temperature_held_out", False)
+                            else None)}
         self._fit_first_batch(Z, y01, sw, ids, V0=self.components_.T,
-                              shrinkage=self.shrinkage_ if keep_scale else None)
+                              shrinkage=self.shrinkage_ if keep_scale else None,
+                              held_out=held_out)
         if keep_scale and self.calibrate:
             # the cross-fit that chose the scale also calibrated new users: keep both
             self.fold_in_temperature_ = fold_in_temperature

@@ -966,9 +966,11 @@ def _check_lore_state(est, where):
     if getattr(est, "_fitted_kind", "free") not in ("free", "simplex"):
         raise ValueError(f"{where}._fitted_kind: expected 'free' or 'simplex', got "
                          f"{_short(est._fitted_kind)}.")
-    if not isinstance(getattr(est, "_shrinkage_calibrated", False), bool):
-        raise ValueError(f"{where}._shrinkage_calibrated: expected True or False, got "
-                         f"{_short(est._shrinkage_calibrated)}.")
+    for flag in ("_shrinkage_calibrated", "_seen_temperature_held_out",
+                 "_unknown_temperature_held_out"):
+        if not isinstance(getattr(est, flag, False), bool):
+            raise ValueError(f"{where}.{flag}: expected True or False, got "
+                             f"{_short(getattr(est, flag))}.")
     if not isinstance(getattr(est, "_fit_with_users", False), bool):
         raise ValueError(f"{where}._fit_with_users: expected True or False, got "
                          f"{_short(est._fit_with_users)}.")

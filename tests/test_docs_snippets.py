@@ -387,6 +387,18 @@ def grid_check(ns, values, ctx):
         assert set(df["user_id"].iloc[test]) <= set(df["user_id"].iloc[train])
 
 
+def calibrated_cv_check(ns, values, ctx):
+    calibrated, df = ns["calibrated"], ns["df"]
+    proba = values[-1]
+    assert proba.shape == (len(df),) and np.all((proba > 0) & (proba < 1))
+    assert len(calibrated.calibrated_classifiers_) == 5
+    fitted = calibrated.calibrated_classifiers_[0].estimator
+    assert set(fitted.users_) <= set(df["user_id"]) and not fitted.calibrate
+    # every fold's test users were in its training part: pairs of every user held out
+    for train, test in calibrated.cv.split(df):
+        assert set(df["user_id"].iloc[test]) <= set(df["user_id"].iloc[train])
+
+
 def fold_in_namespace():
     ns = numeric_world()
     est = LowRankRewardEstimator(n_components=4, random_state=0)
@@ -507,6 +519,8 @@ CASES = [
     Case("docs/user_guide.md", 'GridSearchCV(LowRankRewardEstimator(), {"n_components"',
          routing_namespace, grid_check),
     Case("docs/user_guide.md", "est.partial_fit_users(X_few", fold_in_namespace, fold_in_check),
+    Case("docs/user_guide.md", "calibrated = CalibratedClassifierCV(", routing_namespace,
+         calibrated_cv_check),
     Case("docs/reliability.md", "updated = copy.deepcopy(serving)", swap_namespace, swap_check),
     Case("docs/user_guide.md", "best_of_n(pipe, prompt, candidates", best_of_n_namespace,
          best_of_n_check, model=True),

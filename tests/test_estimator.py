@@ -1105,7 +1105,7 @@ def test_the_calibrations_leverage_in_chunks_is_the_same(monkeypatch):
     """The users' leverage of every row, computed in row chunks (it gathered an
     (n_rows, B, B) array: 0.5 GB more for a million rows at B = 8), is bit for bit
     what one piece gives."""
-    from sklearn_lore import estimator as module
+    from sklearn_lore import _solver as module
 
     X, y, users, _ = make_preference_data(n_users=30, n_pairs_per_user=20, n_features=6,
                                           random_state=0)
@@ -1295,3 +1295,31 @@ def test_a_fit_without_users_warns_when_its_iterations_run_out(monkeypatch):
     monkeypatch.setattr(module, "_SINGLE_MODEL_ITERATIONS", 2)
     with pytest.warns(ConvergenceWarning, match="model without users stopped at 2 L-BFGS"):
         LowRankRewardEstimator(2, random_state=0).fit(X, y)
+
+
+def test_ids_of_another_type_than_the_fitted_ones_warn():
+    """Integer ids at fit and the same ids as text at predict (a CSV read back, say):
+    no row's user is known and every row silently got the population's weights. The
+    prediction warns; unknown users of the fitted kind (new users) and ids that mix
+    known and unknown users do not."""
+    X, y, _, _ = make_preference_data(n_users=20, n_pairs_per_user=10, n_features=4,
+                                      random_state=0)
+    ids = np.arange(len(y)) % 20
+    est = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=ids)
+    with pytest.warns(UserWarning, match="they are text while the fitted users' ids are "
+                                         "numbers"):
+        as_text = est.predict_proba(X, user_ids=ids.astype(str))
+    np.testing.assert_array_equal(as_text, est.predict_proba(X))  # the population
+    frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
+    frame["user_id"] = ids
+    on_frame = LowRankRewardEstimator(2, random_state=0).fit(frame, y)
+    frame["user_id"] = ids.astype(str)
+    with pytest.warns(UserWarning, match="None of the 20 user ids given is a fitted user"):
+        on_frame.score(frame, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        est.predict_proba(X, user_ids=ids + 100)  # new users, of the fitted kind
+        est.predict_proba(X, user_ids=ids.astype(float))  # 3.0 is the user 3
+        mixed = ids.astype(object)
+        mixed[:5] = [str(i) for i in mixed[:5]]
+        est.predict_proba(X, user_ids=mixed)  # some rows' users are known

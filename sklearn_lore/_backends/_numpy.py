@@ -123,6 +123,10 @@ class NumpyBackend:
     def stack(self, arrays):
         return np.stack(arrays)
 
+    def concat(self, arrays):
+        """Arrays joined along their first axis."""
+        return np.concatenate(arrays)
+
     def gram(self, Z, c, chunk=2048):
         """Weighted Gram matrix Z^T diag(c) Z, (d, d).
 

@@ -261,6 +261,10 @@ class TorchBackend:
     def stack(self, arrays):
         return torch.stack(arrays)
 
+    def concat(self, arrays):
+        """Arrays joined along their first axis."""
+        return torch.cat(arrays, dim=0)
+
     @_full_precision
     def gram(self, Z, c):
         """Weighted Gram matrix Z^T diag(c) Z, (d, d), streamed for host-resident Z.

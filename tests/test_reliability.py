@@ -1996,3 +1996,18 @@ def test_a_fit_whose_basis_line_search_fails_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         est.fit(X, y, user_ids=users)  # the same data at a moderate scale: no warning
+
+
+def test_features_of_a_large_scale_warn_before_the_fit():
+    """Features of magnitude 1e9: the basis step's steps came out far too short and the
+    fit stopped after four calm rounds, far from its optimum and without a word. Beyond
+    1e8 the fit now warns up front (1e7 still fits as at a moderate scale)."""
+    X, y, users = make_preference_data(n_users=30, n_pairs_per_user=10, n_features=16,
+                                       random_state=0)[:3]
+    est = LowRankRewardEstimator(3, shrinkage=1.0, calibrate=False, random_state=0)
+    with pytest.warns(UserWarning, match="Features beyond 1e\\+08 make the solver's steps "
+                                         "lose precision.* magnitude 1.3e\\+09"):
+        est.fit(X * 1e9, y, user_ids=users)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est.fit(X * 1e7, y, user_ids=users)

@@ -117,12 +117,18 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _id_type(value):
-    """A user id's kind for the mismatch warning: numbers compare equal across types
-    (1 == 1.0 == np.int64(1) is one user), text and everything else by type."""
-    if isinstance(value, (numbers.Number, np.number)) and not isinstance(value, (bool, np.bool_)):
+    """A user id's kind for the mismatch warning, as the estimator compares ids: numbers
+    across types (1 == 1.0 == np.int64(1) == True is one user), dates across types (a
+    datetime, a date and a Timestamp of one day are one user), durations likewise, text,
+    and everything else by type."""
+    if isinstance(value, (numbers.Number, np.number, np.bool_)):
         return "numbers"
     if isinstance(value, (str, np.str_)):
         return "text"
+    if isinstance(value, (datetime.date, np.datetime64)):
+        return "dates"
+    if isinstance(value, (datetime.timedelta, np.timedelta64)):
+        return "durations"
     return type(value).__name__
 
 
@@ -527,20 +533,23 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         Learn temperatures that calibrate the probabilities (the logits are divided
         by them; predicted labels do not change), each on rows the model it stands
         for did not see. With ``shrinkage="auto"`` they come from the cross-fit,
-        whose refit leaves out a fifth of the users and about a fifth of the other
-        users' pairs: users of the fit get ``temperature_``, fitted on those held-out
-        pairs (the users refitted on all their pairs and the exact one-step
-        correction for leaving each pair out); users added by
+        whose refit leaves out a fifth of the users and every fifth distinct pair of
+        the other users: users of the fit get ``temperature_``, fitted on those
+        held-out pairs (the users refitted on all their pairs and the exact one-step
+        correction for leaving each pair out; below 1 only on 500 pairs or more);
+        users added by
         :meth:`partial_fit_users` get ``fold_in_temperature_``, fitted on the
         held-out users adapted from a few of their pairs; unknown users get
         ``population_temperature_``, fitted on the held-out users under the
-        population weights. Without a cross-fit (a float ``shrinkage``, fewer than
-        ten users) ``temperature_`` and ``population_temperature_`` come from
-        approximate leave-one-out logits of the training rows (the user's weights
-        and the basis without that row, a Newton step away; ``temperature_`` never
-        below 1), which overstate the basis's overfit where it has many parameters
-        for its rows (a ``UserWarning`` when ``temperature_`` reaches its bound,
-        20).
+        population weights. Where the cross-fit does not run (a float ``shrinkage``,
+        fewer than ten users or than five with two pairs) or holds out fewer than 50
+        distinct pairs of seen users (users with fewer than five distinct pairs hold
+        out none) or rows of held-out users, ``temperature_`` and
+        ``population_temperature_`` come from approximate leave-one-out logits of
+        the training rows (the user's weights and the basis without that row, a
+        Newton step away; ``temperature_`` never below 1), which overstate the
+        basis's overfit where it has many parameters for its rows (a
+        ``UserWarning`` when ``temperature_`` reaches its bound, 20).
     verbose : int, default=0
         Log the objective every round at INFO level when > 0.
 
@@ -1251,7 +1260,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 "soften the probabilities far more than held-out pairs want. Calibrate on "
                 "held-out pairs instead: CalibratedClassifierCV(LowRankRewardEstimator("
                 "calibrate=False), cv=WithinUserKFold(5, shuffle=True)) "
-                "(sklearn_lore.model_selection), or set calibrate=False.", UserWarning)
+                "(sklearn_lore.model_selection) on a DataFrame with the user column (or "
+                "groups= routed to the splitter), or set calibrate=False.", UserWarning)
         # unknown users: the population's own temperature on the pooled rows, with
         # the basis left out of each row (the B population weights are not fitted
         # to any single user)
@@ -1443,8 +1453,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             refits = _solver.crossfit_refits(
                 be, rows.Z, y01, sw, groups, rows.n_groups, rank, self._kind, self.alpha,
                 self.prior_strength, random_state=self.random_state, gram=gram)
-            held_out = {"seen": any(f.Z_pairs is not None for f in refits.folds),
-                        "unknown": bool(refits.folds)}
+            held_out = _solver.enough_held_out(refits)
         if self.calibrate and not _all_held_out(held_out):
             gram_eig = be.eigh(gram)
         return refits, gram_eig

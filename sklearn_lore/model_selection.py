@@ -61,7 +61,7 @@ CURVE_COLUMNS = [
 # --------------------------------------------------------------------------- checks
 
 
-def _as_ids(user_ids, n_samples=None):
+def _as_ids(user_ids, n_samples=None, name="user_ids"):
     """User ids as a 1-d array, built as the estimator builds them (``_ids_array``).
 
     A list of tuples stays a list of tuple ids (numpy alone would read tuples of one
@@ -73,15 +73,15 @@ def _as_ids(user_ids, n_samples=None):
             or (isinstance(user_ids, np.ndarray) and user_ids.ndim == 0)
             or not isinstance(user_ids, Iterable)):
         raise ValueError(
-            "user_ids must be a 1-d sequence of ids in row order, one per row; got a "
+            f"{name} must be a 1-d sequence of ids in row order, one per row; got a "
             f"value of type {type(user_ids).__name__}.")
     ids = user_ids if isinstance(user_ids, np.ndarray) else _ids_array(user_ids)
     if ids.ndim != 1:
-        raise ValueError(f"user_ids must be 1-d; got an array of shape {ids.shape}.")
+        raise ValueError(f"{name} must be 1-d; got an array of shape {ids.shape}.")
     if n_samples is not None and ids.shape[0] != n_samples:
-        raise ValueError(f"user_ids has {ids.shape[0]} entries for {n_samples} rows.")
+        raise ValueError(f"{name} has {ids.shape[0]} entries for {n_samples} rows.")
     if pd.isna(pd.Series(ids, dtype=object)).any():
-        raise ValueError("user_ids contains missing values; every row needs a user id.")
+        raise ValueError(f"{name} contains missing values; every row needs a user id.")
     return require_hashable(ids)
 
 
@@ -1061,7 +1061,8 @@ class WithinUserKFold(BaseCrossValidator):
             raise ValueError(
                 "WithinUserKFold needs the user ids: pass groups=user_ids to split (or to "
                 f"the search's fit), or a DataFrame X with a {self.user_col!r} column.")
-        return _as_ids(groups, n)
+        name = f"X[{self.user_col!r}]" if in_column else "groups"
+        return _as_ids(groups, n, name=name)
 
     def _iter_test_indices(self, X=None, y=None, groups=None):
         ids = self._ids(X, groups)

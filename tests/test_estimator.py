@@ -1,6 +1,7 @@
 """LowRankRewardEstimator: scikit-learn contract, solver behaviour, backends."""
 
 import copy
+import datetime
 import pickle
 import warnings
 
@@ -1323,3 +1324,11 @@ def test_ids_of_another_type_than_the_fitted_ones_warn():
         mixed = ids.astype(object)
         mixed[:5] = [str(i) for i in mixed[:5]]
         est.predict_proba(X, user_ids=mixed)  # some rows' users are known
+        est.predict_proba(X[:2], user_ids=np.array([True, False]))  # True is the user 1
+    # dates compare across their types as the estimator compares them
+    days = pd.Timestamp("2020-01-01") + pd.to_timedelta(ids, "D")
+    dated = LowRankRewardEstimator(2, random_state=0).fit(X, y, user_ids=days)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        dated.predict_proba(X[:2], user_ids=np.array([datetime.datetime(2030, 1, 1)] * 2,
+                                                     dtype=object))

@@ -72,8 +72,13 @@ def test_ids_from_the_frame_column_or_groups():
         list(WithinUserKFold(2).split(frame))  # no "user_id" column
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         list(WithinUserKFold(2).split(np.zeros((12, 1)), groups=["a", "b", "c"]))
-    with pytest.raises(ValueError, match="missing values"):
+    with pytest.raises(ValueError, match="groups contains missing values"):
         list(WithinUserKFold(2).split(np.zeros((3, 1)), groups=["a", None, "b"]))
+    with pytest.raises(ValueError, match="groups must be 1-d"):
+        list(WithinUserKFold(2).split(np.zeros((12, 1)), groups=ids[:, None]))
+    frame["who"] = frame["who"].where(np.arange(12) != 4, None)
+    with pytest.raises(ValueError, match="X\\['who'\\] contains missing values"):
+        list(WithinUserKFold(2, user_col="who").split(frame))
     with pytest.raises(ValueError, match="Cannot split 3 rows into n_splits=4"):
         list(WithinUserKFold(4).split(np.zeros((3, 1)), groups=["a", "a", "b"]))
 

@@ -931,7 +931,8 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
 
     Returns ``(c, table, temperature, held_out)`` with ``table`` mapping each c to its
     held-out log-loss, ``temperature`` the one fitted to the held-out users' logits under
-    c (the calibration of adapted new users) and ``held_out`` a dict of the temperatures
+    c (the calibration of adapted new users; None where the held-out users have fewer
+    than ``_MIN_HELD_OUT_ROWS`` distinct rows) and ``held_out`` a dict of the temperatures
     fitted on the seen users' held-out pairs (``"seen"``; at least 1 unless there are
     ``_SHARPEN_ROWS`` of them) and on the unknown users' rows (``"unknown"``), None where
     there were fewer than ``_MIN_HELD_OUT_ROWS`` distinct ones; or ``(1.0, {}, None, {"seen": None,
@@ -947,7 +948,7 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     scored = [_crossfit_scores(be, y, s, groups, fold, refits.keys, P, kind, lam, grid, shots)
               for fold in refits.folds]
     held_out = {}
-    enough = enough_held_out(refits)
+    enough = enough_held_out(refits, groups)
     for name, parts in zip(("seen", "unknown"), zip(*[other for _, *other in scored])):
         t, yy, ss = (np.concatenate(part) for part in zip(*parts))
         held_out[name] = None
@@ -980,20 +981,27 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
         se = np.sqrt(len(diff)) * diff.std() / total
         if c > choice and table[c] - table[best] <= se:
             choice = c
-    return float(choice), table, 1.0 / tau[choice], held_out
+    # the new users' temperature, as the others, only on enough distinct scored rows
+    # (10 of them, one per held-out user, sharpened new users 2.2-fold: log-loss 1.65
+    # against 0.90 uncalibrated); else the caller falls back to the seen users'
+    fold_in = 1.0 / tau[choice] if enough["unknown"] else None
+    return float(choice), table, fold_in, held_out
 
 
-def enough_held_out(refits):
+def enough_held_out(refits, groups):
     """Whether the folds hold out at least ``_MIN_HELD_OUT_ROWS`` distinct pairs of
-    seen users (``"seen"``) and rows of held-out users (``"unknown"``): where the
-    cross-fit's temperatures are fitted (:func:`crossfit_shrinkage`); and at least
-    ``_SHARPEN_ROWS`` pairs of seen users, for their temperature to go below 1
-    (``"sharpen"``)."""
+    seen users (``"seen"``) and rows of held-out users (``"unknown"``, which also
+    decides the new users' temperature): where the cross-fit's temperatures are fitted
+    (:func:`crossfit_shrinkage`); and at least ``_SHARPEN_ROWS`` pairs of seen users,
+    for their temperature to go below 1 (``"sharpen"``). Copies of a row (one user,
+    one content key) count once, so a row of weight 2 and a duplicated row decide
+    alike."""
     if not refits.folds:
         return {"seen": False, "unknown": False, "sharpen": False}
-    counts = {name: int(np.count_nonzero(np.any([getattr(f, field) for f in refits.folds],
-                                                axis=0)))
-              for name, field in (("seen", "pairs"), ("unknown", "held"))}
+    counts = {}
+    for name, mask in (("seen", "pairs"), ("unknown", "held")):
+        rows = np.flatnonzero(np.any([getattr(f, mask) for f in refits.folds], axis=0))
+        counts[name] = len(set(zip(groups[rows].tolist(), refits.keys[rows].tolist())))
     return {"seen": counts["seen"] >= _MIN_HELD_OUT_ROWS,
             "unknown": counts["unknown"] >= _MIN_HELD_OUT_ROWS,
             "sharpen": counts["seen"] >= _SHARPEN_ROWS}

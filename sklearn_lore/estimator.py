@@ -541,15 +541,16 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         :meth:`partial_fit_users` get ``fold_in_temperature_``, fitted on the
         held-out users adapted from a few of their pairs; unknown users get
         ``population_temperature_``, fitted on the held-out users under the
-        population weights. Where the cross-fit does not run (a float ``shrinkage``,
-        fewer than ten users or than five with two pairs) or holds out fewer than 50
-        distinct pairs of seen users (users with fewer than five distinct pairs hold
-        out none) or rows of held-out users, ``temperature_`` and
-        ``population_temperature_`` come from approximate leave-one-out logits of
-        the training rows (the user's weights and the basis without that row, a
-        Newton step away; ``temperature_`` never below 1), which overstate the
-        basis's overfit where it has many parameters for its rows (a
-        ``UserWarning`` when ``temperature_`` reaches its bound, 20).
+        population weights. Each needs 50 distinct held-out rows of its own (pairs of
+        seen users: users with fewer than five distinct pairs hold out none; rows of
+        held-out users for the other two). Without them, or where the cross-fit does
+        not run (a float ``shrinkage``, fewer than ten users or than five with two
+        pairs), ``temperature_`` and ``population_temperature_`` each come from
+        approximate leave-one-out logits of the training rows (the user's weights
+        and the basis without that row, a Newton step away; ``temperature_`` never
+        below 1), which overstate the basis's overfit where it has many parameters
+        for its rows (a ``UserWarning`` when ``temperature_`` reaches its bound,
+        20), and ``fold_in_temperature_`` is ``temperature_``.
     verbose : int, default=0
         Log the objective every round at INFO level when > 0.
 
@@ -1453,7 +1454,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             refits = _solver.crossfit_refits(
                 be, rows.Z, y01, sw, groups, rows.n_groups, rank, self._kind, self.alpha,
                 self.prior_strength, random_state=self.random_state, gram=gram)
-            held_out = _solver.enough_held_out(refits)
+            held_out = _solver.enough_held_out(refits, groups)
         if self.calibrate and not _all_held_out(held_out):
             gram_eig = be.eigh(gram)
         return refits, gram_eig

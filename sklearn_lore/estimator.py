@@ -537,11 +537,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         the other users: users of the fit get ``temperature_``, fitted on those
         held-out pairs (the users refitted on all their pairs and the exact one-step
         correction for leaving each pair out; below 1 only on 500 pairs or more);
-        users added by
-        :meth:`partial_fit_users` get ``fold_in_temperature_``, fitted on the
-        held-out users adapted from a few of their pairs; unknown users get
-        ``population_temperature_``, fitted on the held-out users under the
-        population weights. Each needs 50 distinct held-out rows of its own (pairs of
+        users added by :meth:`partial_fit_users` get ``fold_in_temperature_``,
+        fitted on the held-out users adapted from a few of their pairs; unknown
+        users get ``population_temperature_``, fitted on the held-out users under
+        the population weights. Each needs 50 distinct held-out rows of its own (pairs of
         seen users: users with fewer than five distinct pairs hold out none; rows of
         held-out users for the other two). Without them, or where the cross-fit does
         not run (a float ``shrinkage``, fewer than ten users or than five with two

@@ -317,6 +317,21 @@ def fewshot_namespace():
     return {"X": X, "y": y, "user_ids": user_ids}, {}
 
 
+def global_curve_check(ns, values, ctx):
+    curve = ns["global_curve"]
+    rows = list(zip(curve["group"], curve["shots"]))
+    assert rows == [("seen", 28), ("unseen", 0), ("unseen", 5), ("unseen", 10), ("unseen", 20)]
+    # the same model for every user and every number of shots: one accuracy for the
+    # unseen lines, the logistic regression's own on their rows
+    unseen = curve[curve["group"] == "unseen"]
+    assert unseen["accuracy"].nunique() == 1
+    split, X, y = ns["split"], ns["X"], ns["y"]
+    model = ns["GlobalModel"](fit_intercept=False).fit(X[split.seen_train], y[split.seen_train])
+    test = split.unseen_test
+    expected = np.mean((model.predict_proba(X[test])[:, 1] > 0.5) == (y[test] == 1))
+    assert unseen["accuracy"].iloc[0] == pytest.approx(expected)
+
+
 def fewshot_check(ns, values, ctx):
     curve = ns["curve"]
     assert {"group", "shots", "n_users", "n_pairs", "accuracy", "macro_accuracy", "log_loss",
@@ -511,7 +526,10 @@ CASES = [
          reward_model_check),
     Case("docs/embedding.md", "search = GridSearchCV(pipe", pipeline_namespace, pipeline_check,
          model=True),
-    Case("docs/evaluation.md", "curve = fewshot_curve(", fewshot_namespace, fewshot_check),
+    Case("docs/evaluation.md", "curve = fewshot_curve(LowRankRewardEstimator()",
+         fewshot_namespace, fewshot_check),
+    Case("docs/evaluation.md", "class GlobalModel(LogisticRegression)", fewshot_namespace,
+         global_curve_check),
     Case("docs/user_guide.md", "est.fit(X, y, user_ids=users)", estimator_namespace,
          estimator_check),
     Case("docs/user_guide.md", "enable_metadata_routing=True", routing_namespace,

@@ -2,6 +2,10 @@
 
 import numpy as np
 
+# the id score_responses and best_of_n give rows of the population (user_id=None): no
+# user is fitted under it, and it is not a user id of the wrong type
+POPULATION_ID = "__sklearn_lore_population__"
+
 
 def require_hashable(ids, name="user_ids"):
     """Raise a TypeError naming the first unhashable id (a list, dict, set, array).

@@ -27,7 +27,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from . import _solver
 from ._frames import is_polars
-from ._ids import require_hashable
+from ._ids import POPULATION_ID, require_hashable
 from ._backends import resolve_backend
 from ._backends._numpy import NumpyBackend, matmul_rows
 
@@ -1119,7 +1119,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         ones (ints read back as text from a CSV, say): every row silently got the
         population's weights."""
         fitted = {_id_type(u) for u in self.users_[:1000]}
-        given = {_id_type(u) for u in np.asarray(ids, dtype=object)[:1000]}
+        given = {_id_type(u) for u in np.asarray(ids, dtype=object)[:1000]
+                 if not (isinstance(u, str) and u == POPULATION_ID)}
         if fitted and given and not fitted & given:
             _warn_caller(
                 f"None of the {len(set(ids.tolist()))} user ids given is a fitted user, and "

@@ -11,10 +11,11 @@ from collections.abc import Mapping, Set
 import numpy as np
 import pandas as pd
 
+from ._ids import POPULATION_ID
 from .estimator import _holds_missing
 
 # an id no fitted model knows, so the population model scores it
-_POPULATION_ID = "__sklearn_lore_population__"
+_POPULATION_ID = POPULATION_ID
 
 
 def _check_candidates(candidates):

@@ -72,6 +72,29 @@ def test_best_of_n_follows_each_users_taste():
     assert rewards[0] == 0.0 and rewards.shape == (3,)
 
 
+def test_the_population_of_a_pipeline_with_integer_ids_scores_without_a_warning():
+    """best_of_n's population rows carry a text sentinel as their id: on a pipeline
+    fitted with integer ids the id-type warning (none known, other types) took it for
+    ids read back as text."""
+    import warnings
+
+    def encode(texts):
+        return np.array([[len(t) / 10.0, t.count("!"), t.count("?")] for t in texts])
+
+    rows = [(u, "hi", a, b) for u in (1, 2, 3, 4) for a, b in [("wow!", "ok"), ("ok", "yes!!"),
+                                                                  ("hey!", "fine"), ("no", "a!")]]
+    df = pd.DataFrame(rows, columns=["user_id", "prompt", "response_a", "response_b"])
+    y = np.array([i % 2 for i in range(len(df))])
+    pipe = make_pipeline(SentencePairEmbedder(encoder=encode, model="toy-encoder"),
+                         LowRankRewardEstimator(1, random_state=0)).fit(df, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        best_of_n(pipe, "hi", ["plain", "very excited!!!"])
+        score_responses(pipe, "hi", ["plain", "very excited!!!"])
+    with pytest.warns(UserWarning, match="they are text while the fitted users' ids are"):
+        best_of_n(pipe, "hi", ["plain", "very excited!!!"], user_id="1")
+
+
 def test_copies_of_a_response_get_one_reward_and_the_first_wins():
     """Repeated samples: their rows' positions in the matrix products gave copies
     rewards a last digit apart, and best_of_n returned a later copy (12 of 80 cases

@@ -948,7 +948,7 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     scored = [_crossfit_scores(be, y, s, groups, fold, refits.keys, P, kind, lam, grid, shots)
               for fold in refits.folds]
     held_out = {}
-    enough = enough_held_out(refits, groups)
+    enough = refits.enough
     for name, parts in zip(("seen", "unknown"), zip(*[other for _, *other in scored])):
         t, yy, ss = (np.concatenate(part) for part in zip(*parts))
         held_out[name] = None
@@ -988,7 +988,7 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     return float(choice), table, fold_in, held_out
 
 
-def enough_held_out(refits, groups):
+def _enough_held_out(folds, groups, keys):
     """Whether the folds hold out at least ``_MIN_HELD_OUT_ROWS`` distinct pairs of
     seen users (``"seen"``) and rows of held-out users (``"unknown"``, which also
     decides the new users' temperature): where the cross-fit's temperatures are fitted
@@ -996,12 +996,15 @@ def enough_held_out(refits, groups):
     for their temperature to go below 1 (``"sharpen"``). Copies of a row (one user,
     one content key) count once, so a row of weight 2 and a duplicated row decide
     alike."""
-    if not refits.folds:
+    if not folds:
         return {"seen": False, "unknown": False, "sharpen": False}
     counts = {}
     for name, mask in (("seen", "pairs"), ("unknown", "held")):
-        rows = np.flatnonzero(np.any([getattr(f, mask) for f in refits.folds], axis=0))
-        counts[name] = len(set(zip(groups[rows].tolist(), refits.keys[rows].tolist())))
+        rows = np.flatnonzero(np.any([getattr(f, mask) for f in folds], axis=0))
+        order = np.lexsort((keys[rows], groups[rows]))
+        g, k = groups[rows][order], keys[rows][order]
+        counts[name] = int(len(rows) and 1 + np.count_nonzero((g[1:] != g[:-1])
+                                                               | (k[1:] != k[:-1])))
     return {"seen": counts["seen"] >= _MIN_HELD_OUT_ROWS,
             "unknown": counts["unknown"] >= _MIN_HELD_OUT_ROWS,
             "sharpen": counts["seen"] >= _SHARPEN_ROWS}
@@ -1012,11 +1015,13 @@ class CrossfitRefits:
     """The cross-fit's folds, each basis refitted without its held-out users.
 
     ``keys``: the rows' content keys (numpy); ``folds``: one :class:`_Fold` per fold
-    used, empty when there are too few users to split.
+    used, empty when there are too few users to split; ``enough``: which temperatures
+    the folds hold out enough rows for (:func:`_enough_held_out`).
     """
 
     keys: object
     folds: list
+    enough: dict
 
 
 @dataclass
@@ -1047,7 +1052,7 @@ def crossfit_refits(be, Z, y, s, groups, n_groups, rank, kind, alpha, lam, *, n_
     user_rank[np.argsort(user_keys, kind="stable")] = np.arange(n_groups)
     fold = user_rank % n_splits
     if n_groups < 2 * n_splits or (counts >= 2).sum() < n_splits:
-        return CrossfitRefits(keys=keys, folds=[])
+        return CrossfitRefits(keys=keys, folds=[], enough=_enough_held_out([], groups, keys))
     per_fold = max(n_groups // n_splits, 1)
     n_folds = min(n_splits, -(-min_held_users // per_fold))
     seen_pairs = _seen_pairs(groups, keys, n_groups)
@@ -1057,7 +1062,8 @@ def crossfit_refits(be, Z, y, s, groups, n_groups, rank, kind, alpha, lam, *, n_
         for held in (((fold == f) & (counts >= 2))[groups] for f in range(n_folds))
         if held.any()
     ]
-    return CrossfitRefits(keys=keys, folds=folds)
+    return CrossfitRefits(keys=keys, folds=folds,
+                          enough=_enough_held_out(folds, groups, keys))
 
 
 def _seen_pairs(groups, keys, n_groups):

@@ -31,8 +31,6 @@ from ._ids import POPULATION_ID, require_hashable
 from ._backends import resolve_backend
 from ._backends._numpy import NumpyBackend, matmul_rows
 
-# 1 - c h, floored: a leave-one-out shift is at most 20 times the first-order one
-_LEVERAGE_FLOOR = _solver.LEVERAGE_FLOOR
 # the seen users' temperature softens at most this much (1 / 0.05 = 20)
 _MIN_INVERSE_TEMPERATURE = 0.05
 
@@ -1241,7 +1239,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             WQ = W_rows @ Q
             h_basis = np.einsum("nl,nl->n", R, WQ * WQ)
             # the Kronecker form may overstate a row's leverage: at most 20-fold
-            scale = residual / np.maximum(1.0 - c * h_basis, _LEVERAGE_FLOOR)
+            scale = residual / np.maximum(1.0 - c * h_basis, _solver.LEVERAGE_FLOOR)
             shift += scale * h_basis
             pop_shift = scale * ((R * WQ) @ (Q.T @ self.population_weights_))
         # leave-one-out sees overfitting but not the shift between a user's
@@ -1454,7 +1452,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             refits = _solver.crossfit_refits(
                 be, rows.Z, y01, sw, groups, rows.n_groups, rank, self._kind, self.alpha,
                 self.prior_strength, random_state=self.random_state, gram=gram)
-            held_out = _solver.enough_held_out(refits, groups)
+            held_out = refits.enough
         if self.calibrate and not _all_held_out(held_out):
             gram_eig = be.eigh(gram)
         return refits, gram_eig

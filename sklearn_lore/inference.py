@@ -14,9 +14,6 @@ import pandas as pd
 from ._ids import POPULATION_ID
 from .estimator import _holds_missing
 
-# an id no fitted model knows, so the population model scores it
-_POPULATION_ID = POPULATION_ID
-
 
 def _check_candidates(candidates):
     """The candidates as a list, read once (a generator is consumed here)."""
@@ -92,7 +89,7 @@ def _pair_frame(model, prompt, candidates, user_id, user_col):
             )
     else:
         user_col = user_col if user_col is not None else column("user_col", "user_id")
-        frame[user_col] = [user_id if user_id is not None else _POPULATION_ID] * n
+        frame[user_col] = [user_id if user_id is not None else POPULATION_ID] * n
     frame[column("prompt_col", "prompt")] = [prompt] * n
     frame[column("response_a_col", "response_a")] = candidates
     frame[column("response_b_col", "response_b")] = [candidates[0]] * n

@@ -1298,6 +1298,26 @@ def test_a_fit_without_users_warns_when_its_iterations_run_out(monkeypatch):
         LowRankRewardEstimator(2, random_state=0).fit(X, y)
 
 
+@pytest.mark.parametrize("backend", ["numpy", pytest.param(
+    "torch", marks=pytest.mark.skipif(not torch_available(), reason="needs torch"))])
+@pytest.mark.parametrize("alpha", [0.1, 1.0, 10.0])
+def test_a_fit_without_users_is_ridge_logistic_regression(backend, alpha):
+    """Without ids the model is logistic regression without intercept, L2 strength
+    alpha on the weighted sum of losses (C = 1 / alpha, the docstring's objective),
+    checked against scikit-learn's own solver rather than against our objective."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 6))
+    y = (X @ rng.normal(size=6) + rng.logistic(size=300) > 0).astype(int)
+    sw = rng.uniform(0.2, 3.0, size=300)
+    est = LowRankRewardEstimator(2, alpha=alpha, backend=backend,
+                                 device="cpu" if backend == "torch" else None).fit(
+        X, y, sample_weight=sw)
+    ref = LogisticRegression(fit_intercept=False, C=1 / alpha, tol=1e-12,
+                             max_iter=10_000).fit(X, y, sample_weight=sw)
+    np.testing.assert_allclose(est.components_[0], ref.coef_[0], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(est.components_[1], 0.0)
+
+
 def test_ids_of_another_type_than_the_fitted_ones_warn():
     """Integer ids at fit and the same ids as text at predict (a CSV read back, say):
     no row's user is known and every row silently got the population's weights. The

@@ -1259,8 +1259,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 "soften the probabilities far more than held-out pairs want. Calibrate on "
                 "held-out pairs instead: CalibratedClassifierCV(LowRankRewardEstimator("
                 "calibrate=False), cv=WithinUserKFold(5, shuffle=True)) "
-                "(sklearn_lore.model_selection) on a DataFrame with the user column (or "
-                "groups= routed to the splitter), or set calibrate=False.", UserWarning)
+                "(sklearn_lore.model_selection) on a DataFrame with the user column (its "
+                "predictions pass on no other ids), or set calibrate=False.", UserWarning)
         # unknown users: the population's own temperature on the pooled rows, with
         # the basis left out of each row (the B population weights are not fitted
         # to any single user)
@@ -1817,6 +1817,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                  self._user_temperatures())
         # files saved before it existed lack it: the seen users' temperature stood in
         fold_in_temperature = getattr(self, "fold_in_temperature_", self.temperature_)
+        unknown_held_out = getattr(self, "_unknown_temperature_held_out", True)
         # a float shrinkage (set_params during the stream) is used as given; calibrate
         # switched since the scale was chosen chooses it again (the cross-fit also gave
         # new users' temperature, which follows calibrate)
@@ -1835,8 +1836,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self._fit_first_batch(Z, y01, sw, ids, V0=self.components_.T,
                               shrinkage=self.shrinkage_ if keep_scale else None,
                               held_out=held_out)
-        if keep_scale and self.calibrate:
-            # the cross-fit that chose the scale also calibrated new users: keep both
+        # the cross-fit that chose the scale also calibrated new users where it held
+        # out enough of their rows: keep both. Where it did not, the fold-in temperature
+        # was the seen users' temperature of then, and follows the refit's (it stayed
+        # 1.5 times the seen users' new one); files saved before the flag kept it.
+        if keep_scale and self.calibrate and unknown_held_out:
             self.fold_in_temperature_ = fold_in_temperature
         outside = self._user_index(known[0]) < 0
         if outside.any():

@@ -422,3 +422,28 @@ def test_few_held_out_rows_decide_alike_for_weights_and_copies_and_guard_new_use
         if calibrate:
             assert est.fold_in_temperature_ == est.temperature_ >= 1.0
     assert losses[True] <= losses[False]
+
+
+def test_a_stream_refit_without_held_out_new_users_moves_their_temperature():
+    """A stream whose first call was too small for a cross-fit (8 users) calibrates new
+    users with the seen users' temperature. A refit on the memory that kept the scale
+    also kept that old value for new users (2.36 against the refit's 1.58: folded-in
+    users 1.5 times softer than one fit on the same rows makes them); it follows the
+    seen users' temperature, as in a fit."""
+    X, y, ids, _ = make_preference_data(n_users=12, n_pairs_per_user=30, n_features=16,
+                                        random_state=1)
+    first = np.isin(ids, [f"u{i}" for i in range(8)])
+    est = LowRankRewardEstimator(3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.partial_fit(X[first], y[first], classes=[0, 1], user_ids=ids[first])
+        before = est.fold_in_temperature_
+        assert not est._unknown_temperature_held_out and before == est.temperature_
+        est.partial_fit(X[~first], y[~first], user_ids=ids[~first])  # scale kept
+    assert not est._unknown_temperature_held_out
+    assert est.temperature_ != before
+    assert est.fold_in_temperature_ == est.temperature_
+    Xn, yn, idn, _ = make_preference_data(n_users=3, n_pairs_per_user=5, n_features=16,
+                                          random_state=9)
+    est.partial_fit_users(Xn, yn, user_ids=np.array(["new" + i for i in idn], dtype=object))
+    np.testing.assert_array_equal(est.user_temperature_[-3:], est.temperature_)

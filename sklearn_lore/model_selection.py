@@ -37,7 +37,7 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import _num_samples
 
 from ._ids import require_hashable
-from .estimator import _ids_array
+from .estimator import _check_label_values, _ids_array
 
 __all__ = [
     "within_user_position",
@@ -82,7 +82,7 @@ def _as_ids(user_ids, n_samples=None, name="user_ids"):
         raise ValueError(f"{name} has {ids.shape[0]} entries for {n_samples} rows.")
     if pd.isna(pd.Series(ids, dtype=object)).any():
         raise ValueError(f"{name} contains missing values; every row needs a user id.")
-    return require_hashable(ids)
+    return require_hashable(ids, name=name)
 
 
 def _check_fraction(name, value):
@@ -968,7 +968,7 @@ def fewshot_split(user_ids, *, unseen_size=0.2, n_train_pairs=28, shots=(0, 5, 1
 
 
 class WithinUserKFold(BaseCrossValidator):
-    """K folds dealt within every user: each test fold holds pairs of every user.
+    """K folds dealt within every user: each user's pairs spread over the test folds.
 
     A personalized model is tuned on held-out pairs of the users it was fitted on
     (:func:`fewshot_split`'s ``seen_test``). scikit-learn's default folds do not give
@@ -996,11 +996,13 @@ class WithinUserKFold(BaseCrossValidator):
     Raises
     ------
     ValueError
-        From the constructor if ``n_splits`` is not an integer of at least 2, ``shuffle``
-        not a bool, or ``random_state`` given without ``shuffle``. From :meth:`split` if
-        the ids are missing (neither ``groups`` nor a ``user_col`` column), given twice,
-        of another length than X, hold a missing value, or if there are fewer rows than
-        folds.
+        From the constructor if ``n_splits`` is not an integer of at least 2, or
+        ``random_state`` is given without ``shuffle``. From :meth:`split` if the ids are
+        missing (neither ``groups`` nor a ``user_col`` column), given twice and
+        different, of another length than X, hold a missing value, or if there are
+        fewer rows than folds.
+    TypeError
+        From the constructor if ``shuffle`` is not a bool (as ``KFold``).
 
     See Also
     --------
@@ -1009,9 +1011,16 @@ class WithinUserKFold(BaseCrossValidator):
 
     Notes
     -----
-    The ids reach :meth:`split` as ``groups`` (``GridSearchCV.fit(X, y, groups=ids)``,
-    or routed as metadata: the splitter requests ``groups``) or as the ``user_col``
-    column of a DataFrame ``X``, the column the estimator reads too.
+    The ids reach :meth:`split` as the ``user_col`` column of a DataFrame ``X``, the
+    column the estimator reads too, or as ``groups`` (``GridSearchCV.fit(X, y,
+    groups=ids)``, or routed as metadata: the splitter requests ``groups``). ``groups``
+    feeds the splitter only: with a numpy ``X`` the estimator then sees no ids, fits
+    and is scored as the population model, silently. Prefer the column (the fit, the
+    scorer and the predictions all get the ids); with a numpy ``X`` route the ids to the
+    estimator's fit as ``user_ids`` too and score with :func:`make_user_scorer`
+    (docs/user_guide.md, "Where routed ids stop"). Given both, the column and
+    ``groups`` must hold the same ids (an outer ``GroupKFold``'s groups reach an inner
+    search's splitter when metadata is routed).
 
     Examples
     --------
@@ -1033,7 +1042,7 @@ class WithinUserKFold(BaseCrossValidator):
             raise ValueError(
                 f"n_splits must be an integer of at least 2, got {n_splits!r}.")
         if not isinstance(shuffle, (bool, np.bool_)):
-            raise ValueError(f"shuffle must be True or False, got {shuffle!r}.")
+            raise TypeError(f"shuffle must be True or False, got {shuffle!r}.")
         if not shuffle and random_state is not None:
             raise ValueError(
                 "Setting a random_state has no effect since shuffle is False. Leave "
@@ -1050,19 +1059,24 @@ class WithinUserKFold(BaseCrossValidator):
     def _ids(self, X, groups):
         n = _num_samples(X)
         in_column = hasattr(X, "columns") and self.user_col in X.columns
-        if in_column and groups is not None:
-            raise ValueError(
-                f"User ids were given twice: X has a {self.user_col!r} column and "
-                "groups= was passed.")
         if in_column:
-            groups = X[self.user_col]
-            groups = groups.to_numpy() if hasattr(groups, "to_numpy") else np.asarray(groups)
-        elif groups is None:
+            column = X[self.user_col]
+            column = column.to_numpy() if hasattr(column, "to_numpy") else np.asarray(column)
+            ids = _as_ids(column, n, name=f"X[{self.user_col!r}]")
+            # the same ids twice are no conflict: an outer GroupKFold's groups reach an
+            # inner search's splitter too when metadata is routed
+            if groups is not None and not np.array_equal(
+                    _as_objects(_as_ids(groups, n, name="groups")), _as_objects(ids)):
+                raise ValueError(
+                    f"User ids were given twice and differ: X has a {self.user_col!r} "
+                    "column and groups= holds other ids. Pass one of them.")
+            return ids
+        if groups is None:
             raise ValueError(
-                "WithinUserKFold needs the user ids: pass groups=user_ids to split (or to "
-                f"the search's fit), or a DataFrame X with a {self.user_col!r} column.")
-        name = f"X[{self.user_col!r}]" if in_column else "groups"
-        return _as_ids(groups, n, name=name)
+                "WithinUserKFold needs the user ids: pass groups=user_ids to split (to a "
+                "search's fit, or params={'groups': user_ids} with metadata routing on), "
+                f"or a DataFrame X with a {self.user_col!r} column.")
+        return _as_ids(groups, n, name="groups")
 
     def _iter_test_indices(self, X=None, y=None, groups=None):
         ids = self._ids(X, groups)
@@ -1301,6 +1315,10 @@ def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unsee
         raise ValueError(f"y must be a 1-d array-like with one label per row of X; got a "
                          f"{type(y).__name__} of shape {labels.shape}.")
     y = labels
+    # every label before the fit, each refusal naming the caller's row (the estimator's
+    # own check named the row within the seen users' training rows, and the test rows'
+    # labels were checked only after the fit)
+    _check_label_values(y)
     n = y.shape[0]
     ids = _as_ids(ids, n)
     if _num_samples(X) != n:

@@ -532,6 +532,21 @@ def test_fewshot_curve_checks_its_parameters_before_fitting(small, estimator, kw
                       **kwargs)
 
 
+@pytest.mark.parametrize("row", [0, 3, -1])
+@pytest.mark.parametrize("kind", ["float", "object"])
+def test_fewshot_curve_names_the_callers_row_of_a_missing_label_before_fitting(small, row,
+                                                                               kind):
+    """A NaN label was named by its place among the seen users' training rows ("row 0"
+    for the caller's row 12), and a test row's only after the fit."""
+    X, y, users = small
+    y = y.astype(float) if kind == "float" else y.astype(object)
+    row = row % len(y)
+    y[row] = np.nan if kind == "float" else None
+    with pytest.raises(ValueError, match=f"missing .*label .* at row {row};"):
+        fewshot_curve(FitForbidden(), X, y, users, shots=(0, 2), n_train_pairs=8,
+                      unseen_size=0.25)
+
+
 def test_fewshot_curve_checks_a_split_before_fitting(small):
     X, y, users = small
     split = fewshot_split(users, unseen_size=0.25, n_train_pairs=8, shots=(0, 2),

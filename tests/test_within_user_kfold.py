@@ -64,8 +64,13 @@ def test_ids_from_the_frame_column_or_groups():
     by_column = list(WithinUserKFold(2, user_col="who").split(frame))
     by_groups = folds(WithinUserKFold(2), ids)
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(by_column, by_groups))
-    with pytest.raises(ValueError, match="given twice"):
-        list(WithinUserKFold(2, user_col="who").split(frame, groups=ids))
+    # the same ids as groups too (an outer GroupKFold's, routed to an inner search)
+    twice = list(WithinUserKFold(2, user_col="who").split(frame, groups=list(ids)))
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(twice, by_groups))
+    with pytest.raises(ValueError, match="given twice and differ"):
+        list(WithinUserKFold(2, user_col="who").split(frame, groups=ids[::-1]))
+    with pytest.raises(TypeError, match="groups must be hashable"):
+        list(WithinUserKFold(2).split(np.zeros((3, 1)), groups=[{1}, {2}, {1}]))
     with pytest.raises(ValueError, match="needs the user ids"):
         list(WithinUserKFold(2).split(np.zeros((12, 1))))
     with pytest.raises(ValueError, match="needs the user ids"):
@@ -87,12 +92,17 @@ def test_ids_from_the_frame_column_or_groups():
     ({"n_splits": 1}, "at least 2"),
     ({"n_splits": 2.0}, "at least 2"),
     ({"n_splits": True}, "at least 2"),
-    ({"shuffle": "yes"}, "True or False"),
     ({"random_state": 0}, "shuffle is False"),
 ])
 def test_constructor_refuses_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         WithinUserKFold(**kwargs)
+
+
+@pytest.mark.parametrize("shuffle", ["yes", 1, None])
+def test_a_shuffle_that_is_not_a_bool_is_a_type_error_as_in_kfold(shuffle):
+    with pytest.raises(TypeError, match="shuffle must be True or False"):
+        WithinUserKFold(shuffle=shuffle)
 
 
 @pytest.fixture(scope="module")
@@ -133,4 +143,23 @@ def test_groups_routed_as_metadata(grouped):
     plain = cross_val_score(LowRankRewardEstimator(n_components=2, shrinkage=1.0,
                                                    random_state=0), frame, y,
                             cv=WithinUserKFold(3))
+    np.testing.assert_allclose(routed, plain, rtol=1e-12)
+
+
+def test_nested_search_inside_group_folds_under_routing(grouped):
+    """New users held out by an outer GroupKFold, the rank tuned on seen users' pairs
+    inside: with metadata routing the outer groups reach the inner splitter too, which
+    refused them as ids given twice although they were the column's own."""
+    from sklearn.model_selection import GroupKFold
+
+    frame, y = grouped
+    ids = frame.user_id.to_numpy()
+    inner = GridSearchCV(LowRankRewardEstimator(shrinkage=1.0, calibrate=False,
+                                                random_state=0),
+                         {"n_components": [1, 2]}, cv=WithinUserKFold(3), scoring="roc_auc")
+    with sklearn.config_context(enable_metadata_routing=True):
+        routed = cross_val_score(inner, frame, y, cv=GroupKFold(3), params={"groups": ids},
+                                 scoring="roc_auc", error_score="raise")
+    plain = cross_val_score(inner, frame, y, cv=GroupKFold(3), groups=ids, scoring="roc_auc",
+                            error_score="raise")
     np.testing.assert_allclose(routed, plain, rtol=1e-12)

@@ -208,6 +208,37 @@ def test_the_cross_fit_shots_are_spread_over_a_users_rows():
     assert few.sum() == 3
 
 
+def test_the_cross_fit_shots_take_copies_of_a_pair_together():
+    """A held-out user's copies of one comparison were split between its shots and its
+    scored rows (with every row duplicated, 750 of 1,650 scored rows at 5 shots were
+    copies of shots), so the cross-fit chose the least shrinkage of its grid (1.0)
+    where weights of 2 chose 256. Now copies adapt or are scored together, the cap of
+    half a user's pairs counts distinct pairs, and duplicates give what weights of 2
+    give; without copies the shots are those of the rows' own ranks."""
+    from sklearn_lore._backends._numpy import NumpyBackend
+
+    X, y, ids, _ = make_preference_data(n_users=150, n_pairs_per_user=8, n_features=16,
+                                        random_state=3)
+    groups = np.unique(ids, return_inverse=True)[1]
+    keys = _solver._content_keys(NumpyBackend(), X, y)
+    rank = _solver._spread_rank(groups, keys)
+    n_u = np.bincount(groups)[groups]
+    for mask, k in zip(_solver._shot_masks(groups, keys, (5, 10, 20)), (5, 10, 20)):
+        np.testing.assert_array_equal(mask, rank < np.minimum(k, n_u // 2))
+    g2, k2 = np.r_[groups, groups], np.r_[keys, keys]
+    for mask, single in zip(_solver._shot_masks(g2, k2, (5, 10, 20)),
+                            _solver._shot_masks(groups, keys, (5, 10, 20))):
+        np.testing.assert_array_equal(mask, np.r_[single, single])
+    kw = dict(n_components=3, random_state=0)
+    copies = LowRankRewardEstimator(**kw).fit(np.vstack([X, X]), np.r_[y, y],
+                                              user_ids=np.r_[ids, ids])
+    weighted = LowRankRewardEstimator(**kw).fit(X, y, user_ids=ids,
+                                                sample_weight=np.full(len(y), 2.0))
+    assert copies.shrinkage_ == weighted.shrinkage_
+    assert copies.fold_in_temperature_ == pytest.approx(weighted.fold_in_temperature_,
+                                                        rel=1e-9)
+
+
 def test_the_cross_fit_scores_in_calls_of_bounded_size_with_the_same_result(problem_small,
                                                                            monkeypatch):
     """The held-out users' adaptations (users x 3 shot counts x 11 scales groups) ran as

@@ -48,6 +48,11 @@ _HOST_FOLD_IN_ROWS = 65536
 # training logits all below this: the penalties won and the model collapsed to zero
 _COLLAPSED_LOGIT = 1e-8
 
+# a memory-free stream refits its temperatures on the batches' logits from before each
+# update, the last this many rows of seen users and of unknown ones (a window: older
+# logits are those of an older model; docs/user_guide.md, "Streaming")
+_STREAM_CALIBRATION_ROWS = 1000
+
 
 def _is_number_like(value):
     try:
@@ -494,7 +499,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         it drops the memory, and from then on each call updates the model from its
         own batch with Laplace priors (memory-free). 0 never remembers rows.
         Remembered rows are part of the model's state: they are pickled and saved
-        with it, and :meth:`forget_users` deletes a user's rows from them.
+        with it, and :meth:`forget_users` deletes a user's rows from them. A
+        memory-free call scores its batch before learning from it and refits the
+        seen users' and the population's temperatures on the last 1,000 such
+        logits of each (docs/user_guide.md, "Streaming").
     user_col : str, default="user_id"
         Column of a DataFrame ``X`` that holds the user ids.
     backend : {"auto", "numpy", "torch"}, default="auto"
@@ -1372,6 +1380,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         """
         self._fitted_kind = self._kind  # partial fits refuse another kind (set_params)
         self._drop_caches()  # the users they index are about to go
+        self._stream_calibration = None  # a memory-free stream's held-out logits
         if ids is None:
             return self._fit_without_users(Z, y01, sw, data)
         groups, users = self._factorize(ids)
@@ -1867,6 +1876,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         be = resolve_backend(self.backend, self.device)
         rows = _solver.make_rows(be, Z, y01, sw, groups, centres.shape[0])
         V_prev = self.components_.T
+        # the batch as the model predicted it before learning from it: held-out logits
+        # for the stream's temperatures
+        before = (self._logits_before_update(be, rows.Z, V_prev, groups, index)
+                  if self.calibrate else None)
         curvature = self._curvature_on(be)
         A, S, _ = curvature
         anchor = (be.asarray(V_prev), A, be.asarray(S), self.alpha)
@@ -1889,11 +1902,76 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             F, sw, self._weights_from_params(res.theta)[groups], res.gram_be)
         # everything that can fail before the users' rows are written in place
         population = self._update_population(F, y01, sw)
+        temperatures = (self._stream_temperatures(before, y01, sw) if before is not None
+                        else None)
         self._stream_curvature = _solver.add_kron_curvature(curvature, batch_curv)
+        old = self.temperature_
+        if temperatures is not None:
+            self._stream_calibration, seen, unknown = temperatures
+            self.temperature_ = seen
+            self.population_temperature_ = unknown
+            if getattr(self, "fold_in_temperature_", None) == old:
+                self.fold_in_temperature_ = seen
         if batch_users is not None:
             self._update_users(batch_users, index, self._weights_from_params(res.theta),
                                posterior, self.temperature_)
+        if self.temperature_ != old and getattr(self, "user_temperature_", None) is not None:
+            # the users that had the seen users' temperature follow it (in place: the
+            # per-user arrays are views of buffers with spare rows)
+            T_users = self.user_temperature_
+            T_users[T_users == old] = self.temperature_
         self._set_population(*population)
+
+    def _logits_before_update(self, be, Z, V, groups, index):
+        """The batch's uncalibrated logits under the model before the update: the rows
+        of known users under their weights (and which rows those are), and every row
+        under the population's weights."""
+        F = be.to_numpy(be.matmul_ZV(Z, be.asarray(V))).astype(np.float64, copy=False)
+        population = F @ self.population_weights_
+        known = np.zeros(F.shape[0], dtype=bool)
+        if index is not None:
+            row_index = index[groups]
+            known = row_index >= 0
+        users = np.einsum("nb,nb->n", F[known], self.user_weights_[row_index[known]]) \
+            if known.any() else np.zeros(0)
+        return users, known, population
+
+    def _stream_temperatures(self, before, y01, sw):
+        """The temperatures of a memory-free stream after a call: fitted on the last
+        ``_STREAM_CALIBRATION_ROWS`` rows of the stream's batches as the model predicted
+        them before learning from them (rows it had not seen): the rows of users it knew
+        under their weights for ``temperature_``, every row under the population's
+        weights for ``population_temperature_`` (rows of unknown users alone went
+        stale once every user was known: a window of the first batches' weak population
+        sharpened it 4-fold), each where there are ``_solver._MIN_HELD_OUT_ROWS`` of them
+        (the seen users' may sharpen only on ``_solver._SHARPEN_ROWS``), as the
+        cross-fit's held-out rows do in a fit. Without users the population is the
+        model itself: one temperature for all. Returns the windows and the two
+        temperatures."""
+        t_users, known, t_population = before
+        windows = list(getattr(self, "_stream_calibration", None) or (None, None))
+        with_users = getattr(self, "_fit_with_users", True)
+        for k, (t, y_k, s_k) in enumerate(((t_users, y01[known], sw[known]),
+                                           (t_population, y01, sw))):
+            kept = s_k > 0
+            if not kept.any():
+                continue
+            new = (t[kept], y_k[kept], s_k[kept])
+            if windows[k] is not None:
+                new = tuple(np.concatenate([a, b]) for a, b in zip(windows[k], new))
+            windows[k] = tuple(a[-_STREAM_CALIBRATION_ROWS:] for a in new)
+        seen, unknown = self.temperature_, self.population_temperature_
+        if windows[0] is not None and len(windows[0][0]) >= _solver._MIN_HELD_OUT_ROWS:
+            upper = (1.0 / _MIN_INVERSE_TEMPERATURE
+                     if len(windows[0][0]) >= _solver._SHARPEN_ROWS else 1.0)
+            seen = 1.0 / _solver.fit_inverse_temperature(
+                *windows[0], bounds=(_MIN_INVERSE_TEMPERATURE, upper))
+        if windows[1] is not None and len(windows[1][0]) >= _solver._MIN_HELD_OUT_ROWS:
+            unknown = 1.0 / _solver.fit_inverse_temperature(
+                *windows[1], bounds=(_MIN_INVERSE_TEMPERATURE, 1.0 / _MIN_INVERSE_TEMPERATURE))
+            if not with_users:  # the population is the model itself
+                seen = unknown
+        return tuple(windows), float(seen), float(unknown)
 
     @_unchanged_on_failure
     def partial_fit_users(self, X, y, sample_weight=None, *, user_ids=None):
@@ -2150,6 +2228,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             forgotten = pd.Index(pd.Series(self.users_[~keep], dtype=object))
             rows = forgotten.get_indexer(pd.Series(memory[3], dtype=object)) < 0
             self._stream_memory = tuple(part[rows] for part in memory)
+        # a memory-free stream's held-out logits hold no ids: they all go (the
+        # temperatures stay until the stream brings enough rows again)
+        self._stream_calibration = None
         self.user_temperature_ = self._user_temperatures()[keep]
         self.users_ = self.users_[keep]
         self.user_weights_ = self.user_weights_[keep]

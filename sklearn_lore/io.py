@@ -1016,10 +1016,38 @@ def _check_lore_state(est, where):
             if missing.any():
                 raise ValueError(f"{where}._stream_memory[3]: a missing user id (None or "
                                  f"NaN) at row {int(np.argmax(missing))}.")
+    _check_stream_calibration(getattr(est, "_stream_calibration", None), where)
     precision = _attribute(est, "_population_precision", where)
     _check_shape(precision, (B, B), f"{where}._population_precision")
     _check_numeric(precision, f"{where}._population_precision")
     _check_finite(vars(est), where)
+
+
+def _check_stream_calibration(windows, where):
+    """A memory-free stream's held-out logits (``_stream_calibration``): None, or two
+    windows (seen users', population's), each None or (logits, labels 0/1, weights) of
+    one length, finite, the weights positive (the next partial_fit fits temperatures
+    on them)."""
+    if windows is None:
+        return
+    name = f"{where}._stream_calibration"
+    if not (isinstance(windows, tuple) and len(windows) == 2):
+        raise ValueError(f"{name}: expected None or a tuple of two windows.")
+    for k, window in enumerate(windows):
+        if window is None:
+            continue
+        if not (isinstance(window, tuple) and len(window) == 3):
+            raise ValueError(f"{name}[{k}]: expected a tuple (logits, labels, weights).")
+        n = len(window[0]) if hasattr(window[0], "__len__") else -1
+        for i, part in enumerate(window):
+            _check_shape(part, (n,), f"{name}[{k}][{i}]")
+            _check_numeric(part, f"{name}[{k}][{i}]")
+            if not np.isfinite(part).all():
+                raise ValueError(f"{name}[{k}][{i}]: values must be finite.")
+        if not np.isin(window[1], (0, 1)).all():
+            raise ValueError(f"{name}[{k}][1]: the labels must be 0 or 1.")
+        if not (window[2] > 0).all():
+            raise ValueError(f"{name}[{k}][2]: the weights must be positive.")
 
 
 # The fitted arrays of the shape table that hold ids, labels or names; every other one holds

@@ -447,3 +447,119 @@ def test_a_stream_refit_without_held_out_new_users_moves_their_temperature():
                                           random_state=9)
     est.partial_fit_users(Xn, yn, user_ids=np.array(["new" + i for i in idn], dtype=object))
     np.testing.assert_array_equal(est.user_temperature_[-3:], est.temperature_)
+
+
+def _memory_free_stream(X, y, u, first, calls=8, **kwargs):
+    est = LowRankRewardEstimator(2, random_state=0, stream_memory=0, **kwargs)
+    order = np.random.default_rng(0).permutation(len(y))
+    batches = [order[:first]] + np.array_split(order[first:], calls)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for rows in batches:
+            est.partial_fit(X[rows], y[rows], classes=[0, 1], user_ids=u[rows])
+    return est
+
+
+@pytest.fixture(scope="module")
+def stream_case():
+    X, y, u, _ = make_preference_data(n_users=40, n_pairs_per_user=60, n_features=8,
+                                      random_state=5)
+    position = within_user_position(u)
+    return X, y, u, position < 40
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param(
+    "torch", marks=pytest.mark.skipif(not torch_available(), reason="needs torch"))])
+def test_a_memory_free_stream_refits_its_temperatures_on_held_out_logits(stream_case,
+                                                                        backend):
+    """A memory-free stream kept the temperatures of its first call: 10 rows put the
+    seen users' at its bound, 20, and 1,590 more rows left the probabilities squeezed
+    towards 0.5 (held-out log-loss 0.666, chance 0.693, one fit 0.494). Each call now
+    scores its batch before learning from it and refits the temperatures on those
+    logits: the seen users' comes within 0.005 of the best single temperature's
+    log-loss, and the unknown users' (every row under the population) is finite."""
+    X, y, u, train = stream_case
+    kw = {} if backend == "numpy" else {"backend": "torch", "device": "cpu"}
+    est = _memory_free_stream(X[train], y[train], u[train], first=10, **kw)
+    seen_cal, population_cal = est._stream_calibration
+    assert len(seen_cal[0]) == 1000 and len(population_cal[0]) == 1000  # the windows
+    assert est.temperature_ < 5
+    np.testing.assert_array_equal(est.user_temperature_, est.temperature_)
+    assert est.fold_in_temperature_ == est.temperature_  # no cross-fit in the first call
+    test = ~train
+    proba = est.predict_proba(X[test], user_ids=u[test])[:, 1]
+    loss = log_loss(y[test], proba)
+    logits = est.decision_function(X[test], user_ids=u[test]) * est.temperature_
+    tau = _solver.fit_inverse_temperature(logits, y[test].astype(float), np.ones(test.sum()),
+                                          bounds=(0.01, 100.0))
+    best = log_loss(y[test], _solver.expit(tau * logits))
+    assert loss <= best + 0.005 and loss < 0.55
+    assert 0.05 <= 1 / est.population_temperature_ <= 20
+
+
+def test_a_stream_call_with_few_held_out_rows_keeps_the_temperatures(stream_case):
+    """Below 50 held-out rows a window fits no temperature (as the cross-fit's guard);
+    calibrate=False keeps every temperature at 1 and no window."""
+    X, y, u, train = stream_case
+    fitted = LowRankRewardEstimator(2, random_state=0, stream_memory=0).fit(
+        X[train][:1200], y[train][:1200], user_ids=u[train][:1200])
+    before = (fitted.temperature_, fitted.population_temperature_,
+              fitted.fold_in_temperature_)
+    rest = np.flatnonzero(train)[1200:]
+    fitted.partial_fit(X[rest[:30]], y[rest[:30]], user_ids=u[rest[:30]])
+    assert (fitted.temperature_, fitted.population_temperature_,
+            fitted.fold_in_temperature_) == before
+    assert len(fitted._stream_calibration[1][0]) == 30
+    fitted.partial_fit(X[rest[30:100]], y[rest[30:100]], user_ids=u[rest[30:100]])
+    assert fitted.population_temperature_ != before[1]  # 100 rows under the population
+    plain = _memory_free_stream(X[train], y[train], u[train], first=10, calibrate=False)
+    assert plain.temperature_ == plain.population_temperature_ == 1.0
+    assert plain._stream_calibration is None
+
+
+def test_stream_temperatures_follow_the_rules_for_users_forget_and_files(stream_case,
+                                                                        tmp_path):
+    """Users with the seen users' temperature follow it; a user folded in with the
+    cross-fit's new-user temperature keeps it; forget_users drops the windows (they
+    hold rows of the forgotten users); a saved stream continues as the one in memory."""
+    from sklearn_lore import io
+
+    X, y, u, train = stream_case
+    Xt, yt, ut = X[train], y[train], u[train]
+    first = np.isin(ut, np.unique(ut)[:30])
+    est = LowRankRewardEstimator(2, random_state=0, stream_memory=0).fit(
+        Xt[first], yt[first], user_ids=ut[first])
+    new = np.isin(ut, np.unique(ut)[30:32])
+    est.partial_fit_users(Xt[new], yt[new], user_ids=ut[new])
+    folded = est._user_index(np.unique(ut[new]))
+    kept = est.fold_in_temperature_
+    assert kept != est.temperature_ and est._unknown_temperature_held_out
+    rest = ~first & ~new
+    io.save(est, tmp_path / "stream.lore")
+    copy_ = io.load(tmp_path / "stream.lore")
+    for model in (est, copy_):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for rows in np.array_split(np.flatnonzero(rest), 3):
+                model.partial_fit(Xt[rows], yt[rows], user_ids=ut[rows])
+    assert est.fold_in_temperature_ == kept
+    np.testing.assert_array_equal(est.user_temperature_[folded], kept)
+    others = np.setdiff1d(np.arange(len(est.users_)), folded)
+    np.testing.assert_array_equal(est.user_temperature_[others], est.temperature_)
+    np.testing.assert_array_equal(copy_.predict_proba(X, user_ids=u),
+                                  est.predict_proba(X, user_ids=u))
+    io.save(est, tmp_path / "later.lore")  # the windows go through a file
+    est.forget_users(np.unique(ut)[:2])
+    assert est._stream_calibration is None
+
+
+def test_a_memory_free_stream_without_users_has_one_temperature(stream_case):
+    X, y, u, train = stream_case
+    est = LowRankRewardEstimator(2, random_state=0, stream_memory=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for rows in np.array_split(np.flatnonzero(train), 6):
+            est.partial_fit(X[rows], y[rows], classes=[0, 1])
+    assert est._stream_calibration[0] is None
+    assert est.temperature_ == est.population_temperature_ == est.fold_in_temperature_
+    assert est.temperature_ != 1.0

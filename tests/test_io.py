@@ -808,6 +808,34 @@ def test_a_stream_memory_inconsistent_with_the_model_is_rejected(tmp_path, monke
         load(path)
 
 
+@pytest.mark.parametrize("part, bad, pattern", [
+    (0, lambda a: a[:-1], r"_stream_calibration\[1\]\[\d\]: expected an array of shape"),
+    (0, lambda a: np.where(np.arange(len(a)) == 3, np.nan, a), "finite"),
+    (1, lambda a: np.where(np.arange(len(a)) == 3, 2.0, a), "labels must be 0 or 1"),
+    (2, lambda a: np.where(np.arange(len(a)) == 3, -1.0, a), "weights must be positive"),
+])
+def test_a_memory_free_streams_held_out_logits_are_checked(tmp_path, monkeypatch, part, bad,
+                                                           pattern):
+    """The next partial_fit fits the temperatures on them: a label of 2 or a negative
+    weight there would give a wrong temperature, silently."""
+    X, y, users, _ = make_preference_data(n_users=6, n_pairs_per_user=20, n_features=5,
+                                          random_state=0)
+    est = LowRankRewardEstimator(2, random_state=0, stream_memory=0).fit(
+        X[:60], y[:60], user_ids=users[:60])
+    est.partial_fit(X[60:], y[60:], user_ids=users[60:])
+    path = tmp_path / "stream.lore"
+    save(est, path)
+    window = list(load(path)._stream_calibration[1])
+    np.testing.assert_array_equal(window[0], est._stream_calibration[1][0])
+    window[part] = bad(window[part])
+    est._stream_calibration = (est._stream_calibration[0], tuple(window))
+    with monkeypatch.context() as patch:  # such a file written anyway (by other code)
+        patch.setattr(lore_io, "_CHECKS", {})
+        save(est, path)
+    with pytest.raises(ValueError, match=pattern):
+        load(path)
+
+
 @pytest.mark.parametrize("with_ids", [True, False])
 def test_stream_memory_ids_that_do_not_fit_the_model_are_rejected(tmp_path, monkeypatch,
                                                                    with_ids):

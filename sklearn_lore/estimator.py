@@ -78,7 +78,7 @@ def _scale_advice(Z, sw=None):
     sample weight by c is dividing alpha and prior_strength by c: very large weights
     leave the problem unregularized, whatever the features' scale."""
     top = float(np.max(sw, initial=0.0)) if sw is not None else 0.0
-    if top > _LARGE_WEIGHT:
+    if top >= _LARGE_WEIGHT:
         return (f"The sample weights reach {top:.1e}: multiplying them all by c acts as "
                 "dividing alpha and prior_strength by c, so weights this large leave the "
                 "fit unregularized; rescale them (to a mean of 1, say). The features "

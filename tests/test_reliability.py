@@ -1753,6 +1753,17 @@ def test_huge_sample_weights_are_named_in_the_failure(backend, problem):
     assert np.all(np.isfinite(est.predict_proba(X, user_ids=users)))
 
 
+def test_weights_of_exactly_the_large_weight_line_are_named_in_the_advice():
+    """At weights of exactly 1e6 a fit's users' steps ran out (numpy backend, 20 users)
+    and the warning told to standardize features of magnitude 2: the advice compared
+    the weights with its line strictly."""
+    from sklearn_lore.estimator import _scale_advice
+
+    X = np.full((4, 3), 2.0)
+    assert "sample weights reach 1.0e+06" in _scale_advice(X, np.full(4, 1e6))
+    assert "standardize" in _scale_advice(X, np.full(4, 9.9e5))
+
+
 def test_features_near_1e10_fit_or_fail_clearly():
     """Features near 1e10 swamp the unit penalties; the user step's Newton system is
     then numerically singular. No LAPACK error may escape."""

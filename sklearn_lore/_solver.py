@@ -906,7 +906,7 @@ def _shot_masks(groups, keys, shots):
 def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
                        grid=SHRINKAGE_GRID, shots=(5, 10, 20), n_splits=5,
                        min_held_users=60, max_iter=100, tol=1e-3, random_state=None,
-                       gram=None, refits=None):
+                       gram=None, refits=None, seen_logits=True):
     """Scale of the new-user prior precision, chosen on held-out users (cross-fitting).
 
     The empirical-Bayes spread of the fitted users' weights is estimated with the
@@ -938,7 +938,8 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
     the held-out rows instead of the training ones. It holds no labels.
     ``refits``: the folds' refitted bases (:func:`crossfit_refits` with the same
     arguments) when they were computed already, for instance alongside the main fit;
-    they do not depend on ``V``'s values or on ``P``.
+    they do not depend on ``V``'s values or on ``P``. ``seen_logits`` goes to
+    :func:`crossfit_refits` when they were not (False: no seen users' temperature).
 
     Each refit also leaves out about one pair in five of the training users, chosen by
     content (:func:`_seen_pairs`): the refit's users scored on those pairs are seen
@@ -958,7 +959,7 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
         refits = crossfit_refits(be, Z, y, s, groups, n_groups, V.shape[1], kind, alpha, lam,
                                  n_splits=n_splits, min_held_users=min_held_users,
                                  max_iter=max_iter, tol=tol, random_state=random_state,
-                                 gram=gram)
+                                 gram=gram, seen_logits=seen_logits)
     if not refits.folds:
         return 1.0, {}, None, {"seen": None, "unknown": None}
     scored = [_crossfit_scores(be, y, s, groups, fold, refits.keys, P, kind, lam, grid, shots)
@@ -973,7 +974,7 @@ def crossfit_shrinkage(be, Z, y, s, groups, n_groups, V, P, kind, alpha, lam, *,
         # sharpen only on many pairs, as their refit had fewer rows than the fit (0.76
         # where 0.94 was best on 30 planted users with 8 pairs each; on all of Jester's
         # users about 0.96, which its test pairs confirmed)
-        if enough[name]:
+        if enough[name] and len(yy):  # no seen logits: an uncalibrated fit's cross-fit
             sharpen = name == "unknown" or enough["sharpen"]
             bounds = (0.05, 20.0) if sharpen else (0.05, 1.0)
             held_out[name] = 1.0 / fit_inverse_temperature(t, yy, ss, bounds=bounds)
@@ -1048,15 +1049,21 @@ class _Fold:
     pairs: object = None
     pair_groups: object = None
     Z_pairs: object = None
+    # the refit's users' logits, labels and weights on those pairs (crossfit_refits)
+    seen: tuple = None
 
 
 def crossfit_refits(be, Z, y, s, groups, n_groups, rank, kind, alpha, lam, *, n_splits=5,
-                    min_held_users=60, max_iter=100, tol=1e-3, random_state=None, gram=None):
+                    min_held_users=60, max_iter=100, tol=1e-3, random_state=None, gram=None,
+                    seen_logits=True):
     """The expensive half of :func:`crossfit_shrinkage`: the folds (from the rows'
-    content) and each fold's basis refitted without its held-out users, from its own
-    spectral start. It needs neither the full fit's basis nor its prior, so it can
-    run while the full fit does (:meth:`TorchBackend.side_task` on a GPU).
-    Returns a :class:`CrossfitRefits`."""
+    content), each fold's basis refitted without its held-out users, from its own
+    spectral start, and (``seen_logits``, for the seen users' temperature) the
+    refit's users' logits on their held-out pairs (:func:`_crossfit_seen_logits`).
+    It needs neither the full fit's basis nor its prior, so it can run while the
+    full fit does (:meth:`TorchBackend.side_task` on a GPU). Without ``seen_logits``
+    (an uncalibrated fit) the folds hold no seen logits: the temperature fitted on
+    them is then not wanted. Returns a :class:`CrossfitRefits`."""
     keys = _content_keys(be, Z, y)
     counts = np.bincount(groups, minlength=n_groups)
     # a row of weight 2 counts as two copies of it (the same folds as duplicated rows)
@@ -1075,6 +1082,12 @@ def crossfit_refits(be, Z, y, s, groups, n_groups, rank, kind, alpha, lam, *, n_
         for held in (((fold == f) & (counts >= 2))[groups] for f in range(n_folds))
         if held.any()
     ]
+    for f in folds:
+        # what the seen users' temperature needs of the fold, here where it may run
+        # beside the full fit; the held-out pairs' data is then no longer needed
+        f.seen = (_crossfit_seen_logits(be, y, s, groups, f, kind, lam) if seen_logits
+                  else (np.zeros(0), np.zeros(0), np.zeros(0)))
+        f.Z_pairs = None
     return CrossfitRefits(keys=keys, folds=folds,
                           enough=_enough_held_out(folds, groups, keys))
 
@@ -1175,7 +1188,7 @@ def _crossfit_scores(be, y, s, groups, fold, keys, P, kind, lam, grid, shots):
     g_h, n_h = _regroup(groups, held)
     yh, sh, owner = y[held], s[held], groups[held]
     Fh = be.to_numpy(be.matmul_ZV(fold.Z_held, be.asarray(res.V)))
-    seen = _crossfit_seen_logits(be, y, s, groups, fold, kind, lam)
+    seen = fold.seen
     # the held-out users' rows under the population weights: unknown users
     unknown = (Fh @ be.to_numpy(obj.user_weights_from_params(be, be.asarray(mu[None]),
                                                              kind))[0], yh, sh)

@@ -1460,7 +1460,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         if shrinkage == "auto":
             refits = _solver.crossfit_refits(
                 be, rows.Z, y01, sw, groups, rows.n_groups, rank, self._kind, self.alpha,
-                self.prior_strength, random_state=self.random_state, gram=gram)
+                self.prior_strength, random_state=self.random_state, gram=gram,
+                seen_logits=bool(self.calibrate))
             held_out = refits.enough
         if self.calibrate and not _all_held_out(held_out):
             gram_eig = be.eigh(gram)

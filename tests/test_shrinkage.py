@@ -239,6 +239,30 @@ def test_the_cross_fit_shots_take_copies_of_a_pair_together():
                                                         rel=1e-9)
 
 
+def test_an_uncalibrated_fit_computes_no_seen_logits_and_chooses_the_same_scale(
+        problem_small, monkeypatch):
+    """The seen users' held-out logits (an empirical-Bayes prior and a user step per
+    fold) serve only the seen users' temperature: an uncalibrated fit skips them, and
+    its scale is the calibrated fit's. A calibrated fit computes them with the refits
+    (where, on a GPU, they run beside the main fit)."""
+    X, y, users = problem_small
+    calibrated = LowRankRewardEstimator(3, random_state=0).fit(X, y, user_ids=users)
+    calls = []
+    original = _solver._crossfit_seen_logits
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_solver, "_crossfit_seen_logits", counted)
+    plain = LowRankRewardEstimator(3, random_state=0, calibrate=False).fit(
+        X, y, user_ids=users)
+    assert not calls
+    assert plain.shrinkage_ == calibrated.shrinkage_
+    again = LowRankRewardEstimator(3, random_state=0).fit(X, y, user_ids=users)
+    assert calls and again.temperature_ == calibrated.temperature_
+
+
 def test_the_cross_fit_scores_in_calls_of_bounded_size_with_the_same_result(problem_small,
                                                                            monkeypatch):
     """The held-out users' adaptations (users x 3 shot counts x 11 scales groups) ran as

@@ -1817,7 +1817,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         """Refit on every remembered row, warm-started from the current basis.
 
         Users known but absent from the memory (folded in with
-        :meth:`partial_fit_users`) keep their weights and precision. The
+        :meth:`partial_fit_users`) keep their weights and precision and get the
+        refit's ``fold_in_temperature_``. The
         cross-fitted ``shrinkage_`` is chosen again only when the memory has doubled
         since it was last chosen, so a stream pays for a few cross-fits, not one per
         call.
@@ -1854,8 +1855,12 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             self.fold_in_temperature_ = fold_in_temperature
         outside = self._user_index(known[0]) < 0
         if outside.any():
+            # folded-in users keep their weights, not a temperature of the model before
+            # the refit: they get the refit's new-user temperature (one kept from before
+            # stayed beside both of the refit's, and no later call moved it)
             self._update_users(known[0][outside], np.full(int(outside.sum()), -1),
-                               known[1][outside], known[2][outside], known[3][outside])
+                               known[1][outside], known[2][outside],
+                               self.fold_in_temperature_)
 
     def _user_temperatures(self):
         """Each known user's temperature (models saved before it existed: ``temperature_``)."""
@@ -1879,7 +1884,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         V_prev = self.components_.T
         # the batch as the model predicted it before learning from it: held-out logits
         # for the stream's temperatures
-        before = (self._logits_before_update(be, rows.Z, V_prev, groups, index)
+        before = (self._logits_before_update(be, rows.Z, V_prev, y01, groups, index)
                   if self.calibrate else None)
         curvature = self._curvature_on(be)
         A, S, _ = curvature
@@ -1903,44 +1908,53 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             F, sw, self._weights_from_params(res.theta)[groups], res.gram_be)
         # everything that can fail before the users' rows are written in place
         population = self._update_population(F, y01, sw)
-        temperatures = (self._stream_temperatures(before, y01, sw) if before is not None
-                        else None)
+        # uncalibrated (calibrate switched off during the stream) every temperature is
+        # 1, as a fit or a refit of the memory makes it, and no held-out logits are kept
+        windows, seen, unknown = (self._stream_temperatures(before, sw)
+                                  if before is not None else (None, 1.0, 1.0))
         self._stream_curvature = _solver.add_kron_curvature(curvature, batch_curv)
         old = self.temperature_
-        if temperatures is not None:
-            self._stream_calibration, seen, unknown = temperatures
-            self.temperature_ = seen
-            self.population_temperature_ = unknown
-            if getattr(self, "fold_in_temperature_", None) == old:
-                self.fold_in_temperature_ = seen
+        self._stream_calibration = windows
+        self.temperature_, self.population_temperature_ = seen, unknown
+        if not self.calibrate or getattr(self, "fold_in_temperature_", None) == old:
+            self.fold_in_temperature_ = seen
         if batch_users is not None:
             self._update_users(batch_users, index, self._weights_from_params(res.theta),
                                posterior, self.temperature_)
-        if self.temperature_ != old and getattr(self, "user_temperature_", None) is not None:
-            # the users that had the seen users' temperature follow it (in place: the
-            # per-user arrays are views of buffers with spare rows)
-            T_users = self.user_temperature_
-            T_users[T_users == old] = self.temperature_
+        T_users = getattr(self, "user_temperature_", None)
+        if T_users is not None and (seen != old or not self.calibrate):
+            # the users that had the seen users' temperature follow it, all of them when
+            # uncalibrated (in place: the per-user arrays are views of buffers with
+            # spare rows)
+            T_users[(T_users == old) | (not self.calibrate)] = seen
         self._set_population(*population)
 
-    def _logits_before_update(self, be, Z, V, groups, index):
-        """The batch's uncalibrated logits under the model before the update: the rows
-        of known users under their weights (and which rows those are), and every row
-        under the population's weights."""
+    def _logits_before_update(self, be, Z, V, y01, groups, index):
+        """The batch's held-out logits: the model before the update on the batch's
+        distinct rows (copies of a row of one user, as a row of weight 2, are one row
+        whose weight is theirs summed). Returns ``(users, population)``, each ``(logits,
+        labels, row indices)`` for known users' rows under their weights and for every
+        row under the population's weights; the indices pick each distinct row's first
+        copy, and ``_stream_temperatures`` sums the weights over the copies."""
         F = be.to_numpy(be.matmul_ZV(Z, be.asarray(V))).astype(np.float64, copy=False)
-        population = F @ self.population_weights_
+        copy_of, _, _ = _solver._distinct_pairs(groups, _solver._content_keys(be, Z, y01))
+        first = np.unique(copy_of, return_index=True)[1]
         known = np.zeros(F.shape[0], dtype=bool)
         if index is not None:
             row_index = index[groups]
             known = row_index >= 0
-        users = np.einsum("nb,nb->n", F[known], self.user_weights_[row_index[known]]) \
-            if known.any() else np.zeros(0)
-        return users, known, population
+        kept = first[known[first]]
+        users = np.einsum("nb,nb->n", F[kept], self.user_weights_[row_index[kept]]) \
+            if len(kept) else np.zeros(0)
+        return ((users, y01[kept], kept, copy_of),
+                (F[first] @ self.population_weights_, y01[first], first, copy_of))
 
-    def _stream_temperatures(self, before, y01, sw):
+    def _stream_temperatures(self, before, sw):
         """The temperatures of a memory-free stream after a call: fitted on the last
         ``_STREAM_CALIBRATION_ROWS`` rows of the stream's batches as the model predicted
-        them before learning from them (rows it had not seen): the rows of users it knew
+        them before learning from them (rows it had not seen; copies of a row of one
+        user count once, with their weights summed, as in the cross-fit's held-out
+        rows, so a duplicated row and a row of weight 2 decide alike): the rows of users it knew
         under their weights for ``temperature_``, every row under the population's
         weights for ``population_temperature_`` (rows of unknown users alone went
         stale once every user was known: a window of the first batches' weak population
@@ -1949,11 +1963,13 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         cross-fit's held-out rows do in a fit. Without users the population is the
         model itself: one temperature for all. Returns the windows and the two
         temperatures."""
-        t_users, known, t_population = before
         windows = list(getattr(self, "_stream_calibration", None) or (None, None))
-        with_users = getattr(self, "_fit_with_users", True)
-        for k, (t, y_k, s_k) in enumerate(((t_users, y01[known], sw[known]),
-                                           (t_population, y01, sw))):
+        with_users = getattr(self, "_fit_with_users", None)
+        if with_users is None:  # files saved before the flag existed, as partial_fit reads
+            with_users = len(getattr(self, "users_", ())) > 0
+        for k, (t, y_k, rows, copy_of) in enumerate(before):
+            # a distinct row weighs what its copies weigh together
+            s_k = np.bincount(copy_of, weights=sw)[copy_of[rows]]
             kept = s_k > 0
             if not kept.any():
                 continue

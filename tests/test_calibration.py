@@ -563,3 +563,90 @@ def test_a_memory_free_stream_without_users_has_one_temperature(stream_case):
     assert est._stream_calibration[0] is None
     assert est.temperature_ == est.population_temperature_ == est.fold_in_temperature_
     assert est.temperature_ != 1.0
+
+
+def test_a_memory_free_stream_counts_copies_of_a_row_once(stream_case):
+    """A batch of 30 rows weighted 2 and the same rows duplicated: the duplicated
+    batch's 60 rows passed the 50-row line and sharpened the population's temperature
+    2-fold (0.559 against the weighted batch's unchanged 1.264). Copies of a row of one
+    user are one held-out row with their weights summed, as in the cross-fit."""
+    X, y, u, train = stream_case
+    Xt, yt, ut = X[train], y[train], u[train]
+    order = np.random.default_rng(0).permutation(len(yt))
+
+    def fitted():
+        return LowRankRewardEstimator(2, random_state=0, stream_memory=0).fit(
+            Xt[order[:1200]], yt[order[:1200]], user_ids=ut[order[:1200]])
+
+    rows = order[1200:1230]
+    weighted, copies = fitted(), fitted()
+    weighted.partial_fit(Xt[rows], yt[rows], sample_weight=np.full(30, 2.0),
+                         user_ids=ut[rows])
+    both = np.r_[rows, rows]
+    copies.partial_fit(Xt[both], yt[both], user_ids=ut[both])
+    for a, b in zip(weighted._stream_calibration, copies._stream_calibration):
+        for part_a, part_b in zip(a, b):
+            np.testing.assert_allclose(part_a, part_b, rtol=1e-12)
+    assert len(copies._stream_calibration[1][0]) == 30
+    for name in ("temperature_", "population_temperature_", "fold_in_temperature_"):
+        assert getattr(copies, name) == getattr(weighted, name)
+    assert copies.population_temperature_ == fitted().population_temperature_
+
+
+def test_stream_temperatures_when_calibrate_is_switched_off_and_on(stream_case):
+    """calibrate=False during a memory-free stream: every temperature 1 and no held-out
+    logits, as a fit or a memory refit makes it (they stayed calibrated, and the
+    windows of the older model came back with calibrate=True)."""
+    X, y, u, train = stream_case
+    rows = np.array_split(np.flatnonzero(train), 5)
+    est = LowRankRewardEstimator(2, random_state=0, stream_memory=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for r in rows[:3]:
+            est.partial_fit(X[r], y[r], classes=[0, 1], user_ids=u[r])
+        assert est.temperature_ != 1.0 and est._stream_calibration is not None
+        est.set_params(calibrate=False).partial_fit(X[rows[3]], y[rows[3]],
+                                                     user_ids=u[rows[3]])
+    assert est._stream_calibration is None
+    assert est.temperature_ == est.population_temperature_ == est.fold_in_temperature_ == 1
+    np.testing.assert_array_equal(est.user_temperature_, 1.0)
+    np.testing.assert_array_equal(est.predict_proba(X[:5], user_ids=u[:5])[:, 1],
+                                  _solver.expit(est.decision_function(X[:5], user_ids=u[:5])))
+    est.set_params(calibrate=True).partial_fit(X[rows[4]], y[rows[4]], user_ids=u[rows[4]])
+    assert len(est._stream_calibration[1][0]) == len(rows[4])  # this call's rows alone
+
+
+def test_a_stream_of_an_old_file_without_users_keeps_one_temperature(stream_case):
+    """Files saved before the with-users flag existed: partial_fit reads a model with no
+    users as fitted without ids, and so do the stream's temperatures now (they took it
+    for a model with users: the population's moved alone)."""
+    X, y, u, train = stream_case
+    idx = np.flatnonzero(train)
+    est = LowRankRewardEstimator(2, random_state=0, stream_memory=0).fit(X[idx[:300]],
+                                                                        y[idx[:300]])
+    del est._fit_with_users
+    for r in np.array_split(idx[300:], 3):
+        est.partial_fit(X[r], y[r])
+    assert est.temperature_ == est.population_temperature_ == est.fold_in_temperature_
+    assert est.temperature_ != 1.0
+
+
+def test_a_memory_refit_gives_folded_in_users_its_new_user_temperature():
+    """A user folded in between two calls of a stream with memory kept the temperature
+    of the model before the refit (1.554, beside the refit's 1.489 and 1.493), and no
+    later call moved it. It gets the refit's new-user temperature."""
+    X, y, ids, _ = make_preference_data(n_users=21, n_pairs_per_user=30, n_features=16,
+                                        random_state=1)
+    first = np.isin(ids, [f"u{i}" for i in range(8)])
+    folded = ids == "u20"
+    rest = ~first & ~folded
+    est = LowRankRewardEstimator(3, random_state=0, stream_memory=100_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.partial_fit(X[first], y[first], classes=[0, 1], user_ids=ids[first])
+        est.partial_fit_users(X[folded][:10], y[folded][:10], user_ids=ids[folded][:10])
+        before = est.user_temperature_[est._user_index(np.array(["u20"]))[0]]
+        est.partial_fit(X[rest], y[rest], user_ids=ids[rest])  # a refit of the memory
+    assert est.fold_in_temperature_ != before
+    assert est.user_temperature_[est._user_index(np.array(["u20"]))[0]] == \
+        est.fold_in_temperature_

@@ -60,7 +60,7 @@ def jester_subset(data):
             frame["user_id"].to_numpy(), 8)
 
 
-def frozen(self, before, y01, sw):
+def frozen(self, before, sw):
     """The previous behaviour: the temperatures of the first call, kept."""
     return None, self.temperature_, self.population_temperature_
 

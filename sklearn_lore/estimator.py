@@ -1938,7 +1938,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         copy, and ``_stream_temperatures`` sums the weights over the copies."""
         F = be.to_numpy(be.matmul_ZV(Z, be.asarray(V))).astype(np.float64, copy=False)
         copy_of, _, _ = _solver._distinct_pairs(groups, _solver._content_keys(be, Z, y01))
-        first = np.unique(copy_of, return_index=True)[1]
+        # each distinct row's first copy, in the batch's order (the windows keep the
+        # last rows of a batch larger than they are, as they came)
+        first = np.sort(np.unique(copy_of, return_index=True)[1])
         known = np.zeros(F.shape[0], dtype=bool)
         if index is not None:
             row_index = index[groups]

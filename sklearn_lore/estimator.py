@@ -1932,10 +1932,11 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     def _logits_before_update(self, be, Z, V, y01, groups, index):
         """The batch's held-out logits: the model before the update on the batch's
         distinct rows (copies of a row of one user, as a row of weight 2, are one row
-        whose weight is theirs summed). Returns ``(users, population)``, each ``(logits,
-        labels, row indices)`` for known users' rows under their weights and for every
-        row under the population's weights; the indices pick each distinct row's first
-        copy, and ``_stream_temperatures`` sums the weights over the copies."""
+        whose weight is theirs summed). Returns ``(users, population)``, each
+        ``(logits, labels, rows, copy_of)`` for known users' rows under their weights
+        and for every row under the population's weights: ``rows`` are the batch rows
+        of each distinct row's first copy, ``copy_of`` maps every batch row to its
+        distinct row (``_stream_temperatures`` sums the weights over the copies)."""
         F = be.to_numpy(be.matmul_ZV(Z, be.asarray(V))).astype(np.float64, copy=False)
         copy_of, _, _ = _solver._distinct_pairs(groups, _solver._content_keys(be, Z, y01))
         # each distinct row's first copy, in the batch's order (the windows keep the
@@ -1956,15 +1957,15 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         ``_STREAM_CALIBRATION_ROWS`` rows of the stream's batches as the model predicted
         them before learning from them (rows it had not seen; copies of a row of one
         user count once, with their weights summed, as in the cross-fit's held-out
-        rows, so a duplicated row and a row of weight 2 decide alike): the rows of users it knew
-        under their weights for ``temperature_``, every row under the population's
-        weights for ``population_temperature_`` (rows of unknown users alone went
-        stale once every user was known: a window of the first batches' weak population
-        sharpened it 4-fold), each where there are ``_solver._MIN_HELD_OUT_ROWS`` of them
-        (the seen users' may sharpen only on ``_solver._SHARPEN_ROWS``), as the
-        cross-fit's held-out rows do in a fit. Without users the population is the
-        model itself: one temperature for all. Returns the windows and the two
-        temperatures."""
+        rows, so a duplicated row and a row of weight 2 decide alike): the rows of
+        users it knew under their weights for ``temperature_``, every row under the
+        population's weights for ``population_temperature_`` (rows of unknown users
+        alone went stale once every user was known: a window of the first batches'
+        weak population sharpened it 4-fold), each where there are
+        ``_solver._MIN_HELD_OUT_ROWS`` of them (the seen users' may sharpen only on
+        ``_solver._SHARPEN_ROWS``), as the cross-fit's held-out rows do in a fit.
+        Without users the population is the model itself: one temperature for all.
+        Returns the windows and the two temperatures."""
         windows = list(getattr(self, "_stream_calibration", None) or (None, None))
         with_users = getattr(self, "_fit_with_users", None)
         if with_users is None:  # files saved before the flag existed, as partial_fit reads

@@ -26,3 +26,7 @@ def test_plot_streaming_draws_its_figure_and_its_story_holds(tmp_path):
     # ends; memory-free streaming ends below it but above the population model
     assert abs(scores["stream_memory=20000"] - scores["one fit"]) < 0.01
     assert scores["population"] < scores["stream_memory=0"] < scores["one fit"]
+    # and its calibration: with memory the stream's log-loss ends at one fit's;
+    # memory-free above it, far below chance (0.693)
+    assert abs(scores["log-loss, stream_memory=20000"] - scores["log-loss, one fit"]) < 0.01
+    assert scores["log-loss, one fit"] < scores["log-loss, stream_memory=0"] < 0.6

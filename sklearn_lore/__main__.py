@@ -47,14 +47,18 @@ def _split(users, n_train, n_shots, seed):
             "shots": mask(split.adapt[n_shots]), "unseen_test": mask(split.unseen_test)}
 
 
+def _check_rank(n_components, n_features):
+    if n_components > n_features:
+        # the basis spans at most the features' dimension; the extra vectors only cost
+        # time (100 components on 32 features: 17 s instead of 1.5)
+        raise SystemExit(f"--n-components {n_components} exceeds the {n_features} features of "
+                         "the comparisons; the basis can use at most that many.")
+
+
 def _evaluate(Z, y, users, masks, n_components, seed):
     """Fit ours and the global model on the embeddings; return an accuracy table."""
     uid = np.asarray(users, dtype=object)
-    if n_components > Z.shape[1]:
-        # the basis spans at most the features' dimension; the extra vectors only cost
-        # time (100 components on 32 features: 17 s instead of 1.5)
-        raise SystemExit(f"--n-components {n_components} exceeds the {Z.shape[1]} features of "
-                         "the comparisons; the basis can use at most that many.")
+    _check_rank(n_components, Z.shape[1])
     t0 = time.perf_counter()
     est = LowRankRewardEstimator(n_components, random_state=seed)
     est.fit(Z[masks["train"]], y[masks["train"]], user_ids=uid[masks["train"]])
@@ -95,6 +99,9 @@ def run_synthetic(args):
 def _embed(frame, args):
     embedder = SentencePairEmbedder(show_progress=args.progress)
     t0 = time.perf_counter()
+    # the first comparison alone gives the width: a rank beyond it is refused before the
+    # whole file is embedded (minutes for thousands of texts on a CPU), not after
+    _check_rank(args.n_components, embedder.transform(frame.iloc[:1]).shape[1] - 1)
     emb = embedder.transform(frame)
     print(f"embedded {len(frame)} comparisons in {time.perf_counter() - t0:.1f} s "
           f"({embedder.cache_info().misses} distinct texts)")

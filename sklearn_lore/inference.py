@@ -2,8 +2,10 @@
 
 A reward is defined up to a constant per prompt (only differences are learned), so
 the candidates of one prompt are scored against a common reference, the first
-candidate: reward_i = r_u(x, y_i) - r_u(x, y_0). Their order is what best-of-N
-selection with an LLM needs.
+candidate: reward_i = (r_u(x, y_i) - r_u(x, y_0)) / T_u, with T_u the user's
+temperature (the model's calibration; 1 with ``calibrate=False``), the logit of
+``predict_proba`` for the pair (y_i, y_0). Their order is what best-of-N selection
+with an LLM needs; their size is on each user's own scale.
 """
 
 from collections.abc import Mapping, Set
@@ -28,7 +30,23 @@ def _check_candidates(candidates):
     candidates = list(candidates)
     if not candidates:
         raise ValueError("candidates must hold at least one response.")
+    for i, text in enumerate(candidates):
+        _check_text(text, f"candidates[{i}]")
     return candidates
+
+
+def _check_text(text, name):
+    """A response or prompt the embedder can take, named as the caller passed it (the
+    embedder named the column and row of the frame built here: 'response_a' at row 1
+    for the fourth candidate)."""
+    if isinstance(text, str):
+        if name != "prompt" and not text.strip():
+            raise ValueError(f"{name} is an empty text; every candidate must be a non-empty "
+                             "response.")
+        return
+    if text is None or _holds_missing(text):
+        raise ValueError(f"{name} is a missing value ({text!r}); pass a text.")
+    raise TypeError(f"{name} must be a str; got a {type(text).__name__} ({text!r:.40}).")
 
 
 def _check_model(model):
@@ -37,13 +55,23 @@ def _check_model(model):
     def kind(obj):
         return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
-    if hasattr(model, "steps") and len(model.steps) >= 1:
+    def embeds_pairs(obj):
+        # a pair embedder's column names build the frame of the candidates
+        return (hasattr(obj, "steps") and len(obj.steps) >= 1
+                and all(hasattr(obj.steps[0][1], name)
+                        for name in ("prompt_col", "response_a_col", "response_b_col")))
+
+    if embeds_pairs(model):
         return model
     best = getattr(model, "best_estimator_", None)
-    if best is not None and hasattr(best, "steps") and len(best.steps) >= 1:
+    if best is not None and embeds_pairs(best):
         return best  # a fitted search (refit=True) scores with its best pipeline
-    if best is not None:
-        hint = f" Its best_estimator_ is a {kind(best)}, not a pipeline."
+    if hasattr(model, "steps") and len(model.steps) >= 1:
+        hint = (f" Its first step is a {kind(model.steps[0][1])}, not a pair embedder: the "
+                "candidates are texts.")
+    elif best is not None:
+        hint = (f" Its best_estimator_ is a {kind(best)}, not a pipeline that starts with a "
+                "pair embedder.")
     elif hasattr(model, "estimator") and (hasattr(model, "param_grid")
                                           or hasattr(model, "param_distributions")):
         hint = (" It has no best_estimator_: fit it first, with refit=True (the default), "
@@ -130,17 +158,24 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     Raises
     ------
     TypeError
-        If ``model`` is not a pipeline or a fitted search over one (a bare estimator), or
-        ``candidates`` is a str (it would be scored character by character) or a
-        set or dict (no order), or ``user_id`` is not one hashable id (a list, say).
+        If ``model`` is not a pipeline that starts with a pair embedder or a fitted
+        search over one (a bare estimator, a pipeline fitted on embeddings), or
+        ``candidates`` is a str (it would be scored character by character) or a set
+        or dict (no order), a candidate or the prompt is not a str, or ``user_id`` is
+        not one hashable id (a list, say).
     ValueError
-        If ``candidates`` is empty, ``user_id`` is NaN (None is the population), or
-        ``user_id`` is given for a pipeline fitted without users.
+        If ``candidates`` is empty, a candidate is missing (None, NaN) or blank, the
+        prompt is missing, ``user_id`` is NaN (None is the population), or ``user_id``
+        is given for a pipeline fitted without users.
 
     Notes
     -----
     Each distinct response is embedded and scored once: copies of a response get
-    exactly one reward.
+    exactly one reward. The rewards are calibrated margins, divided by the user's
+    temperature (``user_temperature_``, or ``population_temperature_`` for the
+    population), as :meth:`LowRankRewardEstimator.decision_function` of the pairs
+    (candidate, first candidate): rankings do not depend on it, sizes compared across
+    users do (``calibrate=False`` gives the raw margins).
 
     Examples
     --------
@@ -162,6 +197,7 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     """
     model = _check_model(model)
     candidates = _check_candidates(candidates)
+    _check_text(prompt, "prompt")
     try:
         hash(user_id)
     except TypeError:

@@ -130,6 +130,39 @@ def test_a_missing_user_id_is_named():
         score_responses(_toy_pipeline(), "hi", ["a", "b"], float("nan"))
 
 
+@pytest.mark.parametrize("candidates, prompt, error, message", [
+    (["a", "a", "a", None], "hi", ValueError, r"candidates\[3\] is a missing value"),
+    (["a", float("nan")], "hi", ValueError, r"candidates\[1\] is a missing value"),
+    (["a", "b", "  "], "hi", ValueError, r"candidates\[2\] is an empty text"),
+    (["a", 5], "hi", TypeError, r"candidates\[1\] must be a str; got a int"),
+    (["a", "b"], None, ValueError, "prompt is a missing value"),
+    (["a", "b"], 5, TypeError, "prompt must be a str; got a int"),
+])
+def test_a_bad_candidate_or_prompt_is_named_as_the_caller_passed_it(candidates, prompt,
+                                                                     error, message):
+    """The fourth candidate, None, was reported as "Column 'response_a' has a missing
+    value at row 1" (the frame built from the distinct candidates)."""
+    for call in (score_responses, best_of_n):
+        with pytest.raises(error, match=message):
+            call(_toy_pipeline(), prompt, candidates, "loud")
+
+
+def test_a_pipeline_fitted_on_embeddings_is_refused_with_the_models_message():
+    """A scaler and the estimator fitted on precomputed embeddings passed the model check
+    and failed on the population's internal id ("could not convert string to float")."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, _, _ = make_preference_data(n_users=10, n_pairs_per_user=20, n_features=5,
+                                      random_state=0)
+    pipe = Pipeline([("scale", StandardScaler()),
+                     ("lore", LowRankRewardEstimator(2))]).fit(X, y)
+    for call in (score_responses, best_of_n):
+        with pytest.raises(TypeError, match="Its first step is a .*StandardScaler, not a "
+                                            "pair embedder"):
+            call(pipe, "p", ["a", "b"])
+
+
 def test_score_responses_needs_candidates():
     with pytest.raises(ValueError, match="at least one"):
         score_responses(_toy_pipeline(), "hi", [], "loud")
@@ -427,6 +460,31 @@ def test_main_job_refuses_conflicting_data_sources(argv, message, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_main_job_refuses_a_rank_beyond_the_embedding_before_embedding_the_file(
+        tmp_path, monkeypatch):
+    """--n-components beyond the embedding's width was refused after the whole file
+    was embedded (minutes for thousands of texts on a CPU); the first comparison
+    alone now gives the width."""
+    import sklearn_lore.__main__ as cli
+
+    encoded = []
+
+    def encode(texts):
+        encoded.extend(texts)
+        return np.array([[len(t), t.count("a"), t.count("e"), 1.0] for t in texts])
+
+    monkeypatch.setattr(cli, "SentencePairEmbedder", lambda **kwargs: SentencePairEmbedder(
+        encoder=encode, model="toy-encoder-4d", **kwargs))
+    rows = [(f"u{u}", f"prompt {i}", f"answer {u} {i}", f"reply {u} {i}", (u + i) % 2)
+            for u in range(6) for i in range(20)]
+    path = tmp_path / "wide.csv"
+    pd.DataFrame(rows, columns=["user_id", "prompt", "response_a", "response_b",
+                                "label"]).to_csv(path, index=False)
+    with pytest.raises(SystemExit, match="--n-components 5 exceeds the 4 features"):
+        main(["--data", str(path), "--n-components", "5"])
+    assert len(set(encoded)) <= 3  # one comparison's texts
 
 
 def test_main_job_refuses_more_components_than_features():

@@ -877,6 +877,35 @@ def test_a_refused_call_does_not_disturb_a_predicting_thread(problem):
     assert not errors, errors[:1]
 
 
+def test_a_streams_first_call_is_solved_to_a_tenth_of_tol():
+    """A stream keeps each call's error, so its first call is solved as a fit with tol
+    / 10 (the documented rule; no test pinned it): the same basis bit for bit, and
+    another one than a fit at tol itself."""
+    X, y, users, _ = make_preference_data(30, 20, 8, random_state=0)
+    stream = LowRankRewardEstimator(2, random_state=0, tol=1e-3).partial_fit(
+        X, y, classes=[0, 1], user_ids=users)
+    tight = LowRankRewardEstimator(2, random_state=0, tol=1e-4).fit(X, y, user_ids=users)
+    loose = LowRankRewardEstimator(2, random_state=0, tol=1e-3).fit(X, y, user_ids=users)
+    np.testing.assert_array_equal(stream.components_, tight.components_)
+    assert stream.n_iter_ == tight.n_iter_ > loose.n_iter_
+    # and so is every memory-free update
+    from sklearn_lore import _solver
+
+    tols = []
+    original = _solver.fit_alternating
+
+    def spy(*args, **kwargs):
+        tols.append(args[7])
+        return original(*args, **kwargs)
+
+    free = LowRankRewardEstimator(2, random_state=0, tol=1e-3, stream_memory=0).fit(
+        X[:300], y[:300], user_ids=users[:300])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_solver, "fit_alternating", spy)
+        free.partial_fit(X[300:], y[300:], user_ids=users[300:])
+    assert tols == [1e-4]
+
+
 def test_first_partial_fit_without_classes(problem):
     X, y, users = problem
     with pytest.raises(ValueError, match="classes must be passed on the first call"):

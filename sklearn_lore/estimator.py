@@ -1828,6 +1828,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                  self._user_temperatures())
         # files saved before it existed lack it: the seen users' temperature stood in
         fold_in_temperature = getattr(self, "fold_in_temperature_", self.temperature_)
+        # files saved before the flag: their fold-in temperature came from the cross-fit
+        # (kept below), their population temperature from leave-one-out (fitted again,
+        # so ``held_out["unknown"]`` reads the flag as False)
         unknown_held_out = getattr(self, "_unknown_temperature_held_out", True)
         # a float shrinkage (set_params during the stream) is used as given; calibrate
         # switched since the scale was chosen chooses it again (the cross-fit also gave

@@ -650,3 +650,84 @@ def test_a_memory_refit_gives_folded_in_users_its_new_user_temperature():
     assert est.fold_in_temperature_ != before
     assert est.user_temperature_[est._user_index(np.array(["u20"]))[0]] == \
         est.fold_in_temperature_
+
+
+def test_stream_windows_are_fitted_as_documented_and_reset_by_fit(stream_case):
+    """Each temperature is fitted on its own window (the seen users' on known users'
+    rows, the population's on every row), a window keeps a batch's last rows in the
+    batch's order, a fit drops the windows (a later call then starts from its own
+    rows), and a seen window under 50 rows leaves temperature_ as it was."""
+    X, y, u, _ = stream_case
+    idx = np.arange(len(y))
+    first = idx[within_user_position(u) < 20]
+    est = LowRankRewardEstimator(2, random_state=0, stream_memory=0).fit(
+        X[first], y[first], user_ids=u[first])
+    before = est.temperature_
+    rest = np.setdiff1d(idx, first)
+    few = rest[np.isin(u[rest], est.users_)][:40]  # known users' rows: a seen window of 40
+    est.partial_fit(X[few], y[few], user_ids=u[few])
+    assert len(est._stream_calibration[0][0]) == 40 and est.temperature_ == before
+    batch = np.random.default_rng(1).permutation(np.setdiff1d(rest, few))
+    est.partial_fit(X[batch], y[batch], user_ids=u[batch])
+    seen, population = est._stream_calibration
+    np.testing.assert_array_equal(population[1], y[batch][-1000:])  # the batch's order
+    for window, name in ((seen, "temperature_"), (population, "population_temperature_")):
+        assert len(window[0]) == 1000
+        assert getattr(est, name) == 1.0 / _solver.fit_inverse_temperature(
+            *window, bounds=(0.05, 20.0))
+    est.fit(X[first], y[first], user_ids=u[first])
+    assert est._stream_calibration is None
+    temperatures = (est.temperature_, est.population_temperature_)
+    est.partial_fit(X[few[:30]], y[few[:30]], user_ids=u[few[:30]])
+    assert [len(w[0]) for w in est._stream_calibration] == [30, 30]
+    assert (est.temperature_, est.population_temperature_) == temperatures
+
+
+def test_the_seen_users_stream_temperature_sharpens_only_on_500_rows():
+    """Fitted on labels of which 30 % were flipped, the model is too soft for clean
+    rows: a window of 200 held-out rows wants to sharpen it, which it may only from
+    500 rows on (the cross-fit's rule); 600 rows do."""
+    X, y, u, _ = make_preference_data(n_users=40, n_pairs_per_user=60, n_features=8,
+                                      random_state=5)
+    position = within_user_position(u)
+    noisy = y.copy()
+    flip = np.random.default_rng(0).random(len(y)) < 0.3
+    noisy[flip] = 1 - noisy[flip]
+    fit_rows = position < 30
+    for n_rows, sharpened in ((200, False), (600, True)):
+        est = LowRankRewardEstimator(2, random_state=0, stream_memory=0).fit(
+            X[fit_rows], noisy[fit_rows], user_ids=u[fit_rows])
+        clean = np.flatnonzero(~fit_rows)[:n_rows]
+        est.partial_fit(X[clean], y[clean], user_ids=u[clean])
+        assert (est.temperature_ < 1.0) == sharpened
+
+
+def test_calibrate_switched_off_in_a_memory_free_stream_reaches_folded_in_users(stream_case):
+    X, y, u, train = stream_case
+    Xt, yt, ut = X[train], y[train], u[train]
+    first = np.isin(ut, np.unique(ut)[:30])
+    est = LowRankRewardEstimator(2, random_state=0, stream_memory=0).fit(
+        Xt[first], yt[first], user_ids=ut[first])
+    new = np.isin(ut, np.unique(ut)[30:32])
+    est.partial_fit_users(Xt[new], yt[new], user_ids=ut[new])
+    assert est.fold_in_temperature_ != est.temperature_
+    rows = np.flatnonzero(first)[:200]
+    est.set_params(calibrate=False).partial_fit(Xt[rows], yt[rows], user_ids=ut[rows])
+    np.testing.assert_array_equal(est.user_temperature_, 1.0)
+    assert est.fold_in_temperature_ == 1.0
+
+
+def test_a_memory_refit_of_an_old_file_keeps_its_new_user_temperature(tmp_path):
+    """Files saved before the held-out flags: their new-user temperature came from the
+    cross-fit, and a refit that keeps the scale keeps it (their population temperature,
+    from leave-one-out then, is fitted again)."""
+    X, y, users, _ = make_preference_data(n_users=60, n_pairs_per_user=20, n_features=8,
+                                          random_state=0)
+    est = LowRankRewardEstimator(2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.partial_fit(X[:800], y[:800], classes=[0, 1], user_ids=users[:800])
+        kept = est.fold_in_temperature_
+        del est._unknown_temperature_held_out, est._seen_temperature_held_out
+        est.partial_fit(X[800:1000], y[800:1000], user_ids=users[800:1000])  # scale kept
+    assert est.fold_in_temperature_ == kept

@@ -147,6 +147,12 @@ def test_a_bad_candidate_or_prompt_is_named_as_the_caller_passed_it(candidates, 
             call(_toy_pipeline(), prompt, candidates, "loud")
 
 
+def test_an_empty_prompt_is_scored():
+    """The embedder takes an empty prompt (a response without one); so does scoring."""
+    rewards = score_responses(_toy_pipeline(), "", ["plain", "wow!!"], "loud")
+    assert rewards[0] == 0.0 and np.isfinite(rewards[1])
+
+
 def test_a_pipeline_fitted_on_embeddings_is_refused_with_the_models_message():
     """A scaler and the estimator fitted on precomputed embeddings passed the model check
     and failed on the population's internal id ("could not convert string to float")."""
@@ -161,6 +167,10 @@ def test_a_pipeline_fitted_on_embeddings_is_refused_with_the_models_message():
         with pytest.raises(TypeError, match="Its first step is a .*StandardScaler, not a "
                                             "pair embedder"):
             call(pipe, "p", ["a", "b"])
+    # a step with one of the embedder's column names is not a pair embedder either
+    pipe.steps[0][1].prompt_col = "prompt"
+    with pytest.raises(TypeError, match="not a pair embedder"):
+        score_responses(pipe, "p", ["a", "b"])
 
 
 def test_score_responses_needs_candidates():
@@ -485,6 +495,14 @@ def test_main_job_refuses_a_rank_beyond_the_embedding_before_embedding_the_file(
     with pytest.raises(SystemExit, match="--n-components 5 exceeds the 4 features"):
         main(["--data", str(path), "--n-components", "5"])
     assert len(set(encoded)) <= 3  # one comparison's texts
+
+
+def test_main_job_takes_a_rank_equal_to_the_embeddings_width(monkeypatch):
+    import sklearn_lore.__main__ as cli
+
+    cli._check_rank(32, 32)  # no exit
+    with pytest.raises(SystemExit, match="--n-components 33 exceeds the 32 features"):
+        cli._check_rank(33, 32)
 
 
 def test_main_job_refuses_more_components_than_features():

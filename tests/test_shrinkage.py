@@ -208,6 +208,18 @@ def test_the_cross_fit_shots_are_spread_over_a_users_rows():
     assert few.sum() == 3
 
 
+def test_distinct_pairs_are_per_user():
+    """One user's last key equal to the next user's first (users who labelled the same
+    comparison) are two pairs, not one."""
+    index, groups, keys = _solver._distinct_pairs(np.array([0, 0, 1, 1, 1]),
+                                                  np.array([1.0, 5.0, 5.0, 9.0, 9.0]))
+    np.testing.assert_array_equal(index, [0, 1, 2, 3, 3])
+    np.testing.assert_array_equal(groups, [0, 0, 1, 1])
+    np.testing.assert_array_equal(keys, [1.0, 5.0, 5.0, 9.0])
+    empty = _solver._distinct_pairs(np.zeros(0, dtype=np.intp), np.zeros(0))
+    assert [len(part) for part in empty] == [0, 0, 0]
+
+
 def test_the_cross_fit_shots_take_copies_of_a_pair_together():
     """A held-out user's copies of one comparison were split between its shots and its
     scored rows (with every row duplicated, 750 of 1,650 scored rows at 5 shots were

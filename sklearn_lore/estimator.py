@@ -48,6 +48,18 @@ _HOST_FOLD_IN_ROWS = 65536
 # training logits all below this: the penalties won and the model collapsed to zero
 _COLLAPSED_LOGIT = 1e-8
 
+# what to do when the leave-one-out temperature reaches its bound, after a fit and in a
+# stream (where the next calls fit it again, and CalibratedClassifierCV cannot stream)
+_FIT_BOUND_ADVICE = (
+    "Calibrate on held-out pairs instead: CalibratedClassifierCV(LowRankRewardEstimator("
+    "calibrate=False), cv=WithinUserKFold(5, shuffle=True)) (sklearn_lore.model_selection) "
+    "on a DataFrame with the user column (its predictions pass on no other ids), or set "
+    "calibrate=False.")
+_STREAM_BOUND_ADVICE = (
+    "In a stream the next partial_fit calls fit it again on more rows (all the remembered "
+    "rows, or memory-free the batches' logits from before each update); to calibrate a "
+    "short stream, feed a larger first batch, or set calibrate=False.")
+
 # a memory-free stream refits its temperatures on the batches' logits from before each
 # update, the last this many rows of seen users and of unknown ones (a window: older
 # logits are those of an older model; docs/user_guide.md, "Streaming")
@@ -1187,7 +1199,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 + _scale_advice(Z, sw), ConvergenceWarning)
 
     def _fit_curvature_and_temperature(self, be, Z, F, y01, sw, W_rows, precisions, gram,
-                                       gram_eig=None, held_out=None):
+                                       gram_eig=None, held_out=None, stream=False):
         """The basis curvature of the fitted rows (streaming prior and calibration),
         then the temperatures: the cross-fit's held-out ones (``held_out``), or from
         leave-one-out logits with the basis leverage where there are none.
@@ -1205,9 +1217,10 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
             if gram_eig is not None:
                 eig = (gram_eig[0] * _solver.gram_scale(sw, total), gram_eig[1])
             basis = _solver.basis_leverage(be, Z, A, S, self.alpha, eig=eig)
-        self._fit_temperature(F, y01, sw, W_rows, precisions, basis, held_out)
+        self._fit_temperature(F, y01, sw, W_rows, precisions, basis, held_out, stream=stream)
 
-    def _fit_temperature(self, F, y01, sw, W_rows, precisions, basis=None, held_out=None):
+    def _fit_temperature(self, F, y01, sw, W_rows, precisions, basis=None, held_out=None,
+                         stream=False):
         """Temperatures of the users of the fit and of unknown users.
 
         ``held_out``: the temperatures the cross-fit fitted on held-out rows
@@ -1221,7 +1234,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         reliable). The inverse temperature is the 1-d logistic regression of y on
         those logits. ``precisions = (P, groups)``: the users' precisions P_u (G, B,
         B) and each row's user; rows without a user (``precisions`` None) count the
-        basis part alone.
+        basis part alone. ``stream``: a partial_fit call (its warning at the bound
+        says that later calls fit the temperature again).
         """
         self.temperature_ = self.population_temperature_ = 1.0
         self._seen_temperature_held_out = self._unknown_temperature_held_out = False
@@ -1264,11 +1278,8 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                 f"({1.0 / _MIN_INVERSE_TEMPERATURE:g}): the leave-one-out estimate behind it "
                 "is unreliable where the basis has many parameters for its rows "
                 f"(n_components x n_features = {B * d} for {len(t)} rows here), and it can "
-                "soften the probabilities far more than held-out pairs want. Calibrate on "
-                "held-out pairs instead: CalibratedClassifierCV(LowRankRewardEstimator("
-                "calibrate=False), cv=WithinUserKFold(5, shuffle=True)) "
-                "(sklearn_lore.model_selection) on a DataFrame with the user column (its "
-                "predictions pass on no other ids), or set calibrate=False.", UserWarning)
+                "soften the probabilities far more than held-out pairs want. "
+                + (_STREAM_BOUND_ADVICE if stream else _FIT_BOUND_ADVICE), UserWarning)
         # unknown users: the population's own temperature on the pooled rows, with
         # the basis left out of each row (the B population weights are not fitted
         # to any single user)
@@ -1369,7 +1380,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         return data
 
     def _fit_first_batch(self, Z, y01, sw, ids, V0=None, shrinkage=None, tol=None,
-                         data=None, held_out=None):
+                         data=None, held_out=None, stream=False):
         """Alternating minimization from a spectral start, or from ``V0`` (d, B).
 
         ``tol`` replaces ``self.tol`` when given. ``shrinkage``, when given, replaces
@@ -1443,7 +1454,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         self._set_population(mu, len(users) * P, prior_precision=self.shrinkage_ * P)
         self._fit_curvature_and_temperature(be, rows.Z, F, y01, sw, W_rows,
                                             (self.user_precision_, groups), res.gram_be,
-                                            gram_eig, held_out)
+                                            gram_eig, held_out, stream=stream)
         self.user_temperature_ = np.full(len(users), self.temperature_)
         self.fold_in_temperature_ = (
             fold_in_temperature if fold_in_temperature is not None and self.calibrate
@@ -1794,7 +1805,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         with _numerical_failure_as_value_error(Z, sw):
             if first:
                 # a stream builds on this first fit: solve it as tightly as its updates
-                self._fit_first_batch(*batch, tol=self.tol / 10)
+                self._fit_first_batch(*batch, tol=self.tol / 10, stream=True)
             elif memory is not None:
                 self._refit_memory(memory)
             else:
@@ -1849,7 +1860,7 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
                             else None)}
         self._fit_first_batch(Z, y01, sw, ids, V0=self.components_.T,
                               shrinkage=self.shrinkage_ if keep_scale else None,
-                              held_out=held_out)
+                              held_out=held_out, stream=True)
         # the cross-fit that chose the scale also calibrated new users where it held
         # out enough of their rows: keep both. Where it did not, the fold-in temperature
         # was the seen users' temperature of then, and follows the refit's (it stayed

@@ -731,3 +731,18 @@ def test_a_memory_refit_of_an_old_file_keeps_its_new_user_temperature(tmp_path):
         del est._unknown_temperature_held_out, est._seen_temperature_held_out
         est.partial_fit(X[800:1000], y[800:1000], user_ids=users[800:1000])  # scale kept
     assert est.fold_in_temperature_ == kept
+
+
+def test_a_streams_bound_warning_gives_a_streams_advice():
+    """A small first partial_fit call reaches the leave-one-out bound; the warning said
+    to wrap the estimator in CalibratedClassifierCV, which cannot stream. In a stream it
+    says that later calls fit the temperature again; after a fit it names the wrapper."""
+    X, y, u, _ = make_preference_data(n_users=40, n_pairs_per_user=30, n_features=16,
+                                      random_state=0)
+    with pytest.warns(UserWarning, match="reached its bound .* the next partial_fit calls "
+                                         "fit it again") as caught:
+        LowRankRewardEstimator(3, random_state=0).partial_fit(
+            X[:40], y[:40], classes=[0, 1], user_ids=u[:40])
+    assert not any("CalibratedClassifierCV" in str(w.message) for w in caught)
+    with pytest.warns(UserWarning, match="reached its bound .* CalibratedClassifierCV"):
+        LowRankRewardEstimator(3, random_state=0).fit(X[:40], y[:40], user_ids=u[:40])

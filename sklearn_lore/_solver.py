@@ -1065,7 +1065,9 @@ def crossfit_refits(be, Z, y, s, groups, n_groups, rank, kind, alpha, lam, *, n_
     (an uncalibrated fit) the folds hold no seen logits: the temperature fitted on
     them is then not wanted. Returns a :class:`CrossfitRefits`."""
     keys = _content_keys(be, Z, y)
-    counts = np.bincount(groups, minlength=n_groups)
+    # each user's distinct pairs (a duplicated single pair is one pair, as a row of
+    # weight 2: counted as rows, such a user was held out where the weighted one was not)
+    counts = np.bincount(_distinct_pairs(groups, keys)[1], minlength=n_groups)
     # a row of weight 2 counts as two copies of it (the same folds as duplicated rows)
     user_keys = np.bincount(groups, weights=keys * s, minlength=n_groups)
     user_rank = np.empty(n_groups, dtype=np.intp)

@@ -604,7 +604,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     temperature_ : float
         The logits of the users of the fit are divided by it (1.0 when
         ``calibrate=False``): fitted on the cross-fit's held-out pairs of seen users,
-        or on leave-one-out logits without a cross-fit (``calibrate``).
+        or on leave-one-out logits without a cross-fit (``calibrate``); a memory-free
+        :meth:`partial_fit` refits it on its batches' known users' rows as the model
+        predicted them before each update (``stream_memory``).
     fold_in_temperature_ : float
         The same for users first seen by :meth:`partial_fit_users` (new users
         adapted from a few pairs): the temperature of the cross-fit's held-out users
@@ -614,7 +616,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
     population_temperature_ : float
         The same for unknown users and rows without ids (the population model):
         fitted on the cross-fit's held-out users under the population weights, or on
-        leave-one-out logits without a cross-fit.
+        leave-one-out logits without a cross-fit; a memory-free :meth:`partial_fit`
+        refits it on its batches' rows under the population weights before each
+        update.
     n_features_in_ : int
         Number of embedding features (the user column excluded).
     feature_names_in_ : ndarray of shape (n_features_in_,)

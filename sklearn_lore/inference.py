@@ -174,8 +174,10 @@ def score_responses(model, prompt, candidates, user_id=None, *, user_col=None):
     exactly one reward. The rewards are calibrated margins, divided by the user's
     temperature (``user_temperature_``, or ``population_temperature_`` for the
     population), as :meth:`LowRankRewardEstimator.decision_function` of the pairs
-    (candidate, first candidate): rankings do not depend on it, sizes compared across
-    users do (``calibrate=False`` gives the raw margins).
+    (candidate, first candidate) for a pipeline of the embedder and the estimator (a
+    step between them that shifts the features gives the pair (first, first) a margin
+    of its own, subtracted here): rankings do not depend on the temperature, sizes
+    compared across users do (``calibrate=False`` gives the raw margins).
 
     Examples
     --------

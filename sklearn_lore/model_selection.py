@@ -1002,7 +1002,8 @@ class WithinUserKFold(BaseCrossValidator):
         different, of another length than X, hold a missing value, or if there are
         fewer rows than folds.
     TypeError
-        From the constructor if ``shuffle`` is not a bool (as ``KFold``).
+        From the constructor if ``shuffle`` is not a bool (as ``KFold``); from
+        :meth:`split` if an id is unhashable (a list, say).
 
     See Also
     --------
@@ -1278,15 +1279,16 @@ def fewshot_curve(estimator, X, y, user_ids=None, *, shots=(0, 5, 10, 20), unsee
     ValueError
         If no seen user, or no unseen user, has more than ``n_train_pairs`` rows:
         that group would have no test pairs; if ``n_bins`` is not a positive integer;
-        if y is not 1-d; if X and y differ in length, the user ids are given twice or not at all, or
-        ``split`` was made for other rows; for ``shots``, ``unseen_size``,
+        if y is not 1-d or holds a missing or infinite label (the row named); if X and
+        y differ in length, the user ids are given twice or not at all, or ``split``
+        was made for other rows; for ``shots``, ``unseen_size``,
         ``n_train_pairs``, ``random_state`` and the user ids, as
         :func:`fewshot_split`. All checked before fitting.
     TypeError
         If ``adapt`` is neither None nor callable; if ``adapt`` is None, some number of
         shots is above 0 and ``estimator`` has no ``partial_fit_users`` method; if
-        ``split`` is not a :func:`fewshot_split` result; if an id is unhashable. All
-        checked before fitting.
+        ``split`` is not a :func:`fewshot_split` result; if an id is unhashable; if the
+        labels mix types that do not compare. All checked before fitting.
 
     Examples
     --------

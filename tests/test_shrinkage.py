@@ -15,6 +15,7 @@ import pytest
 from sklearn_lore import LowRankRewardEstimator
 from sklearn_lore import _solver
 from sklearn_lore.datasets import make_preference_data
+from sklearn_lore.model_selection import within_user_position
 
 SHOTS = 10
 
@@ -206,6 +207,23 @@ def test_the_cross_fit_shots_are_spread_over_a_users_rows():
     # at most half of a user's rows adapt
     few = _solver._shot_masks(np.zeros(6, dtype=np.intp), keys[:6], (5,))[0]
     assert few.sum() == 3
+
+
+def test_a_user_whose_one_pair_is_duplicated_is_a_user_of_one_pair():
+    """Users held out of the cross-fit need two pairs; counted as rows, a single pair
+    duplicated made its user eligible where the same pair weighted 2 did not, and the
+    temperatures differed (population 1.656 against 1.760)."""
+    X, y, u, _ = make_preference_data(n_users=60, n_pairs_per_user=20, n_features=8,
+                                      random_state=0)
+    keep = np.isin(u, np.unique(u)[:30]) | (within_user_position(u) < 1)
+    X, y, u = X[keep], y[keep], u[keep]
+    kw = dict(n_components=2, random_state=0)
+    weighted = LowRankRewardEstimator(**kw).fit(X, y, user_ids=u,
+                                                sample_weight=np.full(len(y), 2.0))
+    copies = LowRankRewardEstimator(**kw).fit(np.r_[X, X], np.r_[y, y], user_ids=np.r_[u, u])
+    assert copies.shrinkage_ == weighted.shrinkage_
+    for name in ("temperature_", "population_temperature_", "fold_in_temperature_"):
+        assert getattr(copies, name) == pytest.approx(getattr(weighted, name), rel=1e-9)
 
 
 def test_distinct_pairs_are_per_user():

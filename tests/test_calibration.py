@@ -310,6 +310,13 @@ def test_a_stream_keeps_the_held_out_temperatures_with_its_scale(tmp_path):
         est.partial_fit(X[:800], y[:800], classes=[0, 1], user_ids=users[:800])
         assert est._seen_temperature_held_out and est._unknown_temperature_held_out
         first = (est.temperature_, est.population_temperature_, est.fold_in_temperature_)
+        # a file saved before the held-out flags: its new-user temperature came from the
+        # cross-fit and is kept with the scale too (its population temperature, from
+        # leave-one-out then, is fitted again)
+        old = copy.deepcopy(est)
+        del old._unknown_temperature_held_out, old._seen_temperature_held_out
+        old.partial_fit(X[800:1000], y[800:1000], user_ids=users[800:1000])
+        assert old.fold_in_temperature_ == first[2]
         io.save(est, tmp_path / "stream.lore")
         est = io.load(tmp_path / "stream.lore")
         est.partial_fit(X[800:1000], y[800:1000], user_ids=users[800:1000])  # scale kept
@@ -517,6 +524,19 @@ def test_a_stream_call_with_few_held_out_rows_keeps_the_temperatures(stream_case
     assert plain._stream_calibration is None
 
 
+def _fitted_with_two_folded_in(stream_case):
+    """A memory-free model fitted on 30 users' training rows, two more folded in: the
+    training rows, the fitted users' and the folded-in users' masks."""
+    X, y, u, train = stream_case
+    Xt, yt, ut = X[train], y[train], u[train]
+    first = np.isin(ut, np.unique(ut)[:30])
+    est = LowRankRewardEstimator(2, random_state=0, stream_memory=0).fit(
+        Xt[first], yt[first], user_ids=ut[first])
+    new = np.isin(ut, np.unique(ut)[30:32])
+    est.partial_fit_users(Xt[new], yt[new], user_ids=ut[new])
+    return est, (Xt, yt, ut), first, new
+
+
 def test_stream_temperatures_follow_the_rules_for_users_forget_and_files(stream_case,
                                                                         tmp_path):
     """Users with the seen users' temperature follow it; a user folded in with the
@@ -525,12 +545,7 @@ def test_stream_temperatures_follow_the_rules_for_users_forget_and_files(stream_
     from sklearn_lore import io
 
     X, y, u, train = stream_case
-    Xt, yt, ut = X[train], y[train], u[train]
-    first = np.isin(ut, np.unique(ut)[:30])
-    est = LowRankRewardEstimator(2, random_state=0, stream_memory=0).fit(
-        Xt[first], yt[first], user_ids=ut[first])
-    new = np.isin(ut, np.unique(ut)[30:32])
-    est.partial_fit_users(Xt[new], yt[new], user_ids=ut[new])
+    est, (Xt, yt, ut), first, new = _fitted_with_two_folded_in(stream_case)
     folded = est._user_index(np.unique(ut[new]))
     kept = est.fold_in_temperature_
     assert kept != est.temperature_ and est._unknown_temperature_held_out
@@ -703,34 +718,12 @@ def test_the_seen_users_stream_temperature_sharpens_only_on_500_rows():
 
 
 def test_calibrate_switched_off_in_a_memory_free_stream_reaches_folded_in_users(stream_case):
-    X, y, u, train = stream_case
-    Xt, yt, ut = X[train], y[train], u[train]
-    first = np.isin(ut, np.unique(ut)[:30])
-    est = LowRankRewardEstimator(2, random_state=0, stream_memory=0).fit(
-        Xt[first], yt[first], user_ids=ut[first])
-    new = np.isin(ut, np.unique(ut)[30:32])
-    est.partial_fit_users(Xt[new], yt[new], user_ids=ut[new])
+    est, (Xt, yt, ut), first, _ = _fitted_with_two_folded_in(stream_case)
     assert est.fold_in_temperature_ != est.temperature_
     rows = np.flatnonzero(first)[:200]
     est.set_params(calibrate=False).partial_fit(Xt[rows], yt[rows], user_ids=ut[rows])
     np.testing.assert_array_equal(est.user_temperature_, 1.0)
     assert est.fold_in_temperature_ == 1.0
-
-
-def test_a_memory_refit_of_an_old_file_keeps_its_new_user_temperature(tmp_path):
-    """Files saved before the held-out flags: their new-user temperature came from the
-    cross-fit, and a refit that keeps the scale keeps it (their population temperature,
-    from leave-one-out then, is fitted again)."""
-    X, y, users, _ = make_preference_data(n_users=60, n_pairs_per_user=20, n_features=8,
-                                          random_state=0)
-    est = LowRankRewardEstimator(2, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        est.partial_fit(X[:800], y[:800], classes=[0, 1], user_ids=users[:800])
-        kept = est.fold_in_temperature_
-        del est._unknown_temperature_held_out, est._seen_temperature_held_out
-        est.partial_fit(X[800:1000], y[800:1000], user_ids=users[800:1000])  # scale kept
-    assert est.fold_in_temperature_ == kept
 
 
 def test_a_streams_bound_warning_gives_a_streams_advice():

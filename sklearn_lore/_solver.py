@@ -868,13 +868,17 @@ def _rank_within(groups, keys):
     return rank
 
 
+# the golden ratio's fractional part: multiples of it mod 1 spread evenly over [0, 1)
+GOLDEN = 0.6180339887498949
+
+
 def _spread_rank(groups, keys):
     """A rank of each row among its group's rows by which the first k rows of a group,
     for any k, are spread evenly over its rows ordered by ``keys`` (a golden-ratio
     sequence over the key order): the shots of a held-out user are then a sample of
     its rows, not the ones at one end of a direction in the embedding space (the
     lowest k keys made the shots and the scored rows differ systematically)."""
-    spread = (_rank_within(groups, keys) * 0.6180339887498949) % 1.0
+    spread = (_rank_within(groups, keys) * GOLDEN) % 1.0
     return _rank_within(groups, spread)
 
 

@@ -1951,15 +1951,16 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         """The batch's held-out logits: the model before the update on the batch's
         distinct rows (copies of a row of one user, as a row of weight 2, are one row
         whose weight is theirs summed). Returns ``(users, population)``, each
-        ``(logits, labels, rows, copy_of)`` for known users' rows under their weights
-        and for every row under the population's weights: ``rows`` are the batch rows
-        of each distinct row's first copy, ``copy_of`` maps every batch row to its
-        distinct row (``_stream_temperatures`` sums the weights over the copies)."""
+        ``(logits, labels, rows, copy_of, keys)`` for known users' rows under their
+        weights and for every row under the population's weights: ``rows`` are the
+        batch rows of each distinct row's first copy, ``copy_of`` maps every batch row
+        to its distinct row (``_stream_temperatures`` sums the weights over the
+        copies), ``keys`` are the distinct rows' content keys (their order in the
+        windows)."""
         F = be.to_numpy(be.matmul_ZV(Z, be.asarray(V))).astype(np.float64, copy=False)
-        copy_of, _, _ = _solver._distinct_pairs(groups, _solver._content_keys(be, Z, y01))
-        # each distinct row's first copy, in the batch's order (the windows keep the
-        # last rows of a batch larger than they are, as they came)
-        first = np.sort(np.unique(copy_of, return_index=True)[1])
+        keys = _solver._content_keys(be, Z, y01)
+        copy_of, _, _ = _solver._distinct_pairs(groups, keys)
+        first = np.unique(copy_of, return_index=True)[1]  # each distinct row's first copy
         known = np.zeros(F.shape[0], dtype=bool)
         if index is not None:
             row_index = index[groups]
@@ -1967,8 +1968,9 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         kept = first[known[first]]
         users = np.einsum("nb,nb->n", F[kept], self.user_weights_[row_index[kept]]) \
             if len(kept) else np.zeros(0)
-        return ((users, y01[kept], kept, copy_of),
-                (F[first] @ self.population_weights_, y01[first], first, copy_of))
+        return ((users, y01[kept], kept, copy_of, keys[kept]),
+                (F[first] @ self.population_weights_, y01[first], first, copy_of,
+                 keys[first]))
 
     def _stream_temperatures(self, before, sw):
         """The temperatures of a memory-free stream after a call: fitted on the last
@@ -1988,13 +1990,23 @@ class LowRankRewardEstimator(ClassifierMixin, BaseEstimator):
         with_users = getattr(self, "_fit_with_users", None)
         if with_users is None:  # files saved before the flag existed, as partial_fit reads
             with_users = len(getattr(self, "users_", ())) > 0
-        for k, (t, y_k, rows, copy_of) in enumerate(before):
+        for k, (t, y_k, rows, copy_of, keys) in enumerate(before):
             # a distinct row weighs what its copies weigh together
             s_k = np.bincount(copy_of, weights=sw)[copy_of[rows]]
             kept = s_k > 0
             if not kept.any():
                 continue
             new = (t[kept], y_k[kept], s_k[kept])
+            # a batch's rows in an order of their content, spread over their keys (a
+            # golden-ratio sequence over the content order): the rows a window keeps of
+            # a batch larger than it, or of an older batch it is cutting, are an even
+            # sample of the batch whatever order its rows came in (in the batch's order,
+            # the window's temperatures changed with the row order)
+            by_content = np.lexsort((new[2], new[1], new[0], keys[kept]))
+            rank = np.empty(len(by_content), dtype=np.intp)
+            rank[by_content] = np.arange(len(by_content))
+            new = tuple(a[np.argsort((rank * _solver.GOLDEN) % 1.0, kind="stable")]
+                        for a in new)
             if windows[k] is not None:
                 new = tuple(np.concatenate([a, b]) for a, b in zip(windows[k], new))
             windows[k] = tuple(a[-_STREAM_CALIBRATION_ROWS:] for a in new)
